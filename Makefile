@@ -1,0 +1,29 @@
+# Everything bootstraps its own .venv from the pinned dependencies in pyproject.toml.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+PY := $(VENV)/bin/python
+
+.PHONY: install test demo demo-quick bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(VENV)/bin/softprompt demo
+
+demo-quick: $(STAMP)
+	$(VENV)/bin/softprompt demo --quick
+
+bench: $(STAMP)
+	for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,91 @@
+"""Mid-run checkpoints of a prompt-tuning run: everything needed to continue exactly.
+
+A checkpoint folder holds `arrays.safetensors` (the prompt, the best prompt so far, and every
+optimiser-state leaf, in tree order) and `state.json` (step, data position, best score and
+step, metric history, and the trial configuration it belongs to). No pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+ARRAYS = "arrays.safetensors"
+STATE = "state.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is unreadable or belongs to another configuration."""
+
+
+class TrainState(NamedTuple):
+    prompt: jax.Array                # [P, E] float32, the prompt being trained
+    opt_state: Any                   # the optax state for `prompt`
+    step: int                        # optimiser steps taken
+    epoch: int                       # data position: epoch ...
+    offset: int                      # ... and examples consumed in it
+    best_prompt: np.ndarray          # [P, E] the prompt with the best validation score so far
+    best_score: float                # -inf before the first evaluation
+    best_step: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]]  # one entry per evaluation: step, loss, metrics
+
+
+def save_checkpoint(state: TrainState, directory: str | os.PathLike, *, config: dict[str, Any]) -> Path:
+    """Writes `state` into `directory`, replacing any checkpoint there atomically."""
+    directory = Path(directory)
+    staging = directory.with_name(directory.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    leaves = jax.tree_util.tree_leaves(state.opt_state)
+    arrays = {"prompt": np.asarray(state.prompt), "best_prompt": np.asarray(state.best_prompt)}
+    arrays |= {f"opt/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(staging / ARRAYS))
+    meta = {"step": state.step, "epoch": state.epoch, "offset": state.offset,
+            "best_score": state.best_score, "best_step": state.best_step,
+            "best_metrics": state.best_metrics, "history": state.history,
+            "opt_leaves": len(leaves), "config": config}
+    (staging / STATE).write_text(json.dumps(meta, indent=1))
+    retired = directory.with_name(directory.name + ".retired")
+    if directory.exists():
+        os.replace(directory, retired)
+    os.replace(staging, directory)
+    shutil.rmtree(retired, ignore_errors=True)
+    return directory
+
+
+def load_checkpoint(directory: str | os.PathLike, *, opt_state_template: Any, config: dict[str, Any]) -> TrainState:
+    """Reads a checkpoint written by `save_checkpoint` for the same `config`.
+
+    `opt_state_template` is a freshly initialised optimiser state with the right tree structure.
+    """
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / STATE).read_text())
+        arrays = load_file(str(directory / ARRAYS))
+    except (OSError, json.JSONDecodeError, SafetensorError) as error:
+        raise CheckpointError(f"{directory}: unreadable checkpoint ({error})") from error
+    if meta.get("config") != config:
+        changed = sorted(k for k in set(config) | set(meta.get("config", {}))
+                         if config.get(k) != meta.get("config", {}).get(k))
+        raise CheckpointError(f"{directory}: checkpoint was written for another configuration "
+                              f"(differs in {', '.join(changed)})")
+    template_leaves, treedef = jax.tree_util.tree_flatten(opt_state_template)
+    if meta["opt_leaves"] != len(template_leaves):
+        raise CheckpointError(f"{directory}: optimiser state has {meta['opt_leaves']} leaves, "
+                              f"expected {len(template_leaves)}")
+    leaves = [jax.numpy.asarray(arrays[f"opt/{i}"], dtype=t.dtype) for i, t in enumerate(template_leaves)]
+    return TrainState(prompt=jax.numpy.asarray(arrays["prompt"]),
+                      opt_state=jax.tree_util.tree_unflatten(treedef, leaves),
+                      step=meta["step"], epoch=meta["epoch"], offset=meta["offset"],
+                      best_prompt=arrays["best_prompt"], best_score=meta["best_score"],
+                      best_step=meta["best_step"], best_metrics=meta["best_metrics"],
+                      history=meta["history"])

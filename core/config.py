@@ -1,0 +1,77 @@
+"""`TrainConfig`: everything that defines one prompt-tuning trial — the Table 6 knobs, the prompt,
+the seed, the task and the model. A search campaign samples these; MLflow records them as params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from .optim import OptimizerConfig
+
+TARGET_FORMATS = ("plain", "sentinel")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    # What to tune for.
+    task: str                               # built-in task name or path of a task YAML file
+    model: str = "t5-tiny-random"           # built-in model name, .gguf file or HF directory
+    dtype: str = "float32"                  # frozen weights: float32 or bfloat16 (prompt stays float32)
+    data_dir: str | None = None             # JSONL data folder; None: $SOFTPROMPT_DATA_DIR, then shipped data
+    # The prompt (paper §3.2; default length 100 in the paper, 20 here to suit a laptop).
+    prompt_length: int = 20
+    init: str = "class_labels"              # random_uniform | sampled_vocab | class_labels | from_text | from_file
+    init_text: str | None = None            # for from_text (the paper's task words for ReCoRD/WSC)
+    init_path: str | None = None            # for from_file: a prompt artifact folder
+    target_format: str = "plain"            # plain | sentinel (T5: targets start with <extra_id_0>, §2.2)
+    # Table 6 (Appendix A.2); the paper's defaults: Adafactor, constant lr 0.3, batch 32, 30k steps.
+    learning_rate: float = 0.3
+    parameter_scaling: bool = False
+    batch_size: int = 32
+    steps: int = 30_000
+    warmup_steps: int = 0                   # 0 = off
+    decay_factor: float | None = None       # None = off
+    steps_per_decay: int | None = None      # None = off
+    weight_decay: float = 1e-5
+    decay_rate: float = 0.8                 # Adafactor second-moment decay ("beta2 decay")
+    # Evaluation and checkpoint selection (early stopping on the validation metric).
+    eval_every: int = 1_000
+    max_eval_examples: int | None = None
+    eval_split: str = "validation"
+    train_split: str = "train"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.prompt_length >= 1, "prompt_length", "must be >= 1")
+        _check(self.steps >= 1, "steps", "must be >= 1")
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _check(self.eval_every >= 1, "eval_every", "must be >= 1")
+        _check(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        _check(self.target_format in TARGET_FORMATS, "target_format", f"must be one of {TARGET_FORMATS}")
+        _check(self.dtype in ("float32", "bfloat16"), "dtype", "must be float32 or bfloat16")
+        _check((self.decay_factor is None) == (self.steps_per_decay is None), "decay_factor",
+               "and steps_per_decay are set together or not at all")
+
+    def optimizer(self) -> OptimizerConfig:
+        return OptimizerConfig(learning_rate=self.learning_rate, parameter_scaling=self.parameter_scaling,
+                               decay_rate=self.decay_rate, weight_decay=self.weight_decay,
+                               warmup_steps=self.warmup_steps, decay_factor=self.decay_factor,
+                               steps_per_decay=self.steps_per_decay)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+def _check(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"TrainConfig.{field} {message}")

@@ -1,0 +1,271 @@
+"""Gemma 3 (decoder-only) in Flax linen, and its `FamilyOps` for prompt tuning.
+
+Written by hand because the PyPI `gemma` library cannot be used here (3.3.0 breaks against current
+kauldron and pulls TensorFlow; 4.x needs Python 3.12 — see DESIGN.md). Every detail follows
+transformers' `Gemma3ForCausalLM`; tests/core/test_gemma3.py proves the logits equal.
+
+Shapes: B batch, S sequence, T target tokens, E d_model, N query heads, K key/value heads,
+G = N // K query heads per key/value head, H head_dim, F ffn_dim, V vocabulary.
+
+Parameter tree (norm scales are stored as w and applied as (1 + w), the Hugging Face convention):
+
+    embedding                                         [V, E]  tied: also the output projection
+    blocks_{i}/pre_attention_norm/scale               [E]
+    blocks_{i}/attn/q [E, N, H]  k [E, K, H]  v [E, K, H]  out [N, H, E]
+    blocks_{i}/attn/query_norm/scale, key_norm/scale  [H]
+    blocks_{i}/post_attention_norm/scale              [E]
+    blocks_{i}/pre_ffw_norm/scale                     [E]
+    blocks_{i}/mlp/gate [E, F]  up [E, F]  down [F, E]
+    blocks_{i}/post_ffw_norm/scale                    [E]
+    final_norm/scale                                  [E]
+
+The compute dtype is the dtype of the parameters (float32 or bfloat16); norms and softmax run in
+float32 as in transformers, and logits are always returned as float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Params = Any
+_INIT = nn.initializers.normal(stddev=0.02)  # only for random test models; real weights are loaded
+_MASKED = float(jnp.finfo(jnp.float32).min)  # finite, so fully masked (padding) rows stay NaN-free
+
+
+@dataclasses.dataclass(frozen=True)
+class Gemma3Config:
+    """Gemma 3 text architecture. Defaults are Gemma 3 270M (as read from its GGUF)."""
+
+    vocab_size: int = 262_144
+    d_model: int = 640
+    num_layers: int = 18
+    num_heads: int = 4                 # query heads
+    num_kv_heads: int = 1
+    head_dim: int = 256
+    ffn_dim: int = 2048
+    layer_types: tuple[str, ...] = (("local",) * 5 + ("global",)) * 3  # 5 sliding : 1 global
+    sliding_window: int = 512          # a local layer's query sees keys at distance < window
+    local_rope_base: float = 10_000.0
+    global_rope_base: float = 1_000_000.0
+    query_pre_attn_scalar: float = 256.0  # attention logits are scaled by its -1/2 power
+    rms_norm_eps: float = 1e-6
+    final_logit_softcap: float | None = None
+    attn_logit_softcap: float | None = None
+    bos_id: int = 2
+    eos_id: int = 1
+    pad_id: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "layer_types", tuple(self.layer_types))
+        if len(self.layer_types) != self.num_layers or set(self.layer_types) - {"local", "global"}:
+            raise ValueError(f"layer_types must be {self.num_layers} of 'local'/'global': {self.layer_types}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError("num_heads must be a multiple of num_kv_heads")
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> "Gemma3Config":
+        """From `to_dict()` output; other keys (family, dtype, ...) are ignored."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in config.items() if key in names})
+
+    def to_dict(self) -> dict:
+        """Plain JSON data, with `family` so the dict says what it describes."""
+        return {"family": "gemma3", **dataclasses.asdict(self), "layer_types": list(self.layer_types)}
+
+
+class RMSNorm(nn.Module):
+    """x [..., D] -> x / rms(x) * (1 + scale), computed in float32, returned in x's dtype."""
+
+    eps: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.param("scale", nn.initializers.zeros_init(), (x.shape[-1],))
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+        return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
+    """Rotary embedding, rotate-half convention. x [B, S, n, H], positions [B, S] -> [B, S, n, H]."""
+    half = x.shape[-1] // 2
+    inv_freq = 1.0 / base ** (jnp.arange(half, dtype=jnp.float32) * 2 / x.shape[-1])
+    angles = positions[:, :, None, None].astype(jnp.float32) * inv_freq  # [B, S, 1, H/2]
+    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def softcap(x: jax.Array, cap: float | None) -> jax.Array:
+    return x if cap is None else jnp.tanh(x / cap) * cap
+
+
+class Attention(nn.Module):
+    """Grouped-query self-attention with q/k norms and rotary positions."""
+
+    config: Gemma3Config
+    is_global: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, positions: jax.Array, allowed: jax.Array) -> jax.Array:
+        """x [B, S, E], positions [B, S], allowed [B, S(query), S(key)] bool -> [B, S, E]."""
+        c = self.config
+        batch, length, _ = x.shape
+        groups = c.num_heads // c.num_kv_heads
+        q = jnp.einsum("bse,enh->bsnh", x, self.param("q", _INIT, (c.d_model, c.num_heads, c.head_dim)))
+        k = jnp.einsum("bse,ekh->bskh", x, self.param("k", _INIT, (c.d_model, c.num_kv_heads, c.head_dim)))
+        v = jnp.einsum("bse,ekh->bskh", x, self.param("v", _INIT, (c.d_model, c.num_kv_heads, c.head_dim)))
+        base = c.global_rope_base if self.is_global else c.local_rope_base
+        q = apply_rope(RMSNorm(c.rms_norm_eps, name="query_norm")(q), positions, base)
+        k = apply_rope(RMSNorm(c.rms_norm_eps, name="key_norm")(k), positions, base)
+        # query head n = kv head (n // G), group member (n % G), as transformers' repeat_kv
+        q = q.reshape(batch, length, c.num_kv_heads, groups, c.head_dim)
+        scores = jnp.einsum("bskgh,btkh->bkgst", q, k) * c.query_pre_attn_scalar ** -0.5
+        scores = softcap(scores, c.attn_logit_softcap).astype(jnp.float32)
+        scores = jnp.where(allowed[:, None, None], scores, _MASKED)
+        probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
+        out = jnp.einsum("bkgst,btkh->bskgh", probs, v).reshape(batch, length, c.num_heads, c.head_dim)
+        return jnp.einsum("bsnh,nhe->bse", out, self.param("out", _INIT, (c.num_heads, c.head_dim, c.d_model)))
+
+
+class FeedForward(nn.Module):
+    """GeGLU: down(gelu_tanh(x @ gate) * (x @ up)). x [B, S, E] -> [B, S, E]."""
+
+    config: Gemma3Config
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = self.config
+        gate = x @ self.param("gate", _INIT, (c.d_model, c.ffn_dim))
+        up = x @ self.param("up", _INIT, (c.d_model, c.ffn_dim))
+        return (jax.nn.gelu(gate, approximate=True) * up) @ self.param("down", _INIT, (c.ffn_dim, c.d_model))
+
+
+class Block(nn.Module):
+    """One decoder layer: norms before and after both the attention and the feed-forward."""
+
+    config: Gemma3Config
+    is_global: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, positions: jax.Array, allowed: jax.Array) -> jax.Array:
+        """x [B, S, E] -> [B, S, E]."""
+        eps = self.config.rms_norm_eps
+        h = Attention(self.config, self.is_global, name="attn")(
+            RMSNorm(eps, name="pre_attention_norm")(x), positions, allowed)
+        x = x + RMSNorm(eps, name="post_attention_norm")(h)
+        h = FeedForward(self.config, name="mlp")(RMSNorm(eps, name="pre_ffw_norm")(x))
+        return x + RMSNorm(eps, name="post_ffw_norm")(h)
+
+
+def attention_masks(mask: jax.Array, positions: jax.Array, window: int) -> tuple[jax.Array, jax.Array]:
+    """mask [B, S] bool -> (global, local) [B, S, S] bool: causal, key not padding; local also
+    needs query position - key position < window."""
+    length = mask.shape[1]
+    allowed = jnp.tril(jnp.ones((length, length), bool))[None] & mask[:, None, :]
+    near = (positions[:, :, None] - positions[:, None, :]) < window
+    return allowed, allowed & near
+
+
+class Gemma3(nn.Module):
+    """Gemma 3 decoder: token embeddings in, float32 logits out."""
+
+    config: Gemma3Config
+
+    def setup(self):
+        c = self.config
+        self.embedding = self.param("embedding", _INIT, (c.vocab_size, c.d_model))
+        self.blocks = [Block(c, kind == "global") for kind in c.layer_types]
+        self.final_norm = RMSNorm(c.rms_norm_eps)
+
+    def embed(self, ids: jax.Array) -> jax.Array:
+        """ids [...] int -> [..., E], scaled by sqrt(E) in the weights' dtype (as transformers)."""
+        scale = jnp.asarray(self.config.d_model ** 0.5, self.embedding.dtype)
+        return jnp.take(self.embedding, ids, axis=0) * scale
+
+    def __call__(self, embeds: jax.Array, mask: jax.Array, predict_from: jax.Array | None = None) -> jax.Array:
+        """embeds [B, S, E], mask [B, S] -> logits [B, S, V] float32, or [B, T, V] when
+        `predict_from` [B, T] picks the positions whose hidden states are projected."""
+        mask = mask.astype(bool)
+        positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+        global_allowed, local_allowed = attention_masks(mask, positions, self.config.sliding_window)
+        x = embeds.astype(self.embedding.dtype)
+        for block in self.blocks:
+            x = block(x, positions, global_allowed if block.is_global else local_allowed)
+        if predict_from is not None:
+            x = jnp.take_along_axis(x, predict_from[..., None], axis=1)
+        logits = jnp.einsum("bse,ve->bsv", self.final_norm(x), self.embedding).astype(jnp.float32)
+        return softcap(logits, self.config.final_logit_softcap)
+
+
+def random_params(config: Gemma3Config, *, seed: int = 0, stddev: float = 0.02) -> Params:
+    """Random float32 weights shaped like `Gemma3(config).init` (drawn in numpy: no XLA compile of
+    the initialisers, which takes seconds), for tests and examples."""
+    embeds = jax.ShapeDtypeStruct((1, 1, config.d_model), jnp.float32)
+    shapes = jax.eval_shape(Gemma3(config).init, jax.random.key(0), embeds, jax.ShapeDtypeStruct((1, 1), bool))
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(lambda leaf: jnp.asarray(rng.normal(0.0, stddev, leaf.shape), jnp.float32),
+                                  shapes["params"])
+
+
+def previous_valid(mask: jax.Array) -> jax.Array:
+    """mask [B, S] bool -> [B, S] int32: index of the last valid position strictly before each
+    position (-1 if none). The hidden state there is the one that predicts the token at s."""
+    index = jnp.where(mask, jnp.arange(mask.shape[1], dtype=jnp.int32), -1)
+    last_valid = jax.lax.cummax(index, axis=1)
+    return jnp.concatenate([jnp.full_like(last_valid[:, :1], -1), last_valid[:, :-1]], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gemma3Ops:
+    """`FamilyOps` for Gemma 3: [<bos>; prompt; input; target], causal, positions from the mask.
+
+    >>> ops = Gemma3Ops(Gemma3Config())
+    >>> ops.format_target([818, 5279])
+    [818, 5279, 1]
+    """
+
+    config: Gemma3Config
+    family: ClassVar[str] = "gemma3"
+
+    @property
+    def module(self) -> Gemma3:
+        return Gemma3(self.config)
+
+    def format_input(self, ids: Sequence[int]) -> list[int]:
+        """Unchanged: the forward puts <bos> in front of the prompt."""
+        return [int(i) for i in ids]
+
+    def format_target(self, ids: Sequence[int]) -> list[int]:
+        return [int(i) for i in ids] + [self.config.eos_id]
+
+    def embed(self, params: Params, ids: jax.Array) -> jax.Array:
+        """ids [...] -> [..., E], already multiplied by sqrt(d_model)."""
+        return self.module.apply({"params": params}, ids, method=Gemma3.embed)
+
+    def logits(self, params: Params, ids: jax.Array, mask: jax.Array) -> jax.Array:
+        """Plain causal LM: ids [B, S] (with <bos> if wanted), mask [B, S] -> [B, S, V] float32."""
+        return self.module.apply({"params": params}, self.embed(params, ids), mask)
+
+    def target_logits(self, params: Params, *, prompts: jax.Array, prompt_mask: jax.Array,
+                      input_ids: jax.Array, input_mask: jax.Array, target_ids: jax.Array,
+                      target_mask: jax.Array) -> jax.Array:
+        """prompts [B, P, E], input [B, L], target [B, T] -> [B, T, V] float32: logits[:, t] come from
+        the last valid position before target t, so padding may sit anywhere a mask says."""
+        batch, input_length = input_ids.shape
+        input_ids, target_ids = jnp.asarray(input_ids, jnp.int32), jnp.asarray(target_ids, jnp.int32)
+        bos = jnp.full((batch, 1), self.config.bos_id, dtype=jnp.int32)
+        tokens = self.embed(params, jnp.concatenate([bos, input_ids, target_ids], axis=1))
+        embeds = jnp.concatenate(
+            [tokens[:, :1], prompts.astype(tokens.dtype), tokens[:, 1:]], axis=1)  # [B, 1+P+L+T, E]
+        mask = jnp.concatenate([jnp.ones((batch, 1), bool), prompt_mask.astype(bool),
+                                input_mask.astype(bool), target_mask.astype(bool)], axis=1)
+        first_target = 1 + prompts.shape[1] + input_length
+        predict_from = previous_valid(mask)[:, first_target:]  # [B, T]
+        return self.module.apply({"params": params}, embeds, mask, predict_from)

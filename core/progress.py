@@ -1,0 +1,32 @@
+"""A rich progress bar for training: step, loss, validation score, steps per second."""
+
+from __future__ import annotations
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class TrainProgress:
+    """Context manager; `enabled=False` makes every call a no-op (e.g. inside Ray Tune trials)."""
+
+    def __init__(self, *, total: int, start: int = 0, enabled: bool = True) -> None:
+        self._enabled = enabled
+        self._progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("score {task.fields[score]}"),
+            TextColumn("{task.speed} steps/s"), TimeRemainingColumn(),
+            disable=not enabled)
+        self._task = self._progress.add_task("train", total=total, completed=start,
+                                             loss=float("nan"), score="-")
+
+    def __enter__(self) -> "TrainProgress":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def advance(self, *, loss: float) -> None:
+        self._progress.update(self._task, advance=1, loss=loss)
+
+    def show_metric(self, score: float, best: float) -> None:
+        self._progress.update(self._task, score=f"{score:.2f} (best {best:.2f})")

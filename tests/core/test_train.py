@@ -1,0 +1,91 @@
+"""Prompt tuning end to end on t5-tiny-random: the frozen invariant, resume, the optimiser."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from softprompt.core.batching import bucket_length
+from softprompt.core.config import TrainConfig
+from softprompt.core.optim import OptimizerConfig, learning_rate_schedule
+from softprompt.core.prompts import SoftPrompt
+from softprompt.core.train import next_batch, train
+
+SMALL = dict(task="rte", model="t5-tiny-random", prompt_length=8, batch_size=4, max_eval_examples=16,
+             learning_rate=0.3, init="sampled_vocab")
+
+
+def test_frozen_weights_stay_bit_identical_and_the_prompt_moves(tiny_model):
+    before = jax.tree_util.tree_map(np.array, tiny_model.params)
+    initial = SoftPrompt.init(tiny_model, length=8, init="sampled_vocab", seed=0).embeddings
+    result = train(TrainConfig(**SMALL, steps=20, eval_every=20), model=tiny_model, progress=False)
+    after = jax.tree_util.tree_map(np.array, tiny_model.params)
+    for old, new in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
+        assert old.dtype == new.dtype and np.array_equal(old, new)
+    assert result.steps == 20 and result.finished
+    assert not np.allclose(result.prompt.embeddings, initial)
+    assert result.prompt.model_fingerprint == tiny_model.fingerprint
+
+
+def test_loss_falls_when_training(tiny_model):
+    result = train(TrainConfig(**SMALL, steps=40, eval_every=20), model=tiny_model, progress=False)
+    first, last = result.history[0]["loss"], result.history[-1]["loss"]
+    assert last < first
+
+
+def test_same_seed_same_prompt_and_resume_is_exact(tiny_model, tmp_path):
+    config = TrainConfig(**SMALL, steps=12, eval_every=4, seed=7)
+    straight = train(config, model=tiny_model, progress=False)
+    again = train(config, model=tiny_model, progress=False)
+    np.testing.assert_array_equal(straight.prompt.embeddings, again.prompt.embeddings)
+
+    stopped = train(config, model=tiny_model, checkpoint_dir=tmp_path, progress=False, stop_after_step=4)
+    assert not stopped.finished and stopped.steps == 4
+    resumed = train(config, model=tiny_model, checkpoint_dir=tmp_path, out_dir=tmp_path / "best", progress=False)
+    assert resumed.finished and resumed.steps == 12
+    np.testing.assert_array_equal(resumed.prompt.embeddings, straight.prompt.embeddings)
+    assert [h["step"] for h in resumed.history] == [4, 8, 12]
+    saved = SoftPrompt.load(tmp_path / "best", model=tiny_model)
+    np.testing.assert_array_equal(saved.embeddings, straight.prompt.embeddings)
+    assert saved.step == straight.prompt.step and saved.hyperparameters["seed"] == 7
+
+
+def test_resume_refuses_another_configuration(tiny_model, tmp_path):
+    train(TrainConfig(**SMALL, steps=4, eval_every=4), model=tiny_model, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="another configuration"):
+        train(TrainConfig(**SMALL, steps=8, eval_every=4, seed=1), model=tiny_model, checkpoint_dir=tmp_path,
+              progress=False)
+
+
+def test_schedule_warmup_and_staircase_decay():
+    schedule = learning_rate_schedule(OptimizerConfig(0.3, warmup_steps=10, decay_factor=0.1, steps_per_decay=40))
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(5)) == pytest.approx(0.15)
+    assert float(schedule(39)) == pytest.approx(0.3)
+    assert float(schedule(40)) == pytest.approx(0.03)
+    assert float(schedule(85)) == pytest.approx(0.003)
+    assert float(learning_rate_schedule(OptimizerConfig())(10_000)) == pytest.approx(0.3)
+
+
+def test_batches_walk_every_example_once_per_epoch():
+    seen, epoch, offset = [], 0, 0
+    for _ in range(5):
+        indices, epoch, offset = next_batch(3, epoch, offset, 10, 4)
+        seen += indices
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
+    assert (epoch, offset) == (2, 0)
+
+
+def test_bucket_lengths_are_few():
+    assert [bucket_length(n) for n in (1, 8, 9, 33, 100)] == [8, 8, 16, 64, 128]
+    assert len({bucket_length(n) for n in range(1, 513)}) == 7
+
+
+def test_bad_configuration_names_the_field():
+    with pytest.raises(ValueError, match="prompt_length"):
+        TrainConfig(task="rte", prompt_length=0)
+    with pytest.raises(ValueError, match="decay_factor"):
+        TrainConfig(task="rte", decay_factor=0.5)
+    with pytest.raises(ValueError, match="unknown training setting"):
+        TrainConfig.from_dict({"task": "rte", "lr": 0.3})
