@@ -23,7 +23,7 @@ from .prompts import SoftPrompt, read_metadata
 from .tasks import get_task
 from .train import TrainResult, train
 
-__all__ = ["TrainConfig", "TrainResult", "SoftPrompt", "evaluate", "explain", "load_model",
+__all__ = ["TrainConfig", "TrainResult", "SoftPrompt", "evaluate", "evaluate_text_prompt", "explain", "load_model",
            "load_prompt", "predict", "train"]
 
 
@@ -62,3 +62,13 @@ def explain(directory: str | os.PathLike, *, top_k: int = 5, model: str | None =
     """The top-k nearest vocabulary tokens of each prompt position."""
     prompt, frozen = load_prompt(directory, model=model)
     return nearest_tokens(frozen, np.asarray(prompt.embeddings), top_k=top_k)
+
+
+def evaluate_text_prompt(*, task: str, model: str, template: str, shots: int = 0, seed: int = 0,
+                         split: str = "validation", max_examples: int | None = None,
+                         data_dir: str | None = None) -> dict[str, float]:
+    """The task's metrics for a designed text prompt, zero- or few-shot (see `core.text_prompts`)."""
+    from .text_prompts import evaluate_text_prompt as run
+
+    return run(load_model(model), get_task(task), template=template.replace("\\n", "\n"), shots=shots,
+               seed=seed, split=split, max_examples=max_examples, data_dir=data_dir)

@@ -25,7 +25,7 @@ def predict(model: FrozenModel, table: PromptTable, task, encoded: Sequence[list
     queries = [Query(ids, prompt) for ids in encoded]
     if task.label_words:
         return rank_classify(model, table, queries, task.label_words)[0]
-    return greedy_decode(model, table, queries, max_new_tokens=task.max_target_tokens)
+    return greedy_decode(model, table, queries, max_new_tokens=task.max_target_tokens)[0]
 
 
 def evaluate_prompt(model: FrozenModel, prompt: np.ndarray, task, examples: Sequence, *,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -33,37 +34,60 @@ def _chunks(items: Sequence, size: int):
         yield items[start: start + size]
 
 
-def label_log_likelihoods(model: FrozenModel, table: PromptTable, queries: Sequence[Query],
-                          label_words: Sequence[str], *, max_rows: int = DEFAULT_MAX_ROWS) -> np.ndarray:
-    """Log-likelihood of every label word for every query: [Q, C] float32."""
-    tokenizer, ops = model.tokenizer, model.ops
-    labels = [ops.format_target(tokenizer.encode(word)) for word in label_words]
-    rows = [(EncodedPair(q.input_ids, label, False), q.prompt) for q in queries for label in labels]
+def label_targets(model: FrozenModel, label_words: Sequence[str]) -> list[list[int]]:
+    """The family-formatted target ids of each label word (what rank classification scores)."""
+    return [model.ops.format_target(model.tokenizer.encode(word)) for word in label_words]
+
+
+class ScoredRow(NamedTuple):
+    """One row of a scoring pass: an input, a candidate target, and the prompt to use."""
+
+    input_ids: list[int]
+    target_ids: list[int]
+    prompt: int
+
+
+def score_rows(model: FrozenModel, table: PromptTable, rows: Sequence[ScoredRow], *,
+               max_rows: int = DEFAULT_MAX_ROWS) -> np.ndarray:
+    """Summed target log-likelihood of every row: [R] float32. Rows may mix prompts, inputs and
+    candidate sets (serving batches several tasks and ensembles into one pass)."""
+    if not rows:
+        return np.zeros(0, np.float32)
     rows_per_pass = min(max_rows, len(rows))
     scores = []
     for chunk in _chunks(rows, rows_per_pass):
-        batch = make_batch([pair for pair, _ in chunk], pad_id=tokenizer.pad_id,
-                           prompt_index=[prompt for _, prompt in chunk], rows=rows_per_pass)
-        scores.append(np.asarray(sequence_log_likelihood(ops, model.params, table, batch))[: len(chunk)])
-    return np.concatenate(scores).reshape(len(queries), len(labels))
+        batch = make_batch([EncodedPair(row.input_ids, row.target_ids, False) for row in chunk],
+                           pad_id=model.tokenizer.pad_id, prompt_index=[row.prompt for row in chunk],
+                           rows=rows_per_pass)
+        scores.append(np.asarray(sequence_log_likelihood(model.ops, model.params, table, batch))[: len(chunk)])
+    return np.concatenate(scores)
+
+
+def label_log_likelihoods(model: FrozenModel, table: PromptTable, queries: Sequence[Query],
+                          labels: Sequence[list[int]], *, max_rows: int = DEFAULT_MAX_ROWS) -> np.ndarray:
+    """Summed log-likelihood of every label's target ids for every query: [Q, C] float32."""
+    rows = [ScoredRow(q.input_ids, label, q.prompt) for q in queries for label in labels]
+    return score_rows(model, table, rows, max_rows=max_rows).reshape(len(queries), len(labels))
 
 
 def rank_classify(model: FrozenModel, table: PromptTable, queries: Sequence[Query],
                   label_words: Sequence[str], *, max_rows: int = DEFAULT_MAX_ROWS) -> tuple[list[str], np.ndarray]:
     """The best label word per query, and the [Q, C] log-likelihoods it was chosen from."""
-    scores = label_log_likelihoods(model, table, queries, label_words, max_rows=max_rows)
+    scores = label_log_likelihoods(model, table, queries, label_targets(model, label_words), max_rows=max_rows)
     return [label_words[i] for i in scores.argmax(axis=1)], scores
 
 
 def greedy_decode(model: FrozenModel, table: PromptTable, queries: Sequence[Query], *,
-                  max_new_tokens: int, max_rows: int = DEFAULT_MAX_ROWS) -> list[str]:
-    """Greedy continuation of each query until eos or `max_new_tokens`, as text.
+                  max_new_tokens: int, max_rows: int = DEFAULT_MAX_ROWS) -> tuple[list[str], np.ndarray]:
+    """Greedy continuation of each query until eos or `max_new_tokens`: the texts, and each one's
+    summed token log-likelihood [Q] (ensembles break vote ties with it).
 
     Each step reruns the fixed-shape forward over the growing target buffer (no KV cache): simple,
     and one compilation per input bucket. Fine for the short answers of WSC, ReCoRD and SQuAD.
     """
     tokenizer, ops = model.tokenizer, model.ops
     texts: list[str] = []
+    likelihoods: list[float] = []
     rows_per_pass = min(max_rows, len(queries))
     for chunk in _chunks(list(queries), rows_per_pass):
         buffer = [0] * max_new_tokens
@@ -72,9 +96,12 @@ def greedy_decode(model: FrozenModel, table: PromptTable, queries: Sequence[Quer
                            rows=rows_per_pass)
         target_ids = np.array(batch.target_ids)
         done = np.zeros(rows_per_pass, bool)
+        total = np.zeros(rows_per_pass)
         for step in range(max_new_tokens):
             logits = greedy_step_logits(ops, model.params, table, batch._replace(target_ids=jnp.asarray(target_ids)))
-            next_ids = np.asarray(logits[:, step].argmax(-1))
+            log_probs = np.asarray(jax.nn.log_softmax(logits[:, step].astype(jnp.float32)))
+            next_ids = log_probs.argmax(-1)
+            total += np.where(done, 0.0, log_probs.max(-1))
             target_ids[:, step] = np.where(done, tokenizer.pad_id, next_ids)
             done |= next_ids == tokenizer.eos_id
             if done[: len(chunk)].all():
@@ -83,4 +110,5 @@ def greedy_decode(model: FrozenModel, table: PromptTable, queries: Sequence[Quer
             ids = list(row)
             ids = ids[: ids.index(tokenizer.eos_id)] if tokenizer.eos_id in ids else ids
             texts.append(tokenizer.decode(ids))
-    return texts
+        likelihoods += total[: len(chunk)].tolist()
+    return texts, np.asarray(likelihoods, np.float32)

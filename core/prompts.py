@@ -44,14 +44,14 @@ class SoftPrompt:
     Attributes:
       embeddings: [length, d_model] float32.
       model_fingerprint: the fingerprint of the frozen model it belongs to.
-      task, init: what it was trained for and how it started.
+      task, initializer: what it was trained for and how it started.
       hyperparameters, step, metrics: the training facts recorded with the best prompt.
     """
 
     embeddings: np.ndarray
     model_fingerprint: str
     task: str | None = None
-    init: str = "random_uniform"
+    initializer: str = "random_uniform"   # how it started (`init` in prompt.json)
     hyperparameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     step: int = 0
     metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
@@ -90,14 +90,14 @@ class SoftPrompt:
         else:
             raise prompt_init.PromptInitError(
                 f"unknown prompt init {init!r}; choose one of {', '.join(prompt_init.INITIALISERS)}")
-        return cls(np.asarray(table, dtype=np.float32), model.fingerprint, task=task, init=init)
+        return cls(np.asarray(table, dtype=np.float32), model.fingerprint, task=task, initializer=init)
 
     def replace(self, **changes: Any) -> "SoftPrompt":
         return dataclasses.replace(self, **changes)
 
     def metadata(self) -> dict[str, Any]:
         return {"format": FORMAT, "model_fingerprint": self.model_fingerprint, "task": self.task,
-                "init": self.init, "length": self.length, "d_model": int(self.embeddings.shape[1]),
+                "init": self.initializer, "length": self.length, "d_model": int(self.embeddings.shape[1]),
                 "hyperparameters": dict(self.hyperparameters), "step": int(self.step),
                 "metrics": {k: float(v) for k, v in self.metrics.items()}}
 
@@ -133,7 +133,7 @@ class SoftPrompt:
                                       f"match {META_FILE} (float32[{meta['length']}, {meta['d_model']}])")
         if model is not None:
             check_fingerprint(meta["model_fingerprint"], model, source=directory)
-        return cls(table, meta["model_fingerprint"], task=meta.get("task"), init=meta.get("init", ""),
+        return cls(table, meta["model_fingerprint"], task=meta.get("task"), initializer=meta.get("init", ""),
                    hyperparameters=meta.get("hyperparameters", {}), step=meta.get("step", 0),
                    metrics=meta.get("metrics", {}))
 

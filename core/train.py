@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import optax
 
-from .batching import EncodedPair, encode_pair, make_batch
+from .batching import encode_pair, make_batch
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .evaluation import encode_inputs, evaluate_prompt
@@ -197,5 +197,5 @@ def _evaluate_and_keep(run: _Run, state: TrainState, losses: Sequence[float]) ->
 def _as_artifact(run: _Run, state: TrainState) -> SoftPrompt:
     """The best prompt so far as an artifact carrying the run's facts."""
     return SoftPrompt(np.asarray(state.best_prompt, np.float32), run.model.fingerprint, task=run.task.name,
-                      init=run.config.init, hyperparameters=run.config.to_dict(), step=state.best_step,
+                      initializer=run.config.init, hyperparameters=run.config.to_dict(), step=state.best_step,
                       metrics=dict(state.best_metrics))

@@ -46,7 +46,7 @@ def load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
     if (path / "config.json").is_file():
         model_type = json.loads((path / "config.json").read_text()).get("model_type", "")
         if model_type == "t5":
-            from .t5 import load_t5
+            from .t5_loading import load_t5
             return load_t5(path, dtype=dtype)
         if model_type.startswith("gemma3"):
             from .gemma3_loading import load_gemma3

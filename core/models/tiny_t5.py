@@ -20,7 +20,8 @@ from safetensors.numpy import save as serialize_safetensors
 
 from ..paths import model_cache_dir
 from .base import FrozenModel
-from .t5 import T5Config, hf_tensors, load_t5
+from .t5 import T5Config
+from .t5_loading import hf_tensors, load_t5
 
 CORPUS = Path(__file__).resolve().parent.parent / "assets" / "t5_tiny_corpus.txt"
 NUM_PIECES = 2000

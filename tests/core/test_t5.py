@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from softprompt.core.models.t5 import CheckpointError, SentencePieceTokenizer, load_t5
+from softprompt.core.models.t5_loading import CheckpointError, SentencePieceTokenizer, load_t5
 from softprompt.core.models.tiny_t5 import build_t5_tiny_random, load_t5_tiny_random
 
 torch = pytest.importorskip("torch")

@@ -1,0 +1,75 @@
+"""Prompt design, the paper's baseline (its comparison with GPT-3 few-shot prompts): a hand-written
+text template, zero- or few-shot, scored by the same rank classification as tuned prompts.
+
+The template names the task's record fields in braces: `"Review: {sentence}\\nSentiment:"`.
+With `shots=K`, K seeded training examples are shown first, each followed by its label word.
+The label words are the scored continuations (decoder-only models: after a space, no eos).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from .inference import Query, label_log_likelihoods, label_targets
+from .models.base import FrozenModel
+from .multi_prompt import PromptTable
+from .tasks import TaskDataError
+
+MAX_TEXT_PROMPT_TOKENS = 2_048
+SHOT_SEPARATOR = "\n\n"
+
+
+def render(template: str, record: Mapping[str, Any]) -> str:
+    """`template` with the record's fields filled in; a missing field is named."""
+    try:
+        return template.format_map(record)
+    except KeyError as error:
+        raise TaskDataError(f"text prompt names field {error.args[0]!r}, which the records do not have "
+                            f"(fields: {', '.join(sorted(record))})") from None
+
+
+def few_shot_prefix(template: str, records: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> str:
+    """The K demonstrations, each `render(template, record) + " " + label`, then a separator."""
+    shots = [f"{render(template, record)} {label}" for record, label in zip(records, labels)]
+    return "".join(shot + SHOT_SEPARATOR for shot in shots)
+
+
+def _continuations(model: FrozenModel, label_words: Sequence[str]) -> list[list[int]]:
+    """Decoder-only: the label after a space, without eos; T5: the label as its decoder target."""
+    if model.family == "t5":
+        return label_targets(model, label_words)
+    return [model.tokenizer.encode(" " + word) for word in label_words]
+
+
+def _labelled(task, records) -> list[tuple[Mapping[str, Any], str]]:
+    """(record, its gold label word) for records that give a classification example."""
+    pairs = []
+    for record in records:
+        examples = task.preprocess(record)
+        if examples:
+            pairs.append((record, examples[0].targets))
+    return pairs
+
+
+def evaluate_text_prompt(model: FrozenModel, task, *, template: str, shots: int = 0, seed: int = 0,
+                         split: str = "validation", max_examples: int | None = None,
+                         data_dir: str | None = None) -> dict[str, float]:
+    """The task's metrics for a designed text prompt (classification tasks only)."""
+    if not task.label_words:
+        raise ValueError(f"text prompts are scored by rank classification; task {task.name!r} is free text")
+    evaluation = _labelled(task, task.source.records(split, data_dir=data_dir))[:max_examples]
+    prefix = ""
+    if shots:
+        pool = _labelled(task, task.source.records("train", data_dir=data_dir))
+        chosen = np.random.default_rng(seed).choice(len(pool), size=shots, replace=False)
+        prefix = few_shot_prefix(template, [pool[i][0] for i in chosen], [pool[i][1] for i in chosen])
+    empty = PromptTable(jnp.zeros((1, 0, model.d_model), jnp.float32), jnp.zeros((1, 0), bool))
+    queries = [Query(model.ops.format_input(model.tokenizer.encode(prefix + render(template, record)))
+                     [-MAX_TEXT_PROMPT_TOKENS:], 0) for record, _ in evaluation]
+    scores = label_log_likelihoods(model, empty, queries, _continuations(model, task.label_words), max_rows=16)
+    predictions = [task.label_words[i] for i in scores.argmax(axis=1)]
+    examples = [task.preprocess(record)[0] for record, _ in evaluation]
+    return task.score(examples, predictions)
