@@ -1,9 +1,13 @@
 """Predictions with soft prompts: rank classification and greedy decoding, both on the
 multi-prompt forward (N prompts x B inputs in one call).
 
-Rank classification (the paper's evaluation for classification tasks): every (input, label)
-pair becomes one row, scored by the summed log-likelihood of the label's tokens; the best label
-wins. No free decoding.
+Rank classification (the paper's evaluation for classification tasks): each label is scored
+by the summed log-likelihood of its target tokens; the best label wins. No free decoding.
+- T5 scores the label followed by eos, as T5 does.
+- Decoder-only models score the label's own tokens (eos is not scored), as LM evaluation
+  harnesses do. When every label is one token — SST-2's `negative`/`positive` on Gemma 3 — all
+  labels are read from ONE row per (input, prompt): the distribution over the first target
+  token. Otherwise every (input, label) pair becomes a row.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 from .batching import EncodedPair, make_batch
 from .models.base import FrozenModel
 from .multi_prompt import PromptTable
-from .scoring import greedy_step_logits, sequence_log_likelihood
+from .scoring import first_target_log_probs, greedy_step_logits, sequence_log_likelihood
 
 DEFAULT_MAX_ROWS = 64  # rows per forward pass; fixed, so the batch dimension compiles once
 
@@ -35,8 +39,10 @@ def _chunks(items: Sequence, size: int):
 
 
 def label_targets(model: FrozenModel, label_words: Sequence[str]) -> list[list[int]]:
-    """The family-formatted target ids of each label word (what rank classification scores)."""
-    return [model.ops.format_target(model.tokenizer.encode(word)) for word in label_words]
+    """The target ids rank classification scores for each label word (see the module doc)."""
+    if model.family == "t5":
+        return [model.ops.format_target(model.tokenizer.encode(word)) for word in label_words]
+    return [model.tokenizer.encode(word) for word in label_words]
 
 
 class ScoredRow(NamedTuple):
@@ -63,11 +69,45 @@ def score_rows(model: FrozenModel, table: PromptTable, rows: Sequence[ScoredRow]
     return np.concatenate(scores)
 
 
+def _single_token_scores(model: FrozenModel, table: PromptTable, queries: Sequence[Query],
+                         labels: Sequence[Sequence[int]], max_rows: int) -> list[np.ndarray]:
+    """Fast path: one row per query; labels[q] are query q's single-token label ids."""
+    rows_per_pass = min(max_rows, len(queries))
+    widest = max(len(ids) for ids in labels)
+    scores: list[np.ndarray] = []
+    for start in range(0, len(queries), rows_per_pass):
+        chunk = queries[start: start + rows_per_pass]
+        chunk_labels = labels[start: start + rows_per_pass]
+        batch = make_batch([EncodedPair(q.input_ids, [ids[0]], False) for q, ids in zip(chunk, chunk_labels)],
+                           pad_id=model.tokenizer.pad_id, prompt_index=[q.prompt for q in chunk], rows=rows_per_pass)
+        label_ids = np.zeros((rows_per_pass, widest), np.int32)
+        for row, ids in enumerate(chunk_labels):
+            label_ids[row, : len(ids)] = ids
+        picked = np.asarray(first_target_log_probs(model.ops, model.params, table, batch, label_ids))
+        scores += [picked[row, : len(ids)] for row, ids in enumerate(chunk_labels)]
+    return scores
+
+
+def classify_scores(model: FrozenModel, table: PromptTable, queries: Sequence[Query],
+                    labels: Sequence[Sequence[list[int]]], *, max_rows: int = DEFAULT_MAX_ROWS) -> list[np.ndarray]:
+    """Each query's label log-likelihoods: labels[q] lists query q's candidate target ids, so one
+    call can mix tasks. Returns one [C_q] array per query."""
+    if not queries:
+        return []
+    if all(len(target) == 1 for candidates in labels for target in candidates):
+        return _single_token_scores(model, table, queries, [[t[0] for t in c] for c in labels], max_rows)
+    rows = [ScoredRow(q.input_ids, target, q.prompt) for q, candidates in zip(queries, labels) for target in candidates]
+    flat = score_rows(model, table, rows, max_rows=max_rows)
+    bounds = np.cumsum([0] + [len(candidates) for candidates in labels])
+    return [flat[bounds[i]: bounds[i + 1]] for i in range(len(queries))]
+
+
 def label_log_likelihoods(model: FrozenModel, table: PromptTable, queries: Sequence[Query],
                           labels: Sequence[list[int]], *, max_rows: int = DEFAULT_MAX_ROWS) -> np.ndarray:
     """Summed log-likelihood of every label's target ids for every query: [Q, C] float32."""
-    rows = [ScoredRow(q.input_ids, label, q.prompt) for q in queries for label in labels]
-    return score_rows(model, table, rows, max_rows=max_rows).reshape(len(queries), len(labels))
+    if not queries:
+        return np.zeros((0, len(labels)), np.float32)
+    return np.stack(classify_scores(model, table, queries, [labels] * len(queries), max_rows=max_rows))
 
 
 def rank_classify(model: FrozenModel, table: PromptTable, queries: Sequence[Query],

@@ -55,3 +55,15 @@ def greedy_step_logits(ops, params, table: PromptTable, batch: Batch) -> jax.Arr
     return ops.target_logits(params, prompts=prompts, prompt_mask=prompt_mask,
                              input_ids=batch.input_ids, input_mask=batch.input_mask,
                              target_ids=batch.target_ids, target_mask=batch.target_mask)
+
+
+@functools.partial(jax.jit, static_argnames="ops")
+def first_target_log_probs(ops, params, table: PromptTable, batch: Batch, label_ids: jax.Array) -> jax.Array:
+    """log p(first target token = label_ids[i, c]) for each row i: [B, C]. Only the first target
+    position is computed, so one row scores every single-token label at once."""
+    prompts, prompt_mask = gather_prompts(table, batch.prompt_index)
+    logits = ops.target_logits(params, prompts=prompts, prompt_mask=prompt_mask,
+                               input_ids=batch.input_ids, input_mask=batch.input_mask,
+                               target_ids=batch.target_ids[:, :1], target_mask=batch.target_mask[:, :1])
+    log_probs = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(log_probs, label_ids, axis=-1)

@@ -165,11 +165,15 @@ def test_target_logits_are_the_full_logits_at_target_positions(model):
         model.params, prompts=model.ops.embed(model.params, prompt_ids), prompt_mask=prompt_mask,
         input_ids=input_ids, input_mask=input_mask, target_ids=target_ids, target_mask=target_mask)
     assert ours.shape == (2, T, model.tokenizer.vocab_size) and ours.dtype == jnp.float32
-    for b in range(2):
-        row = [2] + prompt_rows[b] + input_rows[b] + target_rows[b]
-        full = model.ops.logits(model.params, jnp.array([row]), jnp.ones((1, len(row)), bool))[0]
-        expected = full[len(row) - len(target_rows[b]) - 1:-1]  # position before each target token
-        np.testing.assert_allclose(ours[b, :len(target_rows[b])], expected, atol=1e-4, rtol=0)
+    # reference: each row unpadded, then right-padded to a common length (invisible to a causal model,
+    # as the padded-logits test above shows against transformers)
+    rows = [[2] + prompt_rows[b] + input_rows[b] + target_rows[b] for b in range(2)]
+    ids, mask = _batch(rows, max(map(len, rows)), left=[False, False])
+    full = jax.jit(model.ops.logits)(model.params, ids, mask)
+    for b, row in enumerate(rows):
+        targets = len(target_rows[b])
+        expected = full[b, len(row) - targets - 1:len(row) - 1]  # the position before each target token
+        np.testing.assert_allclose(ours[b, :targets], expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.slow

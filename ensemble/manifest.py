@@ -1,0 +1,67 @@
+"""The ensemble manifest: what a registered ensemble version holds (JSON, never pickle).
+
+    {"format": "softprompt.ensemble/v1", "name": "sst2-ensemble", "task": "sst2",
+     "model": "gemma3-270m", "model_fingerprint": "…", "vote_rule": "majority",
+     "metric": "accuracy",
+     "members": [{"run_id": "…", "artifact_uri": "…/prompt", "sha256": "…", "metric": 91.2}, …]}
+
+`sha256` is that of the member's `prompt.safetensors`: a member whose file changed since the
+ensemble was built is refused on load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping
+
+from .voting import VOTE_RULES
+
+FORMAT = "softprompt.ensemble/v1"
+MANIFEST_FILE = "manifest.json"
+
+
+class EnsembleError(ValueError):
+    """An ensemble cannot be built or loaded as asked (with the reason)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    run_id: str          # the MLflow run (trial) the prompt came from
+    artifact_uri: str    # where its prompt artifact folder lives
+    sha256: str          # of prompt.safetensors
+    metric: float        # its best validation metric (the selection metric)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleManifest:
+    name: str
+    task: str
+    model: str
+    model_fingerprint: str
+    metric: str
+    members: tuple[Member, ...]
+    vote_rule: str = "majority"
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise EnsembleError(f"ensemble {self.name!r} has no members")
+        if self.vote_rule not in VOTE_RULES:
+            raise EnsembleError(f"ensemble {self.name!r}: unknown vote rule {self.vote_rule!r} ({VOTE_RULES})")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, source: str = "manifest") -> "EnsembleManifest":
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+            raise EnsembleError(f"{source}: not a softprompt ensemble manifest (format {FORMAT!r})")
+        try:
+            members = tuple(Member(**member) for member in data["members"])
+            fields = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name != "members"}
+        except (KeyError, TypeError) as error:
+            raise EnsembleError(f"{source}: malformed ensemble manifest ({error!r})") from error
+        return cls(members=members, **fields)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True)
