@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from . import _cli_model, _cli_train
+from . import _cli_ensemble, _cli_model, _cli_train
 
 app = typer.Typer(
     help="Prompt tuning as a service: search campaigns, voted soft-prompt ensembles, serving.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(_cli_model.app, name="model")
+app.add_typer(_cli_ensemble.app, name="ensemble")
 app.command("train")(_cli_train.train)
 app.command("evaluate")(_cli_train.evaluate)
 app.command("explain")(_cli_train.explain)
