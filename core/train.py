@@ -30,6 +30,7 @@ from .progress import TrainProgress
 from .prompts import SoftPrompt
 from .scoring import prompt_loss
 from .sentinel import with_sentinel_targets
+from .sharding import data_parallel
 from .tasks import get_task
 
 CHECKPOINT_FOLDER = "checkpoint"
@@ -125,6 +126,10 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
     optimizer = make_optimizer(config.optimizer())
     state = _initial_state(initial.embeddings, optimizer, config, checkpoint_dir)
     step_fn = _make_step(model.ops, config.optimizer())
+    placement = data_parallel(config.batch_size)
+    params = placement.replicate(model.params) if placement else model.params
+    if placement:
+        state = state._replace(prompt=placement.replicate(state.prompt), opt_state=placement.replicate(state.opt_state))
     evaluate = functools.partial(evaluate_prompt, model, task=task, examples=eval_examples, encoded=eval_inputs)
 
     run = _Run(model, task, config, evaluate, out_dir, checkpoint_dir)
@@ -133,7 +138,9 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
         while state.step < config.steps:
             indices, epoch, offset = next_batch(config.seed, state.epoch, state.offset, len(pairs), config.batch_size)
             batch = make_batch([pairs[i] for i in indices], pad_id=model.tokenizer.pad_id)
-            prompt, opt_state, loss = step_fn(state.prompt, state.opt_state, model.params, batch)
+            if placement:
+                batch = placement.shard_batch(batch)
+            prompt, opt_state, loss = step_fn(state.prompt, state.opt_state, params, batch)
             state = state._replace(prompt=prompt, opt_state=opt_state, step=state.step + 1, epoch=epoch, offset=offset)
             losses.append(float(loss))
             bar.advance(loss=losses[-1])
