@@ -52,8 +52,10 @@ def plot_table3(table: Table3, path: Path, *, title: str) -> Path:
 
 def evaluate_and_log(client: MlflowClient, reference: str, *, split: str = "validation",
                      max_examples: int | None = None, data_dir: str | None = None,
-                     model: str | None = None, console: Console | None = None) -> Table3:
-    """Evaluates the ensemble `reference` names; prints and logs the Table 3 layout."""
+                     model: str | None = None, console: Console | None = None,
+                     picture_dir: str | Path | None = None) -> Table3:
+    """Evaluates the ensemble `reference` names; prints and logs the Table 3 layout (and writes
+    its PNG into `picture_dir` when given)."""
     registered = resolve(client, reference)
     manifest = registered.manifest
     frozen = load_model(model or manifest.model)
@@ -74,6 +76,7 @@ def evaluate_and_log(client: MlflowClient, reference: str, *, split: str = "vali
         client.log_metric(run_id, f"{key}_{table.metric}", getattr(table, key))
     client.log_dict(run_id, table.as_dict(), "table3.json")
     with tempfile.TemporaryDirectory() as folder:
-        client.log_artifact(run_id, str(plot_table3(table, Path(folder) / "table3.png", title=title)))
+        picture = plot_table3(table, Path(picture_dir or folder) / "table3.png", title=title)
+        client.log_artifact(run_id, str(picture))
     client.set_terminated(run_id, "FINISHED")
     return table

@@ -14,9 +14,12 @@ TRACKING_HELP = "MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite
 
 
 def _client(tracking_uri: str | None):
-    from softprompt.tracking import client_for
+    from mlflow.tracking import MlflowClient
 
-    return client_for(tracking_uri)
+    from softprompt.search.campaign import DEFAULT_STORAGE_PATH
+    from softprompt.tracking import resolve_tracking_uri
+
+    return MlflowClient(resolve_tracking_uri(tracking_uri, storage_path=DEFAULT_STORAGE_PATH))
 
 
 @app.command("build")

@@ -1,0 +1,104 @@
+"""Seconds per prompt-tuning step: softprompt (JAX) against Hugging Face PEFT prompt tuning
+(PyTorch), same Gemma 3 270M weights, same batches, prompt length, padding and target-only loss.
+
+PEFT runs in two configurations:
+- as its documentation shows it: `model(input_ids, attention_mask, labels)` — logits for every
+  position are projected onto the 262k vocabulary;
+- its fastest: `logits_to_keep` projects only the positions that predict target tokens.
+Both use transformers' Adafactor with the paper's settings (lr 0.3, no parameter scaling).
+
+    .venv/bin/python benchmarks/train_step.py
+Last line: one JSON object with softprompt_s_per_step, peft_s_per_step, peft_fast_s_per_step,
+ratio and ratio_fast (PEFT time / softprompt time).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from _common import BATCH, PROMPT_LENGTH, emit, seconds_per_call, sst2_batch
+from softprompt.core.batching import Batch
+from softprompt.core.models import load_model
+from softprompt.core.optim import make_optimizer
+from softprompt.core.prompts import SoftPrompt
+from softprompt.core.train import _make_step
+from softprompt.core.optim import OptimizerConfig
+
+
+def softprompt_step(model, arrays) -> float:
+    batch = Batch(*(jnp.asarray(a) for a in arrays), jnp.zeros(BATCH, jnp.int32))
+    prompt = jnp.asarray(SoftPrompt.init(model, length=PROMPT_LENGTH, init="sampled_vocab").embeddings)
+    config = OptimizerConfig()
+    state = {"prompt": prompt, "opt": make_optimizer(config).init(prompt)}
+    step = _make_step(model.ops, config)
+
+    def call():
+        state["prompt"], state["opt"], loss = step(state["prompt"], state["opt"], model.params, batch)
+        loss.block_until_ready()
+
+    return seconds_per_call(call)
+
+
+def peft_steps(folder: str, arrays) -> tuple[float, float]:
+    """(documented, fastest) seconds per step of PEFT prompt tuning on the same batch."""
+    import torch
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from transformers.optimization import Adafactor
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+    model = get_peft_model(base, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=PROMPT_LENGTH,
+                                                    prompt_tuning_init=PromptTuningInit.RANDOM))
+    optimizer = Adafactor(model.parameters(), lr=0.3, scale_parameter=False, relative_step=False,
+                          warmup_init=False, decay_rate=-0.8, weight_decay=1e-5)
+    input_ids, input_mask, target_ids, target_mask = arrays
+    # Rows: <bos> input target, input left-padded so the targets are the last T positions of every row.
+    rows, masks = [], []
+    for ids, mask, target, tmask in zip(input_ids, input_mask, target_ids, target_mask):
+        real = [2] + list(ids[mask]) + list(target[tmask])
+        pad = input_ids.shape[1] + target_ids.shape[1] + 1 - len(real)
+        rows.append([0] * pad + real)
+        masks.append([0] * pad + [1] * len(real))
+    ids = torch.tensor(rows)
+    attention = torch.tensor(masks)
+    width = target_ids.shape[1]
+    labels = torch.full_like(ids, -100)
+    labels[:, -width:] = torch.tensor(np.where(target_mask, target_ids, -100))
+
+    def documented():
+        optimizer.zero_grad()
+        model(input_ids=ids, attention_mask=attention, labels=labels).loss.backward()
+        optimizer.step()
+
+    def fastest():
+        optimizer.zero_grad()
+        logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=width + 1).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, -width:].reshape(-1),
+                                                 ignore_index=-100)
+        loss.backward()
+        optimizer.step()
+
+    torch.set_num_threads(2)
+    return seconds_per_call(documented), seconds_per_call(fastest)
+
+
+def main() -> None:
+    from softprompt.core.paths import model_cache_dir
+
+    model = load_model("gemma3-270m")
+    arrays = sst2_batch(model)
+    ours = softprompt_step(model, arrays)
+    del model
+    jax.clear_caches()
+    documented, fastest = peft_steps(str(model_cache_dir("gemma3-270m")), arrays)
+    emit({"batch": BATCH, "prompt_length": PROMPT_LENGTH, "tokens_per_row": 1 + PROMPT_LENGTH + arrays[0].shape[1]
+          + arrays[2].shape[1], "softprompt_s_per_step": round(ours, 3), "peft_s_per_step": round(documented, 3),
+          "peft_fast_s_per_step": round(fastest, 3), "ratio": round(documented / ours, 2),
+          "ratio_fast": round(fastest / ours, 2)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""`softprompt demo`: search, ensemble and serve on this machine (see `softprompt.demo`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._cli_common import print_json, user_errors
+
+
+def demo(quick: bool = typer.Option(False, help="t5-tiny-random, a couple of minutes (the real model otherwise)."),
+         storage_path: Path = typer.Option(Path("runs/demo"), help="Where the campaign, MLflow store and PNGs go.")) -> None:
+    """Run a search campaign on SST-2, build a voted ensemble of the top 3 prompts, serve it over
+    HTTP and ask it a few real sentences; prints a final summary, then shuts everything down."""
+    from softprompt.demo import run_demo, summary_json
+
+    with user_errors():
+        summary = run_demo(quick=quick, storage_path=storage_path)
+    print_json(summary_json(summary))

@@ -1,0 +1,39 @@
+"""`softprompt demo --quick`: the whole path (search, ensemble, serve, summary) on t5-tiny-random."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent / "softprompt"
+
+
+def _raylets() -> int:
+    found = subprocess.run(["pgrep", "-fc", "raylet"], capture_output=True, text=True)
+    return int(found.stdout.strip() or 0)
+
+
+def test_quick_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path):
+    before = _raylets()
+    env = os.environ | {"MLFLOW_TRACKING_URI": ""}
+    env.pop("MLFLOW_TRACKING_URI")
+    done = subprocess.run([str(BIN), "demo", "--quick", "--storage-path", str(tmp_path)], capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    table3 = summary["table3"]
+    assert len(table3["members"]) == 3 and table3["examples"] == 64
+    assert table3["best"] == max(m["accuracy"] for m in table3["members"])
+    assert len(summary["predictions"]) == 6
+    for prediction in summary["predictions"]:
+        assert prediction["label"] in ("negative", "positive") and len(prediction["members"]) == 3
+        assert sum(prediction["votes"].values()) == 3
+    names = {Path(p).name for p in summary["pictures"]}
+    assert {"curves.png", "table3.png"} <= names and all(Path(p).stat().st_size > 0 for p in summary["pictures"])
+    assert summary["tracking_uri"].startswith("sqlite:///" + str(tmp_path))
+    for heading in ("trials", "Table 3", "voted predictions", "MLflow UI"):
+        assert heading in done.stdout
+    assert _raylets() <= before  # Ray shut down
