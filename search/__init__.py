@@ -1,0 +1,27 @@
+"""Prompt-tuning campaigns on Ray Tune over the paper's Table 6, every trial tracked in MLflow.
+
+    >>> from softprompt.search import load_campaign
+    >>> from softprompt.search.launch import launch, resume, status
+    >>> result = launch(load_campaign("examples/campaigns/tiny-rte.yaml"))   # doctest: +SKIP
+    >>> status("tiny-rte", storage_path="runs")                              # doctest: +SKIP
+
+Modules: `campaign` (the YAML schema and its checks), `space` (Table 6 as Tune objects),
+`trainable` (one trial), `mlflow_callback` (all MLflow writes, in the driver), `schedulers`,
+`launch` (launch / resume / status), `report` (trial table and validation curves).
+Attributes load lazily, so a trial process importing `trainable` does not import MLflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {"Campaign": "campaign", "CampaignError": "campaign", "load_campaign": "campaign",
+            "parse_campaign": "campaign", "TABLE6": "space", "CampaignResult": "launch", "TrialRow": "report"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'softprompt.search' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from . import _cli_ensemble, _cli_model, _cli_train
+from . import _cli_demo, _cli_ensemble, _cli_model, _cli_search, _cli_serve, _cli_train
 
 app = typer.Typer(
     help="Prompt tuning as a service: search campaigns, voted soft-prompt ensembles, serving.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(_cli_model.app, name="model")
+app.add_typer(_cli_search.app, name="search")
 app.add_typer(_cli_ensemble.app, name="ensemble")
 app.command("train")(_cli_train.train)
+app.command("demo")(_cli_demo.demo)
 app.command("evaluate")(_cli_train.evaluate)
 app.command("explain")(_cli_train.explain)
+app.command("serve")(_cli_serve.serve)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -48,6 +48,7 @@ TAG_TRIAL_ID = "softprompt.trial_id"
 TAG_TASK = "softprompt.task"
 TAG_MODEL = "softprompt.model"
 TAG_MODEL_FINGERPRINT = "softprompt.model_fingerprint"
+TAG_ENSEMBLE_TOP = "softprompt.ensemble_top"     # experiment tag: the campaign's `ensemble.top`
 KIND_TRIAL = "trial"
 KIND_CAMPAIGN = "campaign"
 
@@ -123,17 +124,21 @@ class Tracking:
 
     # Experiments -------------------------------------------------------------------------------
 
-    def prepare_experiment(self, campaign: str) -> str:
-        """Creates the store (database migrations) and the campaign's experiment if missing; returns
-        its id. Call once, in the driver, before any trial starts."""
+    def prepare_experiment(self, campaign: str, *, tags: Mapping[str, str] | None = None) -> str:
+        """Creates the store (database migrations) and the campaign's experiment if missing, sets
+        `tags` on it; returns its id. Call once, in the driver, before any trial starts."""
         experiment = self.client.get_experiment_by_name(campaign)
-        if experiment is not None:
+        if experiment is None:
+            location = f"{self.artifact_root.rstrip('/')}/{campaign}" if self.artifact_root else None
+            experiment_id = self.client.create_experiment(campaign, artifact_location=location,
+                                                          tags={TAG_CAMPAIGN: campaign})
+        else:
+            experiment_id = experiment.experiment_id
             if experiment.lifecycle_stage == "deleted":
-                self.client.restore_experiment(experiment.experiment_id)
-            return experiment.experiment_id
-        location = f"{self.artifact_root.rstrip('/')}/{campaign}" if self.artifact_root else None
-        return self.client.create_experiment(campaign, artifact_location=location,
-                                             tags={TAG_CAMPAIGN: campaign})
+                self.client.restore_experiment(experiment_id)
+        for key, value in (tags or {}).items():
+            self.client.set_experiment_tag(experiment_id, key, value)
+        return experiment_id
 
     def experiment_id(self, campaign: str) -> str | None:
         experiment = self.client.get_experiment_by_name(campaign)
@@ -266,6 +271,6 @@ __all__ = [
     "BEST_PREFIX", "DEFAULT_ARTIFACTS", "DEFAULT_DATABASE", "FAILED", "FINISHED", "KILLED", "KIND_CAMPAIGN",
     "KIND_TRIAL", "METRIC_BEST_SCORE", "METRIC_BEST_STEP", "METRIC_LOSS", "METRIC_RESTORED_FROM", "METRIC_SCORE",
     "PROMPT_ARTIFACT_PATH", "RUNNING", "TAG_CAMPAIGN", "TAG_KIND", "TAG_MODEL",
-    "TAG_MODEL_FINGERPRINT", "TAG_TASK", "TAG_TRIAL_ID", "Tracking", "default_artifact_root", "params_of",
+    "TAG_ENSEMBLE_TOP", "TAG_MODEL_FINGERPRINT", "TAG_TASK", "TAG_TRIAL_ID", "Tracking", "default_artifact_root", "params_of",
     "resolve_tracking_uri",
 ]

@@ -1,0 +1,306 @@
+"""A search campaign: its YAML file, its schema, and the checks made before anything starts.
+
+See `examples/campaigns/tiny-rte.yaml` for every field with a comment. Every error is a
+`CampaignError` whose message starts with the offending field (`overrides.batch_size: ...`).
+
+Example:
+    >>> campaign = load_campaign("examples/campaigns/tiny-rte.yaml")
+    >>> campaign.name, campaign.tasks
+    ('tiny-rte', ['rte'])
+    >>> sorted(campaign.axes())[:3]
+    ['batch_size', 'decay_factor', 'init']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from softprompt.core.config import TrainConfig
+from softprompt.core.prompt_init import INITIALISERS
+from softprompt.core.tasks import UnknownTaskError, get_task
+
+from . import space as space_lib
+
+# TrainConfig fields a campaign sets elsewhere (tasks, model, ...) rather than in `fixed`.
+_TOP_LEVEL = ("task", "model", "dtype", "data_dir", "eval_every", "max_eval_examples", "seed")
+FIXABLE = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _TOP_LEVEL)
+DEFAULT_STORAGE_PATH = "./runs"
+
+
+class CampaignError(ValueError):
+    """A campaign file that cannot run; the message starts with the offending field."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AxisSpec(_Strict):
+    """One searched axis: exactly one of `choice`, `loguniform` or `uniform`."""
+
+    choice: list[Any] | None = None
+    loguniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "AxisSpec":
+        given = [k for k in ("choice", "loguniform", "uniform") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of choice, loguniform, uniform")
+        if self.choice is not None and not self.choice:
+            raise ValueError("empty choice")
+        for kind in ("loguniform", "uniform"):
+            bounds = getattr(self, kind)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"empty or inverted range {list(bounds)} (low must be < high)")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError("loguniform bounds must be > 0")
+        return self
+
+    def axis(self) -> space_lib.Axis:
+        if self.choice is not None:
+            return space_lib.Choice(tuple(self.choice))
+        if self.loguniform is not None:
+            return space_lib.LogUniform(*self.loguniform)
+        return space_lib.Uniform(*self.uniform)
+
+
+class Scale(_Strict):
+    """Shrinks Table 6 for a small machine: its step axes (steps, warmup_steps, steps_per_decay) are
+    multiplied by `steps`, its batch sizes by `batch_size` (rounded, at least 1; overrides and
+    fixed values are taken literally)."""
+
+    steps: float = Field(1.0, gt=0, le=1)
+    batch_size: float = Field(1.0, gt=0, le=1)
+
+
+class Scheduler(_Strict):
+    type: Literal["asha", "none", "pbt"] = "asha"
+    grace_period: int = Field(1, ge=1)              # ASHA: evaluations before a trial can be stopped
+    reduction_factor: float = Field(2.0, gt=1)      # ASHA: keep the top 1/reduction_factor at each rung
+    perturbation_interval: int = Field(2, ge=1)     # PBT: evaluations between exploit/explore steps
+
+
+class Search(_Strict):
+    type: Literal["random", "optuna"] = "random"
+    seed: int | None = None                          # the sampler's seed (reproducible campaigns)
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)                    # a fraction shares one GPU between trials
+    tpu: int = Field(0, ge=0)
+
+
+class EnsembleSettings(_Strict):
+    top: int = Field(5, ge=1)                        # members of each task's voted ensemble
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, (str, int)) else value
+
+
+class Campaign(_Strict):
+    """A validated campaign file."""
+
+    name: str
+    tasks: list[str] = Field(min_length=1)
+    model: str = "t5-tiny-random"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    data_dir: str | None = None
+    space: Literal["table6", "none"] = "table6"
+    overrides: dict[str, AxisSpec] = Field(default_factory=dict)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    scale: Scale = Scale()
+    num_samples: int = Field(1, ge=1)
+    seeds: int = Field(1, ge=1)                      # seeds per sampled configuration
+    seed: int = 0                                    # the first seed
+    scheduler: Scheduler = Scheduler()
+    search: Search = Search()
+    resources: Resources = Resources()
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    max_failures: int = Field(2, ge=0)
+    eval_every: int = Field(1000, ge=1)
+    max_eval_examples: int | None = Field(None, ge=1)
+    tracking_uri: str | None = None
+    storage_path: str = DEFAULT_STORAGE_PATH
+    jax_cache_dir: str | None = None                 # default <storage_path>/jax_cache
+    share_weights: bool = True                       # one copy of the frozen weights per node
+    ensemble: EnsembleSettings | None = None
+    fail_once_at_step: int | None = Field(None, ge=1)  # TEST DRILL: each trial raises once there
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError("use letters, digits, '.', '_' and '-' (it names a folder and an experiment)")
+        return value
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _tasks(cls, value: Any) -> Any:
+        return _one_or_many(value)
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _plain_lists(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: {"choice": v} if isinstance(v, list) else v for k, v in value.items()}
+        return value
+
+    @field_validator("scheduler", "search", mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    # The search space ---------------------------------------------------------------------------
+
+    def axes(self) -> dict[str, space_lib.Axis]:
+        """Every searched axis: Table 6 scaled by `scale`, then `overrides` (literal, never scaled),
+        less the settings in `fixed`."""
+        base = dict(space_lib.TABLE6) if self.space == "table6" else {}
+        base = space_lib.scale_axes(base, steps=self.scale.steps, batch_size=self.scale.batch_size)
+        base |= {name: spec.axis() for name, spec in self.overrides.items()}
+        return {name: axis for name, axis in base.items() if name not in self.fixed}
+
+    def constants(self) -> dict[str, Any]:
+        """Settings every trial shares: model, evaluation cadence, and the `fixed` section."""
+        return {"model": self.model, "dtype": self.dtype, "data_dir": self.data_dir,
+                "eval_every": self.eval_every, "max_eval_examples": self.max_eval_examples} | self.fixed
+
+    def grid(self) -> dict[str, list]:
+        """Axes every sampled configuration is repeated over: the tasks and the seeds."""
+        return {"task": list(self.tasks), "seed": list(range(self.seed, self.seed + self.seeds))}
+
+    def param_space(self) -> dict[str, Any]:
+        """The Ray Tune `param_space`."""
+        return space_lib.tune_space(self.axes(), fixed=self.constants(), grid=self.grid())
+
+    def max_steps(self) -> int:
+        axis = self.axes().get("steps")
+        return int(self.fixed.get("steps", space_lib.max_value(axis) if axis else TrainConfig.steps))
+
+    def max_evaluations(self) -> int:
+        """Evaluations of the longest trial (ASHA's `max_t` in training iterations)."""
+        return -(-self.max_steps() // self.eval_every)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def replace(self, **changes: Any) -> "Campaign":
+        return Campaign.model_validate(self.to_dict() | changes)
+
+
+def parse_campaign(values: Mapping[str, Any], *, source: str = "campaign") -> Campaign:
+    """A checked `Campaign` from parsed YAML; raises CampaignError naming the field."""
+    if not isinstance(values, Mapping):
+        raise CampaignError(source, "a campaign file is a YAML mapping")
+    try:
+        campaign = Campaign.model_validate(dict(values))
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or source
+        raise CampaignError(field, first["msg"].removeprefix("Value error, ")) from None
+    _check_tasks(campaign)
+    _check_hyperparameters(campaign)
+    return campaign
+
+
+def load_campaign(path: str | os.PathLike, **changes: Any) -> Campaign:
+    """Reads and checks a campaign YAML file; `changes` replace top-level fields (e.g. `name`)."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise CampaignError(str(path), f"not valid YAML ({error})") from error
+    if isinstance(values, dict):
+        values |= {key: value for key, value in changes.items() if value is not None}
+    return parse_campaign(values, source=str(path))
+
+
+def _check_tasks(campaign: Campaign) -> None:
+    for index, task in enumerate(campaign.tasks):
+        try:
+            get_task(task)
+        except UnknownTaskError as error:
+            raise CampaignError(f"tasks.{index}", str(error)) from None
+        except (ValueError, OSError) as error:
+            raise CampaignError(f"tasks.{index}", f"task {task!r}: {error}") from None
+
+
+def _check_hyperparameters(campaign: Campaign) -> None:
+    for name in campaign.overrides:
+        if name not in space_lib.SEARCHABLE:
+            raise CampaignError(f"overrides.{name}", "unknown hyperparameter; searchable axes are "
+                                + ", ".join(space_lib.SEARCHABLE))
+    for name in campaign.fixed:
+        if name not in FIXABLE:
+            hint = " (set it at the top level)" if name in _TOP_LEVEL else ""
+            raise CampaignError(f"fixed.{name}", f"unknown hyperparameter{hint}; fixable settings are "
+                                + ", ".join(FIXABLE))
+    axes = campaign.axes()
+    problem = space_lib.check_decay_coupling(axes | {k: space_lib.Fixed(v) for k, v in campaign.fixed.items()
+                                                     if k in ("decay_factor", "steps_per_decay")})
+    if problem:
+        where = "fixed" if "steps_per_decay" in campaign.fixed else (
+            "overrides" if "steps_per_decay" in campaign.overrides else "space")
+        raise CampaignError(f"{where}.steps_per_decay", problem)
+    for name, axis in axes.items():
+        field = f"overrides.{name}" if name in campaign.overrides else f"space.{name}"
+        for value in space_lib.axis_values(axis):
+            _check_value(campaign, field, name, value)
+    for name, value in campaign.fixed.items():
+        _check_value(campaign, f"fixed.{name}", name, value)
+    if campaign.search.type == "optuna":
+        if importlib.util.find_spec("optuna") is None:
+            raise CampaignError("search.type", "optuna is not installed (pip install 'softprompt[optuna]')")
+        if len(campaign.tasks) > 1 or campaign.seeds > 1:
+            raise CampaignError("search.type", "optuna samples one task and one seed per trial: "
+                                "use one task and seeds: 1, or search: random")
+    if campaign.scheduler.type == "pbt" and not isinstance(axes.get("learning_rate"), (
+            space_lib.Choice, space_lib.LogUniform, space_lib.Uniform)):
+        raise CampaignError("scheduler.type", "pbt perturbs learning_rate, so learning_rate must be searched")
+    if campaign.fail_once_at_step is not None and campaign.fail_once_at_step % campaign.eval_every:
+        raise CampaignError("fail_once_at_step", "must be a multiple of eval_every (it fails after a report)")
+
+
+def _check_value(campaign: Campaign, field: str, name: str, value: Any) -> None:
+    """Builds a TrainConfig with `name=value` so each value is checked where TrainConfig checks it."""
+    if name == "init" and value not in INITIALISERS:
+        raise CampaignError(field, f"unknown init {value!r}; choose from {', '.join(INITIALISERS)}")
+    if name in ("decay_factor", "steps_per_decay"):
+        if value is None:
+            return
+        probe = {"decay_factor": 0.5, "steps_per_decay": 1, name: value}
+    else:
+        probe = {name: value}
+    try:
+        TrainConfig(task=campaign.tasks[0], **probe)
+    except (TypeError, ValueError) as error:
+        raise CampaignError(field, f"bad value {value!r} ({error})") from None
+    if name in space_lib.INTEGER_AXES and not (isinstance(value, int) and not isinstance(value, bool)):
+        raise CampaignError(field, f"bad value {value!r} (must be an integer)")
+    if name == "learning_rate" and not space_lib.is_finite_positive(value):
+        raise CampaignError(field, f"bad value {value!r} (must be a positive number)")
+
+
+def check_resources(campaign: Campaign, available: Mapping[str, float]) -> None:
+    """Rejects a trial that asks for more than the cluster has (`ray.cluster_resources()`)."""
+    wanted = {"cpu": ("CPU", campaign.resources.cpu), "gpu": ("GPU", campaign.resources.gpu),
+              "tpu": ("TPU", campaign.resources.tpu)}
+    for field, (key, amount) in wanted.items():
+        if amount and amount > available.get(key, 0):
+            raise CampaignError(f"resources.{field}", f"a trial asks for {amount:g} {key} but the cluster "
+                                f"has {available.get(key, 0):g}")

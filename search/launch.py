@@ -1,0 +1,196 @@
+"""Running a campaign: `launch` a new one, `resume` one whose driver died, read its `status`.
+
+A campaign lives in `<storage_path>/<name>/`: Ray Tune's experiment folder (trial folders,
+checkpoints, experiment state), `campaign.json` (the validated campaign, its tracking store and
+model fingerprint, so `resume` needs only the name), the drill markers, and the final report
+(`trials.txt`, `curves.png`). Its MLflow experiment is named after it.
+
+Ray: joins the cluster named by `RAY_ADDRESS` when set, else starts a local one (bound to
+127.0.0.1, usage stats and token auth off unless the environment says otherwise); an already
+initialised Ray in this process is reused.
+
+Example:
+    >>> result = launch(load_campaign("examples/campaigns/tiny-rte.yaml"))   # doctest: +SKIP
+    >>> [row.status for row in status("tiny-rte", storage_path="runs")]      # doctest: +SKIP
+    ['TERMINATED', 'TERMINATED', 'TERMINATED', 'TERMINATED']
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from softprompt import tracking as tracking_lib
+
+from . import report as report_lib
+from .campaign import DEFAULT_STORAGE_PATH, Campaign, CampaignError, check_resources
+from .trainable import TrialRuntime, run_trial, share_model
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "campaign.json"
+RAY_ENV_DEFAULTS = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+                    "RAY_AUTH_MODE": "disabled"}
+
+
+class CampaignResult(NamedTuple):
+    name: str
+    experiment_dir: Path
+    tracking_uri: str
+    rows: list[report_lib.TrialRow]
+    curves: Path | None              # the validation-curve PNG
+
+
+class _Stored(NamedTuple):
+    """What `campaign.json` holds."""
+
+    campaign: Campaign
+    tracking_uri: str
+    artifact_root: str | None
+    model_fingerprint: str
+
+
+def experiment_dir(name: str, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> Path:
+    return Path(storage_path).resolve() / name
+
+
+def ensure_ray(campaign: Campaign) -> None:
+    """Connects to (or starts) Ray, then checks the campaign's per-trial resources against it."""
+    import ray
+
+    if not ray.is_initialized():
+        for key, value in RAY_ENV_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address=os.environ["RAY_ADDRESS"])
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+    check_resources(campaign, ray.cluster_resources())
+
+
+def launch(campaign: Campaign, *, storage_path: str | os.PathLike | None = None) -> CampaignResult:
+    """Runs a new campaign to the end and returns its trial table."""
+    if storage_path is not None:
+        campaign = campaign.replace(storage_path=str(storage_path))
+    folder = experiment_dir(campaign.name, campaign.storage_path)
+    if (folder / STATE_FILE).exists():
+        raise CampaignError("name", f"campaign {campaign.name!r} already exists in {folder}: "
+                            f"`softprompt search resume {campaign.name}` continues it, or choose another --name")
+    ensure_ray(campaign)
+    tracking_uri = tracking_lib.resolve_tracking_uri(campaign.tracking_uri, storage_path=campaign.storage_path)
+    tracking = tracking_lib.Tracking(tracking_uri, artifact_root=tracking_lib.default_artifact_root(
+        tracking_uri, storage_path=campaign.storage_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    tags = {tracking_lib.TAG_ENSEMBLE_TOP: str(campaign.ensemble.top)} if campaign.ensemble else None
+    tracking.prepare_experiment(campaign.name, tags=tags)  # before any trial: creates the database too
+    model = _load_model(campaign)
+    stored = _Stored(campaign, tracking_uri, tracking.artifact_root, model.fingerprint)
+    _write_state(folder, stored)
+    tuner = _new_tuner(stored, tracking, model=model)
+    del model  # the trials' copy is in the object store now
+    tuner.fit()
+    return _finish(stored, tracking, folder)
+
+
+def resume(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> CampaignResult:
+    """Continues a campaign whose driver stopped: unfinished and errored trials resume from their
+    last checkpoints, finished ones are kept. Logs to the tracking store recorded at launch."""
+    from ray import tune
+
+    folder = experiment_dir(name, storage_path)
+    stored = _read_state(folder)
+    ensure_ray(stored.campaign)
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if env_uri and env_uri != stored.tracking_uri:
+        logger.warning("MLFLOW_TRACKING_URI differs from the store this campaign was launched with; "
+                       "its runs stay in %s", stored.tracking_uri)
+    tracking = tracking_lib.Tracking(stored.tracking_uri, artifact_root=stored.artifact_root)
+    tracking.prepare_experiment(name)
+    tuner = tune.Tuner.restore(str(folder), _trainable(stored.campaign, folder, model=_load_model(stored.campaign)),
+                               resume_unfinished=True, resume_errored=True)
+    tuner.fit()
+    return _finish(stored, tracking, folder)
+
+
+def status(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> list[report_lib.TrialRow]:
+    """The campaign's trials as Tune last recorded them (configuration, state, best score, steps)."""
+    folder = experiment_dir(name, storage_path)
+    _read_state(folder)
+    return report_lib.trial_rows(folder)
+
+
+def _finish(stored: _Stored, tracking: tracking_lib.Tracking, folder: Path) -> CampaignResult:
+    rows = report_lib.trial_rows(folder)
+    curves = report_lib.write_report(folder, rows, tracking=tracking, campaign=stored.campaign.name,
+                                     extra=[folder / STATE_FILE])
+    return CampaignResult(stored.campaign.name, folder, stored.tracking_uri, rows, curves)
+
+
+def _load_model(campaign: Campaign):
+    """The frozen model, loaded in the driver (bypassing the in-process cache, so the driver does not
+    keep a copy once it is in the object store)."""
+    from softprompt.core.models import load_model
+
+    return load_model.__wrapped__(campaign.model, dtype=campaign.dtype)
+
+
+def _runtime(campaign: Campaign, folder: Path) -> TrialRuntime:
+    cache = campaign.jax_cache_dir or str(Path(campaign.storage_path).resolve() / "jax_cache")
+    return TrialRuntime(jax_cache_dir=cache, drill_dir=str(folder / "drills"),
+                        fail_once_at_step=campaign.fail_once_at_step,
+                        adopt_checkpoints=campaign.scheduler.type == "pbt")
+
+
+def _trainable(campaign: Campaign, folder: Path, *, model) -> Any:
+    """The trial function with its resources, the shared weights and the runtime settings bound."""
+    from ray import tune
+
+    bundle = {"CPU": campaign.resources.cpu}
+    if campaign.resources.gpu:
+        bundle["GPU"] = campaign.resources.gpu
+    if campaign.resources.tpu:
+        bundle["TPU"] = campaign.resources.tpu
+    shared = share_model(model) if campaign.share_weights else None
+    bound = tune.with_parameters(run_trial, model=shared, runtime=_runtime(campaign, folder))
+    return tune.with_resources(bound, tune.PlacementGroupFactory([bundle]))
+
+
+def _new_tuner(stored: _Stored, tracking: tracking_lib.Tracking, *, model) -> Any:
+    from ray import tune
+
+    from .mlflow_callback import MlflowTrackingCallback
+    from .schedulers import make_scheduler, make_search_alg
+
+    campaign = stored.campaign
+    callback = MlflowTrackingCallback(tracking, campaign=campaign.name, model_fingerprint=stored.model_fingerprint)
+    return tune.Tuner(
+        _trainable(campaign, experiment_dir(campaign.name, campaign.storage_path), model=model),
+        param_space=campaign.param_space(),
+        tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=campaign.num_samples,
+                                    scheduler=make_scheduler(campaign), search_alg=make_search_alg(campaign),
+                                    reuse_actors=True),  # a trial process runs the next trial: imports,
+                                                         # traced functions and shared weights stay warm
+        run_config=tune.RunConfig(
+            name=campaign.name, storage_path=str(Path(campaign.storage_path).resolve()),
+            failure_config=tune.FailureConfig(max_failures=campaign.max_failures),
+            # PBT copies other trials' checkpoints: pruning them breaks Tune's bookkeeping, so keep all
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if campaign.scheduler.type == "pbt" else 2),
+            callbacks=[callback], verbose=1))
+
+
+def _write_state(folder: Path, stored: _Stored) -> None:
+    state = {"campaign": stored.campaign.to_dict(), "tracking_uri": stored.tracking_uri,
+             "artifact_root": stored.artifact_root, "model_fingerprint": stored.model_fingerprint}
+    (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def _read_state(folder: Path) -> _Stored:
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+    except FileNotFoundError:
+        raise CampaignError("name", f"no campaign in {folder} (launch it first, or pass --storage-path)") from None
+    return _Stored(Campaign.model_validate(state["campaign"]), state["tracking_uri"], state["artifact_root"],
+                   state["model_fingerprint"])

@@ -1,0 +1,94 @@
+"""`softprompt serve`: voted soft-prompt ensembles over HTTP (Ray Serve), until Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import List, Optional
+
+import typer
+
+from ._cli_common import print_json, user_errors
+
+APP_NAME = "softprompt"
+RAY_ENV_DEFAULTS = {   # local and quiet unless the caller says otherwise (see DESIGN.md, facts)
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",   # Ray's own listeners bind 127.0.0.1
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+}
+
+
+def _wait_for_stop_signal() -> None:
+    """Blocks until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+
+
+def serve(
+    ensemble: Optional[List[str]] = typer.Option(
+        None, "--ensemble", help="NAME@ALIAS, NAME/VERSION (repeatable) [default: every registered "
+                                 "ensemble with a 'production' alias]."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 exposes the API (use --token)."),
+    port: int = typer.Option(8000, min=1, max=65535),
+    replicas: int = typer.Option(1, min=1, help="Replicas; each holds one copy of the frozen model."),
+    tracking_uri: Optional[str] = typer.Option(
+        None, help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db]."),
+    token: Optional[str] = typer.Option(None, envvar="SOFTPROMPT_API_TOKEN",
+                                        help="Require 'Authorization: Bearer TOKEN' on /v1/*."),
+    max_inputs: int = typer.Option(64, min=1, help="Inputs per request; more is refused with 413."),
+    max_batch_size: int = typer.Option(32, min=1, help="Inputs gathered into one batched pass."),
+    batch_wait_timeout_s: float = typer.Option(0.05, min=0.0, help="How long a batch waits to fill."),
+    max_rows_per_pass: int = typer.Option(32, min=1, help="Model rows (inputs x members) per forward chunk."),
+    model: Optional[str] = typer.Option(None, help="Frozen model [default: the ensembles' own]."),
+    replica_cpus: float = typer.Option(1.0, min=0.0, help="Ray CPUs reserved per replica."),
+    jax_cache_dir: str = typer.Option("runs/jax_cache", help="JAX compilation cache shared by replicas."),
+    ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster [default: start a local one]."),
+    metrics_port: Optional[int] = typer.Option(None, help="Prometheus port of a local Ray [default: Ray's choice]."),
+) -> None:
+    """Serve voted predictions over HTTP until Ctrl-C (or SIGTERM); prints one JSON line when ready."""
+    for name, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    from mlflow.tracking import MlflowClient
+
+    from softprompt.serve.app import build_app, default_tracking_uri
+    from softprompt.serve.state import discover_references, resolve_all
+
+    with user_errors():
+        uri = default_tracking_uri(tracking_uri)
+        client = MlflowClient(uri)
+        references = list(ensemble or discover_references(client))
+        if not references:
+            raise ValueError(f"no ensemble to serve: none registered with a 'production' alias in {uri} "
+                             "(pass --ensemble NAME@ALIAS)")
+        registered = resolve_all(client, references)       # fail fast, before Ray starts
+        app = build_app(references, tracking_uri=uri, model=model, max_inputs=max_inputs,
+                        max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s, token=token,
+                        max_rows_per_pass=max_rows_per_pass,
+                        replicas=replicas, replica_cpus=replica_cpus, jax_cache_dir=jax_cache_dir)
+
+    import ray
+    from ray import serve as ray_serve
+
+    metrics = {"_metrics_export_port": metrics_port} if metrics_port and not ray_address else {}
+    ray.init(address=ray_address, include_dashboard=False, logging_level="warning", **metrics)
+    try:
+        ray_serve.start(http_options={"host": host, "port": port})
+        try:
+            ray_serve.run(app, name=APP_NAME, route_prefix="/")
+        except RuntimeError as error:   # a replica failed to start: its traceback is in the log above
+            typer.echo(f"error: the application did not start: {error}", err=True)
+            raise typer.Exit(code=1) from error
+        print_json({"url": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs", "replicas": replicas,
+                    "ensembles": [{"name": r.name, "version": r.version, "task": r.manifest.task}
+                                  for r in registered], "auth": bool(token)})
+        _wait_for_stop_signal()
+    finally:
+        if ray_address:        # a shared cluster: remove only this application
+            ray_serve.delete(APP_NAME)
+        else:
+            ray_serve.shutdown()
+        ray.shutdown()

@@ -1,0 +1,97 @@
+"""Campaign files: the schema, the checks that name the offending field, Table 6 as a Tune space."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from softprompt.search import space as space_lib
+from softprompt.search.campaign import CampaignError, check_resources, load_campaign, parse_campaign
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "campaigns"
+BASE = {"name": "t", "tasks": ["rte"], "model": "t5-tiny-random"}
+
+
+def rejected(field: str, **changes) -> str:
+    with pytest.raises(CampaignError) as caught:
+        parse_campaign(BASE | changes)
+    assert caught.value.field == field, caught.value
+    assert str(caught.value).startswith(field + ":")
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["tiny-rte.yaml", "sst2-gemma.yaml"])
+def test_example_campaigns_are_valid(name):
+    campaign = load_campaign(EXAMPLES / name)
+    assert campaign.num_samples * campaign.seeds * len(campaign.tasks) in (4, 8)
+    assert campaign.scheduler.type == "asha"
+
+
+def test_unknown_task_is_rejected_naming_the_field():
+    assert "unknown task 'nope'" in rejected("tasks.1", tasks=["rte", "nope"])
+
+
+def test_unknown_hyperparameter_is_rejected_naming_the_field():
+    assert "unknown hyperparameter" in rejected("overrides.learnig_rate", overrides={"learnig_rate": [0.1]})
+    assert "unknown hyperparameter" in rejected("fixed.momentum", fixed={"momentum": 0.9})
+    rejected("optimizer", optimizer="adam")  # unknown top-level key
+
+
+def test_empty_or_inverted_ranges_are_rejected():
+    assert "inverted range" in rejected("overrides.learning_rate",
+                                        overrides={"learning_rate": {"loguniform": [0.5, 0.001]}})
+    assert "empty choice" in rejected("overrides.batch_size", overrides={"batch_size": {"choice": []}})
+    rejected("overrides.batch_size", overrides={"batch_size": [0, 4]})
+    rejected("overrides.steps_per_decay", fixed={"decay_factor": 0.5},
+             overrides={"steps_per_decay": {"choice": [None]}})
+
+
+def test_resources_the_cluster_lacks_are_rejected():
+    campaign = parse_campaign(BASE | {"resources": {"cpu": 64}})
+    with pytest.raises(CampaignError, match=r"^resources.cpu: a trial asks for 64 CPU but the cluster has 2"):
+        check_resources(campaign, {"CPU": 2.0})
+    check_resources(parse_campaign(BASE | {"resources": {"cpu": 2}}), {"CPU": 2.0})
+    with pytest.raises(CampaignError, match="^resources.gpu"):
+        check_resources(parse_campaign(BASE | {"resources": {"gpu": 0.5}}), {"CPU": 2.0})
+
+
+def test_bad_yaml_files_are_rejected(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(BASE | {"resources": {"cpu": -1}}))
+    with pytest.raises(CampaignError, match="^resources.cpu"):
+        load_campaign(path)
+
+
+def test_table6_space_samples_stay_in_range():
+    campaign = parse_campaign(BASE)
+    space = campaign.param_space()
+    rng = random.Random(0)
+    table6 = space_lib.TABLE6
+    for _ in range(200):
+        sampled = {name: domain.sample(random_state=rng.randrange(2**31)) if hasattr(domain, "sample") else domain
+                   for name, domain in space.items() if name not in ("task", "seed")}
+        config = space_lib.train_config(sampled | {"task": "rte", "seed": 0})
+        assert 0.001 <= config.learning_rate <= 0.5
+        for name in ("parameter_scaling", "batch_size", "steps", "warmup_steps", "decay_factor"):
+            assert getattr(config, name) in table6[name].values
+        assert config.steps_per_decay in table6["steps_per_decay"].values
+        assert (config.decay_factor is None) == (config.steps_per_decay is None)
+
+
+def test_scale_shrinks_table6_but_not_overrides():
+    campaign = parse_campaign(BASE | {"scale": {"steps": 0.001, "batch_size": 1 / 32},
+                                      "overrides": {"prompt_length": [5, 20]}, "fixed": {"batch_size": 4}})
+    axes = campaign.axes()
+    assert axes["steps"].values == (10, 20, 30)
+    assert axes["warmup_steps"].values == (0, 2, 3)
+    assert axes["steps_per_decay"].values == (None, 4, 6, 8)
+    assert axes["prompt_length"].values == (5, 20) and "batch_size" not in axes
+    assert campaign.max_steps() == 30 and campaign.constants()["batch_size"] == 4
+
+
+def test_seeds_and_tasks_are_grid_axes_with_shared_samples():
+    campaign = parse_campaign(BASE | {"tasks": ["rte", "sst2"], "seeds": 3, "seed": 10})
+    assert campaign.grid() == {"task": ["rte", "sst2"], "seed": [10, 11, 12]}

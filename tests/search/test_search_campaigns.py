@@ -1,0 +1,190 @@
+"""Campaigns end to end on t5-tiny-random: ASHA on RTE, a killed driver resumed, a failing trial
+retried from its checkpoint, and MLflow on PostgreSQL. One local Ray cluster serves the module;
+all trials share one JAX compilation cache, so only the first campaign compiles."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from softprompt import tracking as tracking_lib
+from softprompt.core.models import load_model
+from softprompt.core.prompts import SoftPrompt
+from softprompt.search import launch as launching
+from softprompt.search.campaign import parse_campaign
+
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    import ray
+
+    context = ray.init(num_cpus=2, include_dashboard=False)
+    yield context.address_info["gcs_address"]
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+def tiny_campaign(name: str, storage: Path, jax_cache: str, *, trials: int = 4, **changes) -> dict:
+    """Table 6 with every axis fixed, trials differing by seed: every trial then runs the same compiled
+    step (the learning rate is a constant of the compiled step, so each distinct value compiles anew)."""
+    return {"name": name, "tasks": ["rte"], "model": "t5-tiny-random", "space": "table6",
+            "fixed": {"learning_rate": 0.3, "parameter_scaling": False, "batch_size": 4, "steps": 8,
+                      "warmup_steps": 0, "decay_factor": None, "prompt_length": 4, "init": "sampled_vocab"},
+            "num_samples": 1, "seeds": trials, "scheduler": {"type": "asha", "grace_period": 1},
+            "resources": {"cpu": 1}, "max_concurrent_trials": 2, "eval_every": 4, "max_eval_examples": 8,
+            "storage_path": str(storage), "jax_cache_dir": jax_cache} | changes
+
+
+def tracking_for(result) -> tracking_lib.Tracking:
+    return tracking_lib.Tracking(result.tracking_uri)
+
+
+def check_runs(tracking: tracking_lib.Tracking, campaign: str, *, trials: int, tmp_path: Path, steps: int = 8) -> list:
+    """Every trial has exactly one ended run with params, histories, best_ metrics and a prompt."""
+    runs = tracking.trial_runs(campaign)
+    per_trial = collections.Counter(run.data.tags[tracking_lib.TAG_TRIAL_ID] for run in runs)
+    assert len(per_trial) == trials and set(per_trial.values()) == {1}, per_trial
+    model = load_model("t5-tiny-random")
+    for run in runs:
+        run_id = run.info.run_id
+        assert run.info.status in (tracking_lib.FINISHED, tracking_lib.KILLED), run.info.status
+        assert run.data.params["task"] == "rte" and run.data.params["decay_factor"] == "None"
+        assert run.data.params["steps"] == str(steps) and run.data.params["learning_rate"] == "0.3"
+        assert run.data.tags[tracking_lib.TAG_MODEL_FINGERPRINT] == model.fingerprint
+        assert run.data.tags[tracking_lib.TAG_CAMPAIGN] == campaign
+        scores = tracking.metric_history(run_id, "score")
+        evaluated = [step for step, _ in scores]
+        assert evaluated == sorted(set(evaluated)) and evaluated[0] == 4
+        for name in ("score", "accuracy"):
+            history = tracking.metric_history(run_id, name)
+            assert run.data.metrics[f"best_{name}"] == max(value for _, value in history)
+        assert len(tracking.metric_history(run_id, "loss")) == len(scores)
+        best_step = run.data.metrics["best_step"]
+        assert dict(scores)[int(best_step)] == run.data.metrics["best_score"]
+        if run.info.status == tracking_lib.FINISHED:
+            assert evaluated[-1] == steps
+        prompt = SoftPrompt.load(tracking.download_prompt(run_id, tmp_path / run_id), model=model)
+        assert prompt.embeddings.shape == (4, model.d_model) and prompt.step == best_step
+    return runs
+
+
+def test_asha_campaign_on_rte_tracks_every_trial(ray_address, jax_cache, tmp_path):
+    campaign = parse_campaign(tiny_campaign("asha-rte", tmp_path / "runs", jax_cache, ensemble={"top": 2}))
+    result = launching.launch(campaign)
+    assert len(result.rows) == 4 and {row.status for row in result.rows} == {"TERMINATED"}
+    assert all(row.curve and row.curve[0][0] == 4 for row in result.rows)
+    assert result.tracking_uri == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    runs = check_runs(tracking_for(result), "asha-rte", trials=4, tmp_path=tmp_path)
+    assert sorted(run.data.params["seed"] for run in runs) == ["0", "1", "2", "3"]
+    assert result.curves.stat().st_size > 1000 and (result.experiment_dir / "trials.txt").exists()
+    [summary] = tracking_for(result).client.search_runs(
+        [tracking_for(result).experiment_id("asha-rte")], "tags.`softprompt.kind` = 'campaign'")
+    artifacts = {f.path for f in tracking_for(result).client.list_artifacts(summary.info.run_id)}
+    assert artifacts == {"curves.png", "trials.txt", "campaign.json"}
+    experiment = tracking_for(result).client.get_experiment_by_name("asha-rte")
+    assert experiment.tags[tracking_lib.TAG_ENSEMBLE_TOP] == "2"
+
+
+def test_killed_driver_is_resumed_without_losing_or_duplicating_runs(ray_address, jax_cache, tmp_path):
+    storage = tmp_path / "runs"
+    path = tmp_path / "campaign.yaml"
+    settings = tiny_campaign("killed", storage, jax_cache, trials=2, scheduler="none", max_concurrent_trials=1)
+    settings["fixed"] |= {"steps": 12}
+    path.write_text(yaml.safe_dump(settings))
+    env = os.environ | {"RAY_ADDRESS": ray_address, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    driver = subprocess.Popen([sys.executable, "-m", "softprompt.cli", "search", "launch", str(path)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    tracking = tracking_lib.Tracking(f"sqlite:///{storage / 'mlflow.db'}")
+    try:
+        deadline = time.monotonic() + 240
+        while not _mid_trial_checkpoint_saved(storage / "killed", checkpoints_per_trial=3):
+            assert driver.poll() is None, "the driver ended before it was killed"
+            assert time.monotonic() < deadline, "no resumable state within 240 s"
+            time.sleep(0.2)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert tracking.trial_runs("killed", status=tracking_lib.RUNNING), "the kill came after the campaign"
+
+    from typer.testing import CliRunner
+
+    from softprompt.cli import app
+
+    outcome = CliRunner().invoke(app, ["search", "resume", "killed", "--storage-path", str(storage)])
+    assert outcome.exit_code == 0, outcome.output
+    runs = check_runs(tracking, "killed", trials=2, steps=12, tmp_path=tmp_path)
+    restored = [tracking.metric_history(run.info.run_id, tracking_lib.METRIC_RESTORED_FROM) for run in runs]
+    assert any(restored), "no trial continued from its checkpoint"
+    shown = CliRunner().invoke(app, ["search", "status", "killed", "--storage-path", str(storage)])
+    assert shown.exit_code == 0 and json.loads(shown.stdout.splitlines()[-1])["states"] == {"TERMINATED": 2}
+
+
+def _mid_trial_checkpoint_saved(folder: Path, *, checkpoints_per_trial: int) -> bool:
+    """A trial is between checkpoints and Tune's experiment state was saved after its last one."""
+    states = sorted(folder.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return False
+    saved = states[-1].stat().st_mtime
+    for trial in folder.glob("run_trial_*"):
+        checkpoints = [c.stat().st_mtime for c in trial.glob("checkpoint_*")]
+        if 0 < len(checkpoints) < checkpoints_per_trial and saved > max(checkpoints) + 1.0:
+            return True
+    return False
+
+
+def test_a_trial_that_fails_once_is_retried_from_its_checkpoint(ray_address, jax_cache, tmp_path):
+    campaign = parse_campaign(tiny_campaign("fails-once", tmp_path / "runs", jax_cache, trials=1,
+                                            scheduler="none", fail_once_at_step=4))
+    result = launching.launch(campaign)
+    [row] = result.rows
+    assert row.status == "TERMINATED" and row.failures == 1 and row.step == 8
+    tracking = tracking_for(result)
+    [run] = check_runs(tracking, "fails-once", trials=1, tmp_path=tmp_path)
+    assert run.info.status == tracking_lib.FINISHED
+    assert tracking.metric_history(run.info.run_id, tracking_lib.METRIC_RESTORED_FROM) == [(4, 4.0)]
+    assert [step for step, _ in tracking.metric_history(run.info.run_id, "score")] == [4, 8]
+
+
+@pytest.fixture
+def postgres_uri():
+    psycopg = pytest.importorskip("psycopg")
+    name = f"softprompt_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True)
+    except psycopg.OperationalError as error:
+        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 ({error})")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_the_same_campaign_with_mlflow_on_postgresql(ray_address, jax_cache, tmp_path, postgres_uri):
+    campaign = parse_campaign(tiny_campaign("asha-rte-pg", tmp_path / "runs", jax_cache,
+                                            tracking_uri=postgres_uri))
+    result = launching.launch(campaign)
+    assert result.tracking_uri == postgres_uri and not (tmp_path / "runs" / "mlflow.db").exists()
+    check_runs(tracking_for(result), "asha-rte-pg", trials=4, tmp_path=tmp_path)

@@ -1,0 +1,76 @@
+"""Fixtures for the serving tests: a temporary MLflow store holding small registered ensembles of
+untrained t5-tiny-random prompts (no search layer), and what a loopback client needs."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+for _name, _value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+                      "RAY_AUTH_MODE": "disabled", "JAX_PLATFORMS": "cpu"}.items():
+    os.environ.setdefault(_name, _value)   # before any test starts Ray
+
+TOKEN = "serve-test-token"
+
+
+class Store(NamedTuple):
+    uri: str
+    client: MlflowClient
+    experiment_id: str
+    root: Path
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> Store:
+    """A fresh SQLite tracking store (created here, in the driver, before any replica reads it)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("serve-tests", artifact_location=str(root / "artifacts"))
+    return Store(uri, client, experiment_id, root)
+
+
+SAMPLE_ENSEMBLES = {  # name -> (task, seeds, prompt length): untrained prompts, mixed lengths and tasks
+    "sst2-a": ("sst2", (0, 1, 2), 4),
+    "rte-b": ("rte", (3, 4, 5), 6),
+    "squad-c": ("squad", (6, 7), 5),       # free text: greedy decoding
+    "sst2-live": ("sst2", (10, 11, 12), 4),  # the reload test moves its alias
+}
+
+
+@pytest.fixture(scope="session")
+def ensembles(store, tiny_model) -> dict[str, str]:
+    """SAMPLE_ENSEMBLES registered in `store` (alias `production`); name -> version."""
+    from softprompt.serve.sample import register_sample_ensemble
+
+    return {name: register_sample_ensemble(store.client, tiny_model, name=name, task=task, seeds=seeds,
+                                           length=length, experiment_id=store.experiment_id).version
+            for name, (task, seeds, length) in SAMPLE_ENSEMBLES.items()}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """Call it for a TCP port free on 127.0.0.1 right now."""
+    return _free_port
+
+
+@pytest.fixture(scope="session")
+def token() -> str:
+    return TOKEN
+
+
+@pytest.fixture(scope="session")
+def auth() -> dict[str, str]:
+    """The header every protected request of these tests carries."""
+    return {"Authorization": f"Bearer {TOKEN}"}
