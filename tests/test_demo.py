@@ -11,13 +11,18 @@ from pathlib import Path
 BIN = Path(sys.executable).parent / "softprompt"
 
 
-def _raylets() -> int:
-    found = subprocess.run(["pgrep", "-fc", "raylet"], capture_output=True, text=True)
-    return int(found.stdout.strip() or 0)
+def _ray_sessions() -> set[str]:
+    return {path.name for path in Path("/tmp/ray").glob("session_2*")}
+
+
+def _processes_of(sessions: set[str]) -> list[str]:
+    """Command lines of live processes that belong to one of these Ray sessions."""
+    found = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in found if any(session in line for session in sessions)]
 
 
 def test_quick_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path):
-    before = _raylets()
+    before = _ray_sessions()
     env = os.environ | {"MLFLOW_TRACKING_URI": ""}
     env.pop("MLFLOW_TRACKING_URI")
     done = subprocess.run([str(BIN), "demo", "--quick", "--storage-path", str(tmp_path)], capture_output=True,
@@ -36,4 +41,6 @@ def test_quick_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path):
     assert summary["tracking_uri"].startswith("sqlite:///" + str(tmp_path))
     for heading in ("trials", "Table 3", "voted predictions", "MLflow UI"):
         assert heading in done.stdout
-    assert _raylets() <= before  # Ray shut down
+    started = _ray_sessions() - before
+    assert started, "the demo started its own local Ray"
+    assert _processes_of(started) == []  # ... and shut it down: no raylet, GCS or worker is left

@@ -30,14 +30,16 @@ POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 @pytest.fixture(scope="module")
 def ray_address():
-    for key, value in RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    import ray
+    """One local Ray cluster for the module (its GCS address lets a subprocess driver join it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in RAY_ENV.items():
+            patch.setenv(key, os.environ.get(key, value))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        import ray
 
-    context = ray.init(num_cpus=2, include_dashboard=False)
-    yield context.address_info["gcs_address"]
-    ray.shutdown()
+        context = ray.init(num_cpus=2, include_dashboard=False)
+        yield context.address_info["gcs_address"]
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
