@@ -1,0 +1,73 @@
+"""Every infra manifest parses, and its image, entrypoints and versions agree with pyproject.toml."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+VERSION = PROJECT["version"]
+RAY = next(d for d in PROJECT["dependencies"] if d.startswith("ray[")).split("==")[1]
+MANIFESTS = sorted(INFRA.rglob("*.yaml"))
+
+
+def _documents(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def _walk(node, key: str):
+    """Every value stored under `key` anywhere in a parsed document."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                yield v
+            yield from _walk(v, key)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item, key)
+
+
+def test_there_are_cluster_kuberay_and_mlflow_manifests():
+    names = {p.relative_to(INFRA).as_posix() for p in MANIFESTS}
+    assert {"cluster/gpu.yaml", "cluster/tpu.yaml", "kuberay/rayjob-search.yaml", "kuberay/rayservice.yaml",
+            "mlflow/mlflow-server.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.relative_to(INFRA).as_posix())
+def test_manifest_parses_and_pins_agree(path):
+    documents = _documents(path)
+    assert documents
+    for document in documents:
+        for image in _walk(document, "image"):
+            if "softprompt" in image:
+                assert image.split(":")[1].split("-")[0] == VERSION, image
+        for ray_version in _walk(document, "rayVersion"):
+            assert ray_version == RAY
+        for config in _walk(document, "serveConfigV2"):
+            applications = yaml.safe_load(config)["applications"]
+            module, attribute = applications[0]["import_path"].split(":")
+            assert subprocess.run([sys.executable, "-c", f"import importlib.util as u; "
+                                   f"assert u.find_spec({module!r})"], capture_output=True).returncode == 0
+        for entrypoint in _walk(document, "entrypoint"):
+            command = entrypoint.split()
+            assert command[:3] == ["softprompt", "search", "launch"]
+            assert (ROOT / command[3].removeprefix("/app/")).exists(), command[3]
+
+
+def test_docker_base_image_is_the_pinned_ray():
+    bases = re.findall(r"rayproject/ray:([\d.]+)-py311", (INFRA / "Dockerfile").read_text())
+    assert bases and set(bases) == {RAY}
+
+
+def test_rayservice_is_generated_from_the_real_application():
+    done = subprocess.run([sys.executable, str(INFRA / "generate_rayservice.py"), "--check"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
