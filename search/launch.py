@@ -115,6 +115,11 @@ def resume(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH)
     return _finish(stored, tracking, folder)
 
 
+def stored_campaign(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> Campaign:
+    """The validated campaign a stored campaign folder was launched with."""
+    return _read_state(experiment_dir(name, storage_path)).campaign
+
+
 def status(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> list[report_lib.TrialRow]:
     """The campaign's trials as Tune last recorded them (configuration, state, best score, steps)."""
     folder = experiment_dir(name, storage_path)

@@ -45,6 +45,23 @@ def _print_result(result) -> None:
                 "tracking_uri": result.tracking_uri, "curves": str(result.curves)} | _summary(result.rows))
 
 
+def _build_ensembles(campaign, result) -> None:
+    """A campaign with `ensemble: {top: N}` registers each task's top-N ensemble when it ends
+    (done here, in the shell, so that search/ never depends on ensemble/)."""
+    if campaign.ensemble is None:
+        return
+    from mlflow.tracking import MlflowClient
+
+    from softprompt.ensemble.build import build_ensemble
+
+    client = MlflowClient(result.tracking_uri)
+    for task in campaign.tasks:
+        registered = build_ensemble(client, task=task, top=campaign.ensemble.top, experiments=[campaign.name],
+                                    name=f"{Path(task).stem}-ensemble")
+        print_json({"ensemble": registered.name, "version": registered.version, "alias": "production",
+                    "members": [m.run_id for m in registered.manifest.members]})
+
+
 @app.command()
 def launch(campaign_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Campaign YAML file."),
            name: Optional[str] = typer.Option(None, help="Campaign name [default: the `name` in the file]."),
@@ -58,6 +75,8 @@ def launch(campaign_file: Path = typer.Argument(..., exists=True, dir_okay=False
                                  storage_path=str(storage_path) if storage_path else None)
         result = launching.launch(campaign)
     _print_result(result)
+    with user_errors():
+        _build_ensembles(campaign, result)
 
 
 @app.command()
@@ -69,6 +88,8 @@ def resume(name: str = typer.Argument(..., help="Campaign name."),
     with user_errors():
         result = launching.resume(name, storage_path=storage_path)
     _print_result(result)
+    with user_errors():
+        _build_ensembles(launching.stored_campaign(name, storage_path=storage_path), result)
 
 
 @app.command()
