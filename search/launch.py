@@ -57,6 +57,13 @@ def experiment_dir(name: str, storage_path: str | os.PathLike = DEFAULT_STORAGE_
     return Path(storage_path).resolve() / name
 
 
+def accelerator_env(campaign: Campaign) -> dict[str, str]:
+    """Environment for the trial workers: with a fractional GPU per trial, several trials share a
+    GPU, so XLA must not preallocate most of its memory for the first one."""
+    gpu = campaign.resources.gpu or 0
+    return {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if 0 < gpu < 1 else {}
+
+
 def ensure_ray(campaign: Campaign) -> None:
     """Connects to (or starts) Ray, then checks the campaign's per-trial resources against it."""
     import ray
@@ -64,10 +71,11 @@ def ensure_ray(campaign: Campaign) -> None:
     if not ray.is_initialized():
         for key, value in RAY_ENV_DEFAULTS.items():
             os.environ.setdefault(key, value)
+        runtime_env = {"env_vars": accelerator_env(campaign)}
         if os.environ.get("RAY_ADDRESS"):
-            ray.init(address=os.environ["RAY_ADDRESS"])
+            ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env)
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
     check_resources(campaign, ray.cluster_resources())
 
 

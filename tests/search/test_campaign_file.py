@@ -95,3 +95,13 @@ def test_scale_shrinks_table6_but_not_overrides():
 def test_seeds_and_tasks_are_grid_axes_with_shared_samples():
     campaign = parse_campaign(BASE | {"tasks": ["rte", "sst2"], "seeds": 3, "seed": 10})
     assert campaign.grid() == {"task": ["rte", "sst2"], "seed": [10, 11, 12]}
+
+
+def test_fractional_gpus_turn_xla_preallocation_off():
+    from softprompt.search.campaign import parse_campaign
+    from softprompt.search.launch import accelerator_env
+
+    shared = parse_campaign({"name": "g", "tasks": ["rte"], "resources": {"cpu": 1, "gpu": 0.25}})
+    whole = parse_campaign({"name": "g", "tasks": ["rte"], "resources": {"cpu": 1, "gpu": 1}})
+    assert accelerator_env(shared) == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    assert accelerator_env(whole) == {}
