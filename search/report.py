@@ -27,10 +27,16 @@ class TrialRow(NamedTuple):
     curve: list[tuple[int, float]]     # (step, validation score) of every evaluation
 
 
+def outcome(row: TrialRow) -> str:
+    """The trial's Tune state, with "stopped" for a trial the scheduler ended before its last step."""
+    stopped = row.status == "TERMINATED" and row.step < row.steps
+    return f"{row.status} (stopped)" if stopped else row.status
+
+
 # Table columns: header -> how to show a row's value.
 _COLUMNS = {
     "trial": lambda r: r.trial_id,
-    "state": lambda r: r.status,
+    "state": outcome,
     "task": lambda r: str(r.config.get("task")),
     "lr": lambda r: _number(r.config.get("learning_rate")),
     "scaling": lambda r: str(r.config.get("parameter_scaling")),
@@ -104,7 +110,7 @@ def plot_curves(rows: list[TrialRow], path: str | Path, *, title: str) -> Path:
     for row in rows:
         if row.curve:
             steps, scores = zip(*row.curve)
-            axes.plot(steps, scores, marker="o", markersize=3, label=f"{row.trial_id} ({row.status.lower()})")
+            axes.plot(steps, scores, marker="o", markersize=3, label=f"{row.trial_id} ({outcome(row).lower()})")
     axes.set_xlabel("training step")
     axes.set_ylabel("validation score")
     axes.set_title(title)
