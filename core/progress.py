@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
@@ -13,10 +15,11 @@ class TrainProgress:
         self._progress = Progress(
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("score {task.fields[score]}"),
-            TextColumn("{task.speed} steps/s"), TimeRemainingColumn(),
+            TextColumn("{task.fields[rate]} steps/s"), TimeRemainingColumn(),
             disable=not enabled)
         self._task = self._progress.add_task("train", total=total, completed=start,
-                                             loss=float("nan"), score="-")
+                                             loss=float("nan"), score="-", rate="-")
+        self._started, self._done = time.perf_counter(), 0
 
     def __enter__(self) -> "TrainProgress":
         self._progress.__enter__()
@@ -26,7 +29,9 @@ class TrainProgress:
         self._progress.__exit__(*exc)
 
     def advance(self, *, loss: float) -> None:
-        self._progress.update(self._task, advance=1, loss=loss)
+        self._done += 1
+        rate = self._done / max(time.perf_counter() - self._started, 1e-9)
+        self._progress.update(self._task, advance=1, loss=loss, rate=f"{rate:.2f}")
 
     def show_metric(self, score: float, best: float) -> None:
         self._progress.update(self._task, score=f"{score:.2f} (best {best:.2f})")
