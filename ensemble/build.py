@@ -16,12 +16,13 @@ from mlflow.tracking import MlflowClient
 
 from softprompt.core.prompts import TENSOR_FILE
 from softprompt.core.tasks import get_task
+from softprompt.tracking import PROMPT_ARTIFACT_PATH, TAG_MODEL, TAG_MODEL_FINGERPRINT, TAG_TASK
 
 from .manifest import EnsembleError, EnsembleManifest, Member
 from .registry import KIND_TAG, RegisteredEnsemble, fetch_prompt, file_sha256, register
 
-TASK_TAG, MODEL_TAG, FINGERPRINT_TAG = "softprompt.task", "softprompt.model", "softprompt.model_fingerprint"
-PROMPT_ARTIFACT_DIR = "prompt"
+# The trial runs' tags and artifact folder, as the search layer's tracking module writes them.
+TASK_TAG, MODEL_TAG, FINGERPRINT_TAG = TAG_TASK, TAG_MODEL, TAG_MODEL_FINGERPRINT
 ENDED = ("FINISHED", "KILLED")
 ENSEMBLE_EXPERIMENT = "ensembles"
 
@@ -61,7 +62,7 @@ def eligible_runs(client: MlflowClient, *, task: str, metric: str, experiments: 
 
 
 def _member(client: MlflowClient, run: Run, metric: str, folder: str) -> Member:
-    uri = f"{run.info.artifact_uri}/{PROMPT_ARTIFACT_DIR}"
+    uri = f"{run.info.artifact_uri}/{PROMPT_ARTIFACT_PATH}"
     try:
         path = fetch_prompt(client, uri, f"{folder}/{run.info.run_id}")
     except Exception as error:  # noqa: BLE001 - any store failure means: this run has no usable prompt

@@ -15,7 +15,6 @@ the default runs the real Gemma 3 270M, sized for ~20 minutes on 2 CPU cores.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from pathlib import Path
@@ -163,5 +162,3 @@ def summary_json(summary: DemoResult) -> dict[str, Any]:
     return {"folder": str(summary.folder), "tracking_uri": summary.tracking_uri, "table3": summary.table3,
             "predictions": summary.predictions, "pictures": [str(p) for p in summary.pictures]}
 
-
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
