@@ -19,9 +19,9 @@ from mlflow.tracking import MlflowClient
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.prompts import TENSOR_FILE, SoftPrompt
 from softprompt.core.tasks import get_task
-from softprompt.ensemble.build import FINGERPRINT_TAG, MODEL_TAG, PROMPT_ARTIFACT_DIR, TASK_TAG
 from softprompt.ensemble.manifest import EnsembleManifest, Member
 from softprompt.ensemble.registry import RegisteredEnsemble, file_sha256, register
+from softprompt.tracking import PROMPT_ARTIFACT_PATH, TAG_MODEL, TAG_MODEL_FINGERPRINT, TAG_TASK
 
 
 def register_sample_ensemble(client: MlflowClient, model: FrozenModel, *, name: str, task: str,
@@ -38,10 +38,11 @@ def register_sample_ensemble(client: MlflowClient, model: FrozenModel, *, name: 
                                      label_words=spec.label_words)
             path = prompt.save(Path(folder) / str(seed))
             run = client.create_run(experiment_id, run_name=f"{name}-sample-{seed}",
-                                    tags={TASK_TAG: spec.name, MODEL_TAG: model.name, FINGERPRINT_TAG: model.fingerprint})
-            client.log_artifacts(run.info.run_id, str(path), PROMPT_ARTIFACT_DIR)
+                                    tags={TAG_TASK: spec.name, TAG_MODEL: model.name,
+                                          TAG_MODEL_FINGERPRINT: model.fingerprint})
+            client.log_artifacts(run.info.run_id, str(path), PROMPT_ARTIFACT_PATH)
             client.set_terminated(run.info.run_id, "FINISHED")
-            members.append(Member(run.info.run_id, f"{run.info.artifact_uri}/{PROMPT_ARTIFACT_DIR}",
+            members.append(Member(run.info.run_id, f"{run.info.artifact_uri}/{PROMPT_ARTIFACT_PATH}",
                                   file_sha256(path / TENSOR_FILE), metric=0.0))
     manifest = EnsembleManifest(name=name, task=spec.name, model=model.name, model_fingerprint=model.fingerprint,
                                 metric=spec.primary_metric or spec.metrics[0], members=tuple(members),
