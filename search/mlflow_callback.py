@@ -59,6 +59,7 @@ class MlflowTrackingCallback(Callback):
         self._runs: dict[str, str] = {}          # trial id -> run id
         self._logged: dict[str, int] = {}        # run id -> last step logged
         self._restores: dict[str, int] = {}      # run id -> last restore step logged
+        self._nodes: dict[str, str] = {}         # run id -> Ray node id last tagged
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into the experiment state; caches are rebuilt from the store after a resume.
@@ -86,6 +87,10 @@ class MlflowTrackingCallback(Callback):
         if "step" not in result or "score" not in result:
             return
         run_id = self._run_id(trial)
+        node = result.get("node_id")
+        if node and self._nodes.get(run_id) != node:  # where the trial runs (it may move on a restart)
+            self.tracking.client.set_tag(run_id, tracking_lib.TAG_NODE_ID, node)
+            self._nodes[run_id] = node
         step = int(result["step"])
         start = int(result.get("start_step", 0))
         if start > self._restores[run_id]:

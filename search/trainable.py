@@ -100,9 +100,11 @@ def run_trial(config: dict[str, Any], *, model: FrozenModel | None = None,
 
 def _metrics(report: EvalReport, *, start_step: int, steps: int) -> dict[str, Any]:
     """What Tune records per evaluation (the scheduler reads `score`)."""
+    import ray
+
     return {"step": report.step, "steps": steps, "start_step": start_step, "loss": report.loss,
             "score": report.score, "best_score": report.best_score, "best_step": report.best_step,
-            "task_metrics": dict(report.metrics)}
+            "task_metrics": dict(report.metrics), "node_id": ray.get_runtime_context().get_node_id()}
 
 
 def _restore(checkpoint, work: Path, config: dict[str, Any], *, adopt: bool) -> int:

@@ -12,7 +12,7 @@ Where (see `resolve_tracking_uri`):
 What, per campaign:
   - one experiment, named after the campaign;
   - one run per trial, tagged `softprompt.kind=trial`, `softprompt.campaign`, `softprompt.trial_id`,
-    `softprompt.task`, `softprompt.model`, `softprompt.model_fingerprint`;
+    `softprompt.task`, `softprompt.model`, `softprompt.model_fingerprint`, `softprompt.node_id`;
     params = the full `TrainConfig.to_dict()` (None logged as "None");
     metrics at every evaluation, step = training step: `loss`, `score` and each task metric under its
     own name (`accuracy`, `f1`, ...); at the end `best_<metric>` (the best value of that metric's
@@ -48,6 +48,7 @@ TAG_TRIAL_ID = "softprompt.trial_id"
 TAG_TASK = "softprompt.task"
 TAG_MODEL = "softprompt.model"
 TAG_MODEL_FINGERPRINT = "softprompt.model_fingerprint"
+TAG_NODE_ID = "softprompt.node_id"               # the Ray node the trial last reported from
 TAG_ENSEMBLE_TOP = "softprompt.ensemble_top"     # experiment tag: the campaign's `ensemble.top`
 KIND_TRIAL = "trial"
 KIND_CAMPAIGN = "campaign"

@@ -4,6 +4,7 @@ cached under $SOFTPROMPT_HOME, ~/.cache/softprompt by default, so only the first
 from __future__ import annotations
 
 import os
+import uuid
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -23,3 +24,20 @@ def gemma_model():
     from softprompt.core.models import load_model
 
     return load_model("gemma3-270m")
+
+
+@pytest.fixture
+def postgres_uri():
+    """A fresh PostgreSQL database on the local server (dropped afterwards), as an MLflow store URI."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"softprompt_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True)
+    except psycopg.OperationalError as error:
+        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 ({error})")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()

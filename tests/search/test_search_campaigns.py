@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,6 @@ from softprompt.search.campaign import parse_campaign
 
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
 @pytest.fixture(scope="module")
@@ -166,22 +164,6 @@ def test_a_trial_that_fails_once_is_retried_from_its_checkpoint(ray_address, jax
     assert run.info.status == tracking_lib.FINISHED
     assert tracking.metric_history(run.info.run_id, tracking_lib.METRIC_RESTORED_FROM) == [(4, 4.0)]
     assert [step for step, _ in tracking.metric_history(run.info.run_id, "score")] == [4, 8]
-
-
-@pytest.fixture
-def postgres_uri():
-    psycopg = pytest.importorskip("psycopg")
-    name = f"softprompt_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True)
-    except psycopg.OperationalError as error:
-        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 ({error})")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def test_the_same_campaign_with_mlflow_on_postgresql(ray_address, jax_cache, tmp_path, postgres_uri):
