@@ -47,9 +47,15 @@ def default_metric(task_name: str) -> str:
     return task.metrics[0] if len(task.metrics) == 1 else "score"
 
 
+def target_format(run: Run) -> str:
+    """How the run's prompt was trained to format targets (runs from before the param: plain)."""
+    return run.data.params.get("target_format", "plain")
+
+
 def eligible_runs(client: MlflowClient, *, task: str, metric: str, experiments: Sequence[str] | None = None,
                   fingerprint: str | None = None) -> list[Run]:
-    """Trial runs of `task` that can join an ensemble, best first (stable order)."""
+    """Trial runs of `task` that can join an ensemble, best first (stable order): those of the best
+    run's model fingerprint (or `fingerprint`) and target format."""
     runs = client.search_runs(_experiment_ids(client, experiments), filter_string=f"tags.`{TASK_TAG}` = '{task}'",
                               run_view_type=ViewType.ACTIVE_ONLY, max_results=5000)
     key = f"best_{metric}"
@@ -58,7 +64,8 @@ def eligible_runs(client: MlflowClient, *, task: str, metric: str, experiments: 
     runs.sort(key=lambda r: (-r.data.metrics[key], r.info.start_time or 0, r.info.run_id))
     if runs and fingerprint is None:
         fingerprint = runs[0].data.tags[FINGERPRINT_TAG]
-    return [r for r in runs if r.data.tags[FINGERPRINT_TAG] == fingerprint]
+    runs = [r for r in runs if r.data.tags[FINGERPRINT_TAG] == fingerprint]
+    return [r for r in runs if target_format(r) == target_format(runs[0])]
 
 
 def _member(client: MlflowClient, run: Run, metric: str, folder: str) -> Member:
@@ -88,5 +95,5 @@ def build_ensemble(client: MlflowClient, *, task: str, top: int, name: str | Non
     first = chosen[0]
     manifest = EnsembleManifest(name=name or f"{task}-ensemble", task=task, model=first.data.tags.get(MODEL_TAG, ""),
                                 model_fingerprint=first.data.tags[FINGERPRINT_TAG], metric=metric,
-                                members=members, vote_rule=vote_rule)
+                                members=members, vote_rule=vote_rule, target_format=target_format(first))
     return register(client, manifest, experiment_id=first.info.experiment_id, alias=alias)

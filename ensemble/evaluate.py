@@ -10,7 +10,7 @@ import numpy as np
 from softprompt.core.evaluation import encode_inputs
 from softprompt.core.models.base import FrozenModel
 
-from .loaded import LoadedEnsemble
+from .loaded import LoadedEnsemble, scoring_model
 from .predict import ensemble_predict
 
 
@@ -35,6 +35,7 @@ def evaluate_ensemble(model: FrozenModel, ensemble: LoadedEnsemble, task, exampl
     """The Table 3 row set for `ensemble` on `examples` (its own vote rule)."""
     if not examples:
         raise ValueError(f"no {task.name} examples to evaluate the ensemble on")
+    model = scoring_model(model, ensemble.manifest)
     votes = ensemble_predict(model, ensemble.table, task, encode_inputs(model, task, examples),
                              rule=ensemble.manifest.vote_rule)
     metric = ensemble.manifest.metric

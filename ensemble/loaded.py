@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.multi_prompt import PromptTable, stack_prompts
 from softprompt.core.prompts import TENSOR_FILE, SoftPrompt
+from softprompt.core.sentinel import with_sentinel_targets
 
 from .manifest import EnsembleError, EnsembleManifest
 from .registry import fetch_prompt, file_sha256, resolve
@@ -27,6 +28,16 @@ class LoadedEnsemble(NamedTuple):
         return self.manifest.task
 
 
+def scoring_model(model: FrozenModel, manifest: EnsembleManifest) -> FrozenModel:
+    """`model` formatting targets as the ensemble's members were trained to (sentinel: T5 only)."""
+    if manifest.target_format != "sentinel":
+        return model
+    try:
+        return with_sentinel_targets(model)
+    except ValueError as error:
+        raise EnsembleError(f"ensemble {manifest.name!r}: {error}") from error
+
+
 def load_members(client: MlflowClient, manifest: EnsembleManifest, model: FrozenModel) -> list[SoftPrompt]:
     """Every member's prompt, each checked against the manifest's sha256 and the model's
     fingerprint; the first mismatch is an EnsembleError naming the member."""
@@ -41,9 +52,14 @@ def load_members(client: MlflowClient, manifest: EnsembleManifest, model: Frozen
                 raise EnsembleError(f"ensemble {manifest.name!r} member {number} (run {member.run_id}): "
                                     f"{TENSOR_FILE} sha256 differs from the manifest")
             try:
-                prompts.append(SoftPrompt.load(path, model=model))
+                prompt = SoftPrompt.load(path, model=model)
             except ValueError as error:
                 raise EnsembleError(f"ensemble {manifest.name!r} member {number} (run {member.run_id}): {error}") from error
+            trained_with = prompt.hyperparameters.get("target_format", "plain")
+            if trained_with != manifest.target_format:
+                raise EnsembleError(f"ensemble {manifest.name!r} member {number} (run {member.run_id}): trained with "
+                                    f"{trained_with!r} targets, the ensemble scores {manifest.target_format!r} targets")
+            prompts.append(prompt)
     return prompts
 
 

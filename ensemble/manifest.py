@@ -2,11 +2,13 @@
 
     {"format": "softprompt.ensemble/v1", "name": "sst2-ensemble", "task": "sst2",
      "model": "gemma3-270m", "model_fingerprint": "…", "vote_rule": "majority",
-     "metric": "accuracy",
+     "metric": "accuracy", "target_format": "plain",
      "members": [{"run_id": "…", "artifact_uri": "…/prompt", "sha256": "…", "metric": 91.2}, …]}
 
 `sha256` is that of the member's `prompt.safetensors`: a member whose file changed since the
-ensemble was built is refused on load.
+ensemble was built is refused on load. `target_format` is the members' training target format
+(`plain`, or T5's `sentinel`, paper §2.2): an ensemble scores labels the way its members were
+trained. Manifests written before it existed read as `plain`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from typing import Any, Mapping
+
+from softprompt.core.config import TARGET_FORMATS
 
 from .voting import VOTE_RULES
 
@@ -42,10 +46,14 @@ class EnsembleManifest:
     metric: str
     members: tuple[Member, ...]
     vote_rule: str = "majority"
+    target_format: str = "plain"
 
     def __post_init__(self) -> None:
         if not self.members:
             raise EnsembleError(f"ensemble {self.name!r} has no members")
+        if self.target_format not in TARGET_FORMATS:
+            raise EnsembleError(f"ensemble {self.name!r}: unknown target format {self.target_format!r} "
+                                f"({TARGET_FORMATS})")
         if self.vote_rule not in VOTE_RULES:
             raise EnsembleError(f"ensemble {self.name!r}: unknown vote rule {self.vote_rule!r} ({VOTE_RULES})")
 
@@ -58,7 +66,8 @@ class EnsembleManifest:
             raise EnsembleError(f"{source}: not a softprompt ensemble manifest (format {FORMAT!r})")
         try:
             members = tuple(Member(**member) for member in data["members"])
-            fields = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name != "members"}
+            fields = {f.name: data[f.name] if f.default is dataclasses.MISSING else data.get(f.name, f.default)
+                      for f in dataclasses.fields(cls) if f.name != "members"}
         except (KeyError, TypeError) as error:
             raise EnsembleError(f"{source}: malformed ensemble manifest ({error!r})") from error
         return cls(members=members, **fields)

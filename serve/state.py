@@ -20,7 +20,7 @@ from softprompt.core.inference import label_targets
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.multi_prompt import PromptTable, stack_prompts
 from softprompt.core.tasks import TaskSpec, get_task
-from softprompt.ensemble.loaded import LoadedEnsemble, load_ensemble
+from softprompt.ensemble.loaded import LoadedEnsemble, load_ensemble, scoring_model
 from softprompt.ensemble.manifest import EnsembleError
 from softprompt.ensemble.registry import RegisteredEnsemble, resolve
 
@@ -104,7 +104,11 @@ def build_state(model: FrozenModel, entries: Sequence[tuple[str, LoadedEnsemble]
         if task.free_text and loaded.manifest.vote_rule != "majority":
             raise EnsembleError(f"ensemble {loaded.name!r}: free-text task {task.name!r} supports only "
                                 f"the majority vote, not {loaded.manifest.vote_rule!r}")
-        targets = None if task.free_text else tuple(map(tuple, label_targets(model, task.label_words)))
+        if task.free_text and loaded.manifest.target_format != "plain":
+            raise EnsembleError(f"ensemble {loaded.name!r}: serving decodes free text with plain targets, "
+                                f"its members were trained with {loaded.manifest.target_format!r} targets")
+        targets = None if task.free_text else tuple(map(tuple, label_targets(
+            scoring_model(model, loaded.manifest), task.label_words)))
         served.append(ServedEnsemble(reference, loaded, task, first, targets))
         first += len(loaded.prompts)
     table = stack_prompts([prompt.embeddings for _, loaded in entries for prompt in loaded.prompts])

@@ -50,6 +50,7 @@ def test_campaign_end_registers_a_five_member_ensemble(campaign):
     model = client.get_registered_model("rte-ensemble")
     assert {k: str(v) for k, v in model.aliases.items()} == {"production": built["version"]}
     manifest = resolve(client, "rte-ensemble@production").manifest
+    assert manifest.target_format == "plain"  # the trials' own target format, recorded
     metrics = [m.metric for m in manifest.members]
     assert metrics == sorted(metrics, reverse=True) and len(set(m.run_id for m in manifest.members)) == 5
 

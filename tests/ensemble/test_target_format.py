@@ -1,0 +1,89 @@
+"""An ensemble scores labels the way its members were trained: the manifest records the target
+format (plain, or T5's sentinel, paper §2.2) and every consumer — evaluation and serving — honours it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from softprompt.core.evaluation import evaluate_prompt
+from softprompt.core.prompts import TENSOR_FILE, SoftPrompt
+from softprompt.core.sentinel import with_sentinel_targets
+from softprompt.core.tasks import get_task
+from softprompt.ensemble.evaluate import evaluate_ensemble
+from softprompt.ensemble.loaded import load_ensemble
+from softprompt.ensemble.manifest import EnsembleError, EnsembleManifest, Member
+from softprompt.ensemble.registry import file_sha256, register
+from softprompt.serve.state import build_state
+
+
+@pytest.fixture
+def client(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_experiment("formats", artifact_location=str(tmp_path / "artifacts"))
+    return client
+
+
+def _register(client, model, tmp_path, *, name: str, task: str, trained: str, declared: str) -> str:
+    """Three untrained prompts recorded as trained with `trained` targets, registered as an
+    ensemble whose manifest says `declared`; returns the reference."""
+    spec = get_task(task)
+    experiment_id = client.get_experiment_by_name("formats").experiment_id
+    members = []
+    for seed in range(3):
+        prompt = SoftPrompt.init(model, length=4, init="random_uniform", seed=seed, task=spec.name,
+                                 label_words=spec.label_words)
+        path = dataclasses.replace(prompt, hyperparameters={"target_format": trained}).save(tmp_path / f"{name}{seed}")
+        run = client.create_run(experiment_id)
+        client.log_artifacts(run.info.run_id, str(path), "prompt")
+        client.set_terminated(run.info.run_id)
+        members.append(Member(run.info.run_id, f"{run.info.artifact_uri}/prompt", file_sha256(path / TENSOR_FILE), 0.0))
+    manifest = EnsembleManifest(name=name, task=spec.name, model=model.name, model_fingerprint=model.fingerprint,
+                                metric="accuracy", members=tuple(members), target_format=declared)
+    register(client, manifest, experiment_id=experiment_id, alias="production")
+    return f"{name}@production"
+
+
+def test_a_manifest_without_target_format_reads_as_plain_and_unknown_formats_are_refused(tiny_model):
+    member = Member("run", "file:///x/prompt", "0" * 64, 1.0)
+    manifest = EnsembleManifest(name="e", task="rte", model="m", model_fingerprint="f", metric="accuracy",
+                                members=(member,))
+    old = manifest.to_json()
+    del old["target_format"]
+    assert EnsembleManifest.from_json(old).target_format == "plain"
+    with pytest.raises(EnsembleError, match="unknown target format 'span'"):
+        EnsembleManifest.from_json(manifest.to_json() | {"target_format": "span"})
+
+
+def test_a_sentinel_ensemble_scores_each_member_with_sentinel_targets(client, tiny_model, tmp_path):
+    loaded = load_ensemble(client, _register(client, tiny_model, tmp_path, name="sst2-sentinel", task="sst2",
+                                             trained="sentinel", declared="sentinel"), tiny_model)
+    task = get_task("sst2")
+    examples = task.examples("validation", limit=32)
+    table = evaluate_ensemble(tiny_model, loaded, task, examples)
+    sentinel_model = with_sentinel_targets(tiny_model)
+    expected = [evaluate_prompt(sentinel_model, prompt.embeddings, task, examples)["accuracy"]
+                for prompt in loaded.prompts]
+    plain = [evaluate_prompt(tiny_model, prompt.embeddings, task, examples)["accuracy"] for prompt in loaded.prompts]
+    assert expected != pytest.approx(plain), "these prompts must score differently under the two formats"
+    assert [value for _, value in table.members] == pytest.approx(expected)
+
+    [served] = build_state(tiny_model, [("sst2-sentinel@production", loaded)]).ensembles
+    sentinel = tiny_model.tokenizer.sentinel_id(0)
+    assert all(target[0] == sentinel for target in served.targets)
+
+
+def test_a_member_trained_with_another_format_is_refused(client, tiny_model, tmp_path):
+    reference = _register(client, tiny_model, tmp_path, name="rte-mixed", task="rte", trained="plain",
+                          declared="sentinel")
+    with pytest.raises(EnsembleError, match="member 0 .* trained with 'plain' targets"):
+        load_ensemble(client, reference, tiny_model)
+
+
+def test_serving_refuses_a_free_text_sentinel_ensemble(client, tiny_model, tmp_path):
+    loaded = load_ensemble(client, _register(client, tiny_model, tmp_path, name="squad-sentinel", task="squad",
+                                             trained="sentinel", declared="sentinel"), tiny_model)
+    with pytest.raises(EnsembleError, match="free text with plain targets"):
+        build_state(tiny_model, [("squad-sentinel@production", loaded)])
