@@ -21,10 +21,9 @@ import numpy as np
 from _common import BATCH, PROMPT_LENGTH, emit, seconds_per_call, sst2_batch
 from softprompt.core.batching import Batch
 from softprompt.core.models import load_model
-from softprompt.core.optim import make_optimizer
+from softprompt.core.optim import OptimizerConfig, make_optimizer
 from softprompt.core.prompts import SoftPrompt
 from softprompt.core.train import _make_step
-from softprompt.core.optim import OptimizerConfig
 
 
 def softprompt_step(model, arrays) -> float:
@@ -32,10 +31,11 @@ def softprompt_step(model, arrays) -> float:
     prompt = jnp.asarray(SoftPrompt.init(model, length=PROMPT_LENGTH, init="sampled_vocab").embeddings)
     config = OptimizerConfig()
     state = {"prompt": prompt, "opt": make_optimizer(config).init(prompt)}
-    step = _make_step(model.ops, config)
+    step = _make_step(model.ops, config.parameter_scaling)
 
     def call():
-        state["prompt"], state["opt"], loss = step(state["prompt"], state["opt"], model.params, batch)
+        state["prompt"], state["opt"], loss = step(state["prompt"], state["opt"], model.params, batch,
+                                                   config.learning_rate)
         loss.block_until_ready()
 
     return seconds_per_call(call)

@@ -25,7 +25,7 @@ from .config import TrainConfig
 from .evaluation import encode_inputs, evaluate_prompt
 from .models import load_model
 from .models.base import FrozenModel
-from .optim import OptimizerConfig, make_optimizer
+from .optim import OptimizerConfig, learning_rate_schedule, make_optimizer, with_learning_rate
 from .progress import TrainProgress
 from .prompts import SoftPrompt
 from .scoring import prompt_loss
@@ -74,17 +74,18 @@ def next_batch(seed: int, epoch: int, offset: int, size: int, batch_size: int) -
 
 
 @functools.lru_cache(maxsize=8)
-def _make_step(ops, optimizer_config: OptimizerConfig):
-    """The jitted update: (prompt, opt_state, params, batch) -> (prompt, opt_state, loss).
+def _make_step(ops, parameter_scaling: bool):
+    """The jitted update: (prompt, opt_state, params, batch, learning_rate) -> (prompt, opt_state, loss).
 
-    Cached per (family ops, optimiser settings), so runs in one process share compilations.
+    Cached per (family ops, parameter scaling): every other optimiser setting, the learning rate
+    included, is an input (see `optim`), so runs in one process share compilations.
     """
-    optimizer = make_optimizer(optimizer_config)
+    optimizer = make_optimizer(OptimizerConfig(parameter_scaling=parameter_scaling))
 
     @jax.jit
-    def step(prompt, opt_state, params, batch):
+    def step(prompt, opt_state, params, batch, learning_rate):
         loss, grad = jax.value_and_grad(prompt_loss)(prompt, ops, params, batch)
-        updates, opt_state = optimizer.update(grad, opt_state, prompt)
+        updates, opt_state = optimizer.update(grad, with_learning_rate(opt_state, learning_rate), prompt)
         return optax.apply_updates(prompt, updates), opt_state, loss
 
     return step
@@ -125,7 +126,8 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
                               path=config.init_path)
     optimizer = make_optimizer(config.optimizer())
     state = _initial_state(initial.embeddings, optimizer, config, checkpoint_dir)
-    step_fn = _make_step(model.ops, config.optimizer())
+    step_fn = _make_step(model.ops, config.parameter_scaling)
+    schedule = learning_rate_schedule(config.optimizer())
     placement = data_parallel(config.batch_size)
     params = placement.replicate(model.params) if placement else model.params
     if placement:
@@ -140,7 +142,7 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
             batch = make_batch([pairs[i] for i in indices], pad_id=model.tokenizer.pad_id)
             if placement:
                 batch = placement.shard_batch(batch)
-            prompt, opt_state, loss = step_fn(state.prompt, state.opt_state, params, batch)
+            prompt, opt_state, loss = step_fn(state.prompt, state.opt_state, params, batch, schedule(state.step))
             state = state._replace(prompt=prompt, opt_state=opt_state, step=state.step + 1, epoch=epoch, offset=offset)
             losses.append(float(loss))
             bar.advance(loss=losses[-1])

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from softprompt.core.batching import bucket_length
 from softprompt.core.config import TrainConfig
-from softprompt.core.optim import OptimizerConfig, learning_rate_schedule
+from softprompt.core.optim import OptimizerConfig, learning_rate_schedule, make_optimizer, with_learning_rate
 from softprompt.core.prompts import SoftPrompt
-from softprompt.core.train import next_batch, train
+from softprompt.core.train import _make_step, next_batch, train
 
 SMALL = dict(task="rte", model="t5-tiny-random", prompt_length=8, batch_size=4, max_eval_examples=16,
              learning_rate=0.3, init="sampled_vocab")
@@ -66,6 +67,37 @@ def test_schedule_warmup_and_staircase_decay():
     assert float(schedule(40)) == pytest.approx(0.03)
     assert float(schedule(85)) == pytest.approx(0.003)
     assert float(learning_rate_schedule(OptimizerConfig())(10_000)) == pytest.approx(0.3)
+
+
+def test_injected_optimizer_matches_optax_adafactor_with_its_schedule():
+    """Learning rate, decay rate and weight decay carried in the state give exactly the update of
+    optax's Adafactor built with those settings and the schedule."""
+    config = OptimizerConfig(0.2, decay_rate=0.7, weight_decay=1e-3, warmup_steps=3, decay_factor=0.5,
+                             steps_per_decay=2)
+    schedule = learning_rate_schedule(config)
+    reference = optax.adafactor(learning_rate=lambda step: schedule(int(step)), decay_rate=0.7,
+                                multiply_by_parameter_scale=False, weight_decay_rate=1e-3)
+    injected = make_optimizer(config)
+    params = jax.numpy.asarray(np.random.default_rng(0).normal(size=(4, 6)), jax.numpy.float32)
+    ours, theirs = (params, injected.init(params)), (params, reference.init(params))
+    for step in range(6):
+        grad = jax.numpy.sin(ours[0] * (step + 1))
+        updates, state = injected.update(grad, with_learning_rate(ours[1], schedule(step)), ours[0])
+        ours = (optax.apply_updates(ours[0], updates), state)
+        updates, state = reference.update(grad, theirs[1], theirs[0])
+        theirs = (optax.apply_updates(theirs[0], updates), state)
+        np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(ours[0], params)
+
+
+def test_runs_differing_in_learning_rate_and_schedule_share_one_compiled_step(tiny_model):
+    step = _make_step(tiny_model.ops, False)
+    train(TrainConfig(**SMALL, steps=4, eval_every=4), model=tiny_model, progress=False)
+    compiled = step._cache_size()
+    changed = SMALL | {"learning_rate": 0.05}
+    train(TrainConfig(**changed, steps=4, eval_every=4, warmup_steps=2, decay_factor=0.5, steps_per_decay=2,
+                      decay_rate=0.6, weight_decay=0.0), model=tiny_model, progress=False)
+    assert compiled >= 1 and step._cache_size() == compiled
 
 
 def test_batches_walk_every_example_once_per_epoch():
