@@ -16,13 +16,12 @@ from mlflow.tracking import MlflowClient
 
 from softprompt.core.prompts import TENSOR_FILE
 from softprompt.core.tasks import get_task
-from softprompt.tracking import PROMPT_ARTIFACT_PATH, TAG_MODEL, TAG_MODEL_FINGERPRINT, TAG_TASK
+from softprompt.tracking import (KIND_ENSEMBLE, PROMPT_ARTIFACT_PATH, TAG_KIND, TAG_MODEL, TAG_MODEL_FINGERPRINT,
+                                 TAG_TASK)
 
 from .manifest import EnsembleError, EnsembleManifest, Member
-from .registry import KIND_TAG, RegisteredEnsemble, fetch_prompt, file_sha256, register
+from .registry import RegisteredEnsemble, fetch_prompt, file_sha256, register
 
-# The trial runs' tags and artifact folder, as the search layer's tracking module writes them.
-TASK_TAG, MODEL_TAG, FINGERPRINT_TAG = TAG_TASK, TAG_MODEL, TAG_MODEL_FINGERPRINT
 ENDED = ("FINISHED", "KILLED")
 ENSEMBLE_EXPERIMENT = "ensembles"
 
@@ -56,15 +55,15 @@ def eligible_runs(client: MlflowClient, *, task: str, metric: str, experiments: 
                   fingerprint: str | None = None) -> list[Run]:
     """Trial runs of `task` that can join an ensemble, best first (stable order): those of the best
     run's model fingerprint (or `fingerprint`) and target format."""
-    runs = client.search_runs(_experiment_ids(client, experiments), filter_string=f"tags.`{TASK_TAG}` = '{task}'",
+    runs = client.search_runs(_experiment_ids(client, experiments), filter_string=f"tags.`{TAG_TASK}` = '{task}'",
                               run_view_type=ViewType.ACTIVE_ONLY, max_results=5000)
     key = f"best_{metric}"
     runs = [r for r in runs if r.info.status in ENDED and key in r.data.metrics
-            and r.data.tags.get(KIND_TAG) != "ensemble" and FINGERPRINT_TAG in r.data.tags]
+            and r.data.tags.get(TAG_KIND) != KIND_ENSEMBLE and TAG_MODEL_FINGERPRINT in r.data.tags]
     runs.sort(key=lambda r: (-r.data.metrics[key], r.info.start_time or 0, r.info.run_id))
     if runs and fingerprint is None:
-        fingerprint = runs[0].data.tags[FINGERPRINT_TAG]
-    runs = [r for r in runs if r.data.tags[FINGERPRINT_TAG] == fingerprint]
+        fingerprint = runs[0].data.tags[TAG_MODEL_FINGERPRINT]
+    runs = [r for r in runs if r.data.tags[TAG_MODEL_FINGERPRINT] == fingerprint]
     return [r for r in runs if target_format(r) == target_format(runs[0])]
 
 
@@ -93,7 +92,7 @@ def build_ensemble(client: MlflowClient, *, task: str, top: int, name: str | Non
     with tempfile.TemporaryDirectory() as folder:
         members = tuple(_member(client, run, metric, folder) for run in chosen)
     first = chosen[0]
-    manifest = EnsembleManifest(name=name or f"{task}-ensemble", task=task, model=first.data.tags.get(MODEL_TAG, ""),
-                                model_fingerprint=first.data.tags[FINGERPRINT_TAG], metric=metric,
+    manifest = EnsembleManifest(name=name or f"{task}-ensemble", task=task, model=first.data.tags.get(TAG_MODEL, ""),
+                                model_fingerprint=first.data.tags[TAG_MODEL_FINGERPRINT], metric=metric,
                                 members=members, vote_rule=vote_rule, target_format=target_format(first))
     return register(client, manifest, experiment_id=first.info.experiment_id, alias=alias)

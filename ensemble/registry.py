@@ -17,10 +17,11 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from softprompt.tracking import KIND_ENSEMBLE, TAG_KIND, TAG_MODEL_FINGERPRINT, TAG_TASK
+
 from .manifest import MANIFEST_FILE, EnsembleError, EnsembleManifest
 
 ARTIFACT_DIR = "ensemble"
-KIND_TAG = "softprompt.kind"
 _REFERENCE = re.compile(r"^(?:models:/)?(?P<name>[^@/]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))?$")
 
 
@@ -34,18 +35,18 @@ def register(client: MlflowClient, manifest: EnsembleManifest, *, experiment_id:
              alias: str | None = "production") -> RegisteredEnsemble:
     """A new registered-model version holding `manifest`; `alias` is moved to it."""
     run = client.create_run(experiment_id, run_name=f"{manifest.name}-build",
-                            tags={KIND_TAG: "ensemble", "softprompt.task": manifest.task,
-                                  "softprompt.model_fingerprint": manifest.model_fingerprint})
+                            tags={TAG_KIND: KIND_ENSEMBLE, TAG_TASK: manifest.task,
+                                  TAG_MODEL_FINGERPRINT: manifest.model_fingerprint})
     client.log_dict(run.info.run_id, manifest.to_json(), f"{ARTIFACT_DIR}/{MANIFEST_FILE}")
     client.set_terminated(run.info.run_id, "FINISHED")
     try:
-        client.create_registered_model(manifest.name, tags={"softprompt.task": manifest.task})
+        client.create_registered_model(manifest.name, tags={TAG_TASK: manifest.task})
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     version = client.create_model_version(manifest.name, source=f"{run.info.artifact_uri}/{ARTIFACT_DIR}",
                                           run_id=run.info.run_id,
-                                          tags={"softprompt.task": manifest.task, "members": str(len(manifest.members))})
+                                          tags={TAG_TASK: manifest.task, "members": str(len(manifest.members))})
     if alias:
         client.set_registered_model_alias(manifest.name, alias, version.version)
     return RegisteredEnsemble(manifest.name, str(version.version), manifest)

@@ -12,10 +12,11 @@ from rich.table import Table
 
 from softprompt.core.models import load_model
 from softprompt.core.tasks import get_task
+from softprompt.tracking import KIND_ENSEMBLE_EVAL, TAG_ENSEMBLE, TAG_KIND, TAG_TASK
 
 from .evaluate import Table3, evaluate_ensemble
 from .loaded import load_ensemble
-from .registry import KIND_TAG, resolve
+from .registry import resolve
 
 
 def render_table3(table: Table3, *, title: str) -> Table:
@@ -67,8 +68,8 @@ def evaluate_and_log(client: MlflowClient, reference: str, *, split: str = "vali
     build_run = client.get_model_version(registered.name, registered.version).run_id
     experiment_id = client.get_run(build_run).info.experiment_id
     run = client.create_run(experiment_id, run_name=f"{registered.name}-v{registered.version}-eval",
-                            tags={KIND_TAG: "ensemble-eval", "softprompt.task": task.name,
-                                  "softprompt.ensemble": f"{registered.name}/{registered.version}"})
+                            tags={TAG_KIND: KIND_ENSEMBLE_EVAL, TAG_TASK: task.name,
+                                  TAG_ENSEMBLE: f"{registered.name}/{registered.version}"})
     run_id = run.info.run_id
     for number, (_, value) in enumerate(table.members):
         client.log_metric(run_id, f"member_{number}_{table.metric}", value)

@@ -23,8 +23,8 @@ from softprompt.core.tasks import TaskSpec, get_task
 from softprompt.ensemble.loaded import LoadedEnsemble, load_ensemble, scoring_model
 from softprompt.ensemble.manifest import EnsembleError
 from softprompt.ensemble.registry import RegisteredEnsemble, resolve
+from softprompt.tracking import TAG_TASK
 
-ENSEMBLE_TASK_TAG = "softprompt.task"   # set by ensemble.registry.register on the registered model
 
 
 class NotServed(LookupError):
@@ -138,7 +138,7 @@ def discover_references(client: MlflowClient, alias: str = "production") -> list
     """`name@alias` of every registered ensemble that has `alias` (the default of `softprompt serve`)."""
     found = []
     for model in client.search_registered_models(max_results=1000):
-        if ENSEMBLE_TASK_TAG not in (model.tags or {}):
+        if TAG_TASK not in (model.tags or {}):  # set on every ensemble by ensemble.registry.register
             continue
         # search results may carry empty aliases: read them from the model itself
         if alias in (client.get_registered_model(model.name).aliases or {}):

@@ -42,7 +42,7 @@ from mlflow.entities import Metric, Param, Run, ViewType
 from mlflow.tracking import MlflowClient
 
 # Tags.
-TAG_KIND = "softprompt.kind"                     # "trial" | "campaign"
+TAG_KIND = "softprompt.kind"                     # "trial" | "campaign" | "ensemble" | "ensemble-eval"
 TAG_CAMPAIGN = "softprompt.campaign"
 TAG_TRIAL_ID = "softprompt.trial_id"
 TAG_TASK = "softprompt.task"
@@ -50,8 +50,11 @@ TAG_MODEL = "softprompt.model"
 TAG_MODEL_FINGERPRINT = "softprompt.model_fingerprint"
 TAG_NODE_ID = "softprompt.node_id"               # the Ray node the trial last reported from
 TAG_ENSEMBLE_TOP = "softprompt.ensemble_top"     # experiment tag: the campaign's `ensemble.top`
+TAG_ENSEMBLE = "softprompt.ensemble"             # an ensemble evaluation run: `name/version`
 KIND_TRIAL = "trial"
 KIND_CAMPAIGN = "campaign"
+KIND_ENSEMBLE = "ensemble"                       # the run holding an ensemble version's manifest
+KIND_ENSEMBLE_EVAL = "ensemble-eval"
 
 # Metrics.
 METRIC_LOSS = "loss"
