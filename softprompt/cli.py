@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
+
+# Prompt artifacts are a few KB: MLflow's per-download progress bars would only clutter the output
+# (also in the Ray workers and Serve replicas, which inherit this environment).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from . import _cli_demo, _cli_ensemble, _cli_model, _cli_search, _cli_serve, _cli_train
 
