@@ -8,7 +8,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class TrainProgress:
-    """Context manager; `enabled=False` makes every call a no-op (e.g. inside Ray Tune trials)."""
+    """Context manager; `enabled=False` makes every call a no-op (e.g. inside Ray Tune trials).
+
+    Where the console is not a terminal (a log file, CI), rich draws no live bar, so each
+    evaluation is printed as one line instead.
+    """
 
     def __init__(self, *, total: int, start: int = 0, enabled: bool = True) -> None:
         self._enabled = enabled
@@ -19,7 +23,8 @@ class TrainProgress:
             disable=not enabled)
         self._task = self._progress.add_task("train", total=total, completed=start,
                                              loss=float("nan"), score="-", rate="-")
-        self._started, self._done = time.perf_counter(), 0
+        self._started, self._done, self._total = time.perf_counter(), 0, total
+        self._step, self._loss = start, float("nan")
 
     def __enter__(self) -> "TrainProgress":
         self._progress.__enter__()
@@ -30,8 +35,14 @@ class TrainProgress:
 
     def advance(self, *, loss: float) -> None:
         self._done += 1
-        rate = self._done / max(time.perf_counter() - self._started, 1e-9)
-        self._progress.update(self._task, advance=1, loss=loss, rate=f"{rate:.2f}")
+        self._step, self._loss = self._step + 1, loss
+        self._progress.update(self._task, advance=1, loss=loss, rate=f"{self._rate():.2f}")
 
     def show_metric(self, score: float, best: float) -> None:
         self._progress.update(self._task, score=f"{score:.2f} (best {best:.2f})")
+        if self._enabled and not self._progress.console.is_terminal:
+            self._progress.console.print(f"train step {self._step}/{self._total}  loss {self._loss:.4f}  "
+                                         f"score {score:.2f} (best {best:.2f})  {self._rate():.2f} steps/s")
+
+    def _rate(self) -> float:
+        return self._done / max(time.perf_counter() - self._started, 1e-9)

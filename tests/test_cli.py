@@ -51,11 +51,12 @@ def test_train_evaluate_explain_end_to_end(tmp_path):
     out = tmp_path / "prompt"
     trained = subprocess.run(
         [str(BIN), "train", "--task", "rte", "--model", "t5-tiny-random", "--steps", "6", "--batch-size", "4",
-         "--eval-every", "3", "--max-eval-examples", "8", "--prompt-length", "5", "--no-progress",
+         "--eval-every", "3", "--max-eval-examples", "8", "--prompt-length", "5",
          "--out", str(out)], capture_output=True, text=True, timeout=300, env=os.environ | {"JAX_PLATFORMS": "cpu"})
     assert trained.returncode == 0, trained.stderr
     summary = _last_json(trained.stdout)
     assert summary["steps"] == 6 and summary["best_step"] in (3, 6)
+    assert "train step 3/6" in trained.stdout and "train step 6/6" in trained.stdout  # no terminal: a line per evaluation
     assert (out / "prompt.safetensors").exists() and (out / "prompt.json").exists()
 
     evaluated = runner.invoke(app, ["evaluate", "--prompt", str(out), "--task", "rte", "--max-examples", "8"])
