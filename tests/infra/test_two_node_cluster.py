@@ -29,6 +29,8 @@ from softprompt import tracking as tracking_lib
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1: without it `ray start --address` refuses to add a second node
+# (the search tests set it to 0 for their single-node clusters).
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
        "JAX_PLATFORMS": "cpu", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 NODE_PORTS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port",
@@ -63,8 +65,11 @@ def _stop(temp_dir: str) -> None:
     processes = []
     for process in psutil.process_iter(["cmdline"]):
         if any(temp_dir in part for part in process.info["cmdline"] or ()):
-            processes.append(process)
-            process.terminate()
+            try:
+                process.terminate()
+                processes.append(process)
+            except psutil.NoSuchProcess:
+                pass
     _, alive = psutil.wait_procs(processes, timeout=10)
     for process in alive:
         process.kill()
@@ -80,11 +85,11 @@ def cluster():
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     address = f"127.0.0.1:{gcs_port}"
-    _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--num-cpus=1",
-         "--object-store-memory=300000000", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}",
-         "--disable-usage-stats", f"--temp-dir={temp_dir}", *_node_flags(), env=env)
     try:
+        _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--num-cpus=1",
+             "--object-store-memory=300000000", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+             f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}",
+             "--disable-usage-stats", f"--temp-dir={temp_dir}", *_node_flags(), env=env)
         _ray("start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
              "--resources={\"second_node\": 1}", "--object-store-memory=300000000", f"--temp-dir={temp_dir}", *_node_flags(), env=env)
         yield address, f"http://127.0.0.1:{dashboard_port}", env | {"RAY_ADDRESS": address}
