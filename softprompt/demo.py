@@ -31,8 +31,8 @@ QUICK = {"model": "t5-tiny-random", "num_samples": 3, "overrides": {"learning_ra
          "steps": [24], "batch_size": [8], "prompt_length": [8]}, "eval_every": 12, "max_eval_examples": 32,
          "evaluation_examples": 64}
 REAL = {"model": "gemma3-270m", "num_samples": 4, "overrides": {"learning_rate": {"loguniform": [0.1, 0.5]},
-        "steps": [60], "batch_size": [8], "prompt_length": [20]}, "eval_every": 30, "max_eval_examples": 96,
-        "evaluation_examples": 200}
+        "steps": [60], "batch_size": [8], "prompt_length": [20]}, "eval_every": 30, "max_eval_examples": 64,
+        "evaluation_examples": 160}
 
 
 class DemoResult(NamedTuple):
