@@ -23,8 +23,8 @@ class TrainProgress:
             disable=not enabled)
         self._task = self._progress.add_task("train", total=total, completed=start,
                                              loss=float("nan"), score="-", rate="-")
-        self._started, self._done, self._total = time.perf_counter(), 0, total
-        self._step, self._loss = start, float("nan")
+        self._started, self._done, self._start, self._total = time.perf_counter(), 0, start, total
+        self._loss = float("nan")
 
     def __enter__(self) -> "TrainProgress":
         self._progress.__enter__()
@@ -35,13 +35,13 @@ class TrainProgress:
 
     def advance(self, *, loss: float) -> None:
         self._done += 1
-        self._step, self._loss = self._step + 1, loss
+        self._loss = loss
         self._progress.update(self._task, advance=1, loss=loss, rate=f"{self._rate():.2f}")
 
     def show_metric(self, score: float, best: float) -> None:
         self._progress.update(self._task, score=f"{score:.2f} (best {best:.2f})")
         if self._enabled and not self._progress.console.is_terminal:
-            self._progress.console.print(f"train step {self._step}/{self._total}  loss {self._loss:.4f}  "
+            self._progress.console.print(f"train step {self._start + self._done}/{self._total}  loss {self._loss:.4f}  "
                                          f"score {score:.2f} (best {best:.2f})  {self._rate():.2f} steps/s")
 
     def _rate(self) -> float:

@@ -26,7 +26,6 @@ from softprompt.ensemble.registry import RegisteredEnsemble, resolve
 from softprompt.tracking import TAG_TASK
 
 
-
 class NotServed(LookupError):
     """No loaded ensemble answers this task or name (HTTP 404)."""
 
