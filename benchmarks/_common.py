@@ -36,14 +36,25 @@ def sst2_batch(model, *, batch: int = BATCH, input_tokens: int = INPUT_TOKENS):
 
 def seconds_per_call(call: Callable[[], object], *, warmup: int = 2, repeats: int = 5) -> float:
     """Median wall time of `call()` after `warmup` calls (compilation, caches)."""
+    return interleaved_seconds({"call": call}, warmup=warmup, repeats=repeats)["call"]
+
+
+def interleaved_seconds(calls: dict[str, Callable[[], object]], *, warmup: int = 2, repeats: int = 5,
+                        settle_s: float = 0.0) -> dict[str, float]:
+    """Median wall time of each call, timed in rounds (one call of each per round), so that a
+    shared machine's slow minutes fall on every contestant alike. `settle_s`: a pause before each
+    timed call, for the previous runtime's worker threads (OpenMP, XLA) to stop spinning."""
     for _ in range(warmup):
-        call()
-    times = []
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, call in calls.items():
+            time.sleep(settle_s)
+            started = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def emit(figures: dict) -> None:

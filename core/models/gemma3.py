@@ -26,7 +26,7 @@ float32 as in transformers, and logits are always returned as float32.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -92,14 +92,35 @@ class RMSNorm(nn.Module):
         return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
-    """Rotary embedding, rotate-half convention. x [B, S, n, H], positions [B, S] -> [B, S, n, H]."""
-    half = x.shape[-1] // 2
-    inv_freq = 1.0 / base ** (jnp.arange(half, dtype=jnp.float32) * 2 / x.shape[-1])
-    angles = positions[:, :, None, None].astype(jnp.float32) * inv_freq  # [B, S, 1, H/2]
-    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
-    x1, x2 = x[..., :half], x[..., half:]
-    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+class Rotary(NamedTuple):
+    """cos and sin of the rotary angles, each [B, S, 1, 1, H/2]: computed once per forward for
+    each base and shared by the layers (recomputed inside every layer's fusions they cost more
+    than the rotation itself on CPU)."""
+
+    cos: jax.Array
+    sin: jax.Array
+
+    @classmethod
+    def at(cls, positions: jax.Array, base: float, head_dim: int, dtype: Any) -> "Rotary":
+        """positions [B, S] int -> the tables for those positions."""
+        inv_freq = 1.0 / base ** (jnp.arange(head_dim // 2, dtype=jnp.float32) * 2 / head_dim)
+        angles = positions[:, :, None, None, None].astype(jnp.float32) * inv_freq
+        return cls(jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype))
+
+    def pick(self, index: jax.Array) -> "Rotary":
+        """The tables at the positions `index` [B, Q] picks: [B, Q, 1, 1, H/2]."""
+        return Rotary(_pick(self.cos, index), _pick(self.sin, index))
+
+
+def apply_rope(x: jax.Array, rotary: Rotary) -> jax.Array:
+    """Rotary embedding, rotate-half convention. x [B, S, n, H] -> [B, S, n, H].
+
+    The halves are an axis of size 2 and rotate_half is a flip of it, so the backward pass is flips
+    and products (slicing the halves apart would make it pads and adds, measurably slower on CPU).
+    """
+    halves = x.reshape(*x.shape[:-1], 2, x.shape[-1] // 2)                     # [B, S, n, 2, H/2]
+    rotated = jnp.flip(halves, axis=-2) * jnp.asarray([[-1.0], [1.0]], x.dtype)  # (-x2, x1)
+    return (halves * rotary.cos + rotated * rotary.sin).reshape(x.shape)
 
 
 def softcap(x: jax.Array, cap: float | None) -> jax.Array:
@@ -113,26 +134,36 @@ class Attention(nn.Module):
     is_global: bool
 
     @nn.compact
-    def __call__(self, x: jax.Array, positions: jax.Array, allowed: jax.Array) -> jax.Array:
-        """x [B, S, E], positions [B, S], allowed [B, S(query), S(key)] bool -> [B, S, E]."""
+    def __call__(self, x: jax.Array, rotary: Rotary, allowed: jax.Array,
+                 query_index: jax.Array | None = None) -> jax.Array:
+        """x [B, S, E], rotary [B, S, ...], allowed [B, S(query), S(key)] bool -> [B, Q, E]: every
+        position queries (Q = S), or only those `query_index` [B, Q] picks (keys are all positions)."""
         c = self.config
-        batch, length, _ = x.shape
         groups = c.num_heads // c.num_kv_heads
-        q = jnp.einsum("bse,enh->bsnh", x, self.param("q", _INIT, (c.d_model, c.num_heads, c.head_dim)))
         k = jnp.einsum("bse,ekh->bskh", x, self.param("k", _INIT, (c.d_model, c.num_kv_heads, c.head_dim)))
         v = jnp.einsum("bse,ekh->bskh", x, self.param("v", _INIT, (c.d_model, c.num_kv_heads, c.head_dim)))
-        base = c.global_rope_base if self.is_global else c.local_rope_base
-        q = apply_rope(RMSNorm(c.rms_norm_eps, name="query_norm")(q), positions, base)
-        k = apply_rope(RMSNorm(c.rms_norm_eps, name="key_norm")(k), positions, base)
-        # query head n = kv head (n // G), group member (n % G), as transformers' repeat_kv
-        q = q.reshape(batch, length, c.num_kv_heads, groups, c.head_dim)
-        scores = jnp.einsum("bskgh,btkh->bkgst", q, k) * c.query_pre_attn_scalar ** -0.5
+        k = apply_rope(RMSNorm(c.rms_norm_eps, name="key_norm")(k), rotary)
+        q_weights = self.param("q", _INIT, (c.d_model, c.num_heads, c.head_dim))
+        if query_index is not None:
+            x, rotary, allowed = _pick(x, query_index), rotary.pick(query_index), _pick(allowed, query_index)
+        batch, queries, _ = x.shape
+        q = jnp.einsum("bse,enh->bsnh", x, q_weights)
+        q = apply_rope(RMSNorm(c.rms_norm_eps, name="query_norm")(q), rotary)
+        # query head n = kv head (n // G), group member (n % G), as transformers' repeat_kv. Scores
+        # keep the query's [s, k, g] order: with one key/value head (270M) no operand is transposed.
+        q = q.reshape(batch, queries, c.num_kv_heads, groups, c.head_dim)
+        scores = jnp.einsum("bskgh,btkh->bskgt", q, k) * c.query_pre_attn_scalar ** -0.5
         scores = softcap(scores, c.attn_logit_softcap).astype(jnp.float32)
-        scores = jnp.where(allowed[:, None, None], scores, _MASKED)
+        scores = jnp.where(allowed[:, :, None, None], scores, _MASKED)
         probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-        out = jnp.einsum("bkgst,btkh->bskgh", probs, v).reshape(batch, length, c.num_heads, c.head_dim)
+        out = jnp.einsum("bskgt,btkh->bskgh", probs, v).reshape(batch, queries, c.num_heads, c.head_dim)
         out_weights = self.param("out", _INIT, (c.num_heads, c.head_dim, c.d_model))
         return jnp.einsum("bsnh,nhe->bse", out, out_weights)
+
+
+def _pick(values: jax.Array, index: jax.Array) -> jax.Array:
+    """values [B, S, ...], index [B, Q] -> values at those positions [B, Q, ...]."""
+    return jnp.take_along_axis(values, index.reshape(*index.shape, *(1,) * (values.ndim - 2)), axis=1)
 
 
 class FeedForward(nn.Module):
@@ -155,11 +186,15 @@ class Block(nn.Module):
     is_global: bool
 
     @nn.compact
-    def __call__(self, x: jax.Array, positions: jax.Array, allowed: jax.Array) -> jax.Array:
-        """x [B, S, E] -> [B, S, E]."""
+    def __call__(self, x: jax.Array, rotary: Rotary, allowed: jax.Array,
+                 query_index: jax.Array | None = None) -> jax.Array:
+        """x [B, S, E] -> [B, S, E], or [B, Q, E] at the positions `query_index` [B, Q] picks
+        (all positions still serve as keys and values)."""
         eps = self.config.rms_norm_eps
         h = Attention(self.config, self.is_global, name="attn")(
-            RMSNorm(eps, name="pre_attention_norm")(x), positions, allowed)
+            RMSNorm(eps, name="pre_attention_norm")(x), rotary, allowed, query_index)
+        if query_index is not None:
+            x = _pick(x, query_index)
         x = x + RMSNorm(eps, name="post_attention_norm")(h)
         h = FeedForward(self.config, name="mlp")(RMSNorm(eps, name="pre_ffw_norm")(x))
         return x + RMSNorm(eps, name="post_ffw_norm")(h)
@@ -194,14 +229,19 @@ class Gemma3(nn.Module):
                  predict_from: jax.Array | None = None) -> jax.Array:
         """embeds [B, S, E], mask [B, S] -> logits [B, S, V] float32, or [B, T, V] when
         `predict_from` [B, T] picks the positions whose hidden states are projected."""
+        c = self.config
         mask = mask.astype(bool)
         positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-        global_allowed, local_allowed = attention_masks(mask, positions, self.config.sliding_window)
+        global_allowed, local_allowed = attention_masks(mask, positions, c.sliding_window)
         x = embeds.astype(self.embedding.dtype)
-        for block in self.blocks:
-            x = block(x, positions, global_allowed if block.is_global else local_allowed)
-        if predict_from is not None:
-            x = jnp.take_along_axis(x, predict_from[..., None], axis=1)
+        layer_inputs = {  # is_global -> (rotary tables, allowed keys)
+            True: (Rotary.at(positions, c.global_rope_base, c.head_dim, x.dtype), global_allowed),
+            False: (Rotary.at(positions, c.local_rope_base, c.head_dim, x.dtype), local_allowed)}
+        for layer, block in enumerate(self.blocks):
+            # Only the predicting positions need the last layer's output: it runs its queries,
+            # output projection and feed-forward there alone (a layer's worth of work saved).
+            last = layer == len(self.blocks) - 1
+            x = block(x, *layer_inputs[block.is_global], predict_from if last else None)
         logits = jnp.einsum("bse,ve->bsv", self.final_norm(x), self.embedding,
                             preferred_element_type=jnp.float32)  # float32 accumulation, also for bf16
         return softcap(logits, self.config.final_logit_softcap)

@@ -109,9 +109,11 @@ def test_batches_walk_every_example_once_per_epoch():
     assert (epoch, offset) == (2, 0)
 
 
-def test_bucket_lengths_are_few():
-    assert [bucket_length(n) for n in (1, 8, 9, 33, 100)] == [8, 8, 16, 64, 128]
-    assert len({bucket_length(n) for n in range(1, 513)}) == 7
+def test_bucket_lengths_are_few_and_pad_under_a_third():
+    assert [bucket_length(n) for n in (1, 8, 9, 12, 13, 33, 49, 100)] == [8, 8, 12, 12, 16, 48, 64, 128]
+    assert len({bucket_length(n) for n in range(1, 513)}) == 13
+    assert all(n <= bucket_length(n) < 1.5 * n for n in range(9, 513))
+    assert bucket_length(300, cap=256) == 256
 
 
 def test_bad_configuration_names_the_field():
