@@ -122,22 +122,26 @@ def greedy_decode(model: FrozenModel, table: PromptTable, queries: Sequence[Quer
     """Greedy continuation of each query until eos or `max_new_tokens`: the texts, and each one's
     summed token log-likelihood [Q] (ensembles break vote ties with it).
 
+    A target prefix the family's `format_target` puts before every answer (the sentinel target
+    format's `<extra_id_0>`) is fed as given, not decoded, and is not part of the text.
+
     Each step reruns the fixed-shape forward over the growing target buffer (no KV cache): simple,
     and one compilation per input bucket. Fine for the short answers of WSC, ReCoRD and SQuAD.
     """
     tokenizer, ops = model.tokenizer, model.ops
+    forced = target_prefix(ops)
     texts: list[str] = []
     likelihoods: list[float] = []
     rows_per_pass = min(max_rows, len(queries))
     for chunk in _chunks(list(queries), rows_per_pass):
-        buffer = [0] * max_new_tokens
+        buffer = forced + [0] * max_new_tokens
         pairs = [EncodedPair(q.input_ids, buffer, False) for q in chunk]
         batch = make_batch(pairs, pad_id=tokenizer.pad_id, prompt_index=[q.prompt for q in chunk],
                            rows=rows_per_pass)
         target_ids = np.array(batch.target_ids)
         done = np.zeros(rows_per_pass, bool)
         total = np.zeros(rows_per_pass)
-        for step in range(max_new_tokens):
+        for step in range(len(forced), len(buffer)):
             logits = greedy_step_logits(ops, model.params, table, batch._replace(target_ids=jnp.asarray(target_ids)))
             log_probs = np.asarray(jax.nn.log_softmax(logits[:, step].astype(jnp.float32)))
             next_ids = log_probs.argmax(-1)
@@ -146,9 +150,16 @@ def greedy_decode(model: FrozenModel, table: PromptTable, queries: Sequence[Quer
             done |= next_ids == tokenizer.eos_id
             if done[: len(chunk)].all():
                 break
-        for row in target_ids[: len(chunk)]:
+        for row in target_ids[: len(chunk), len(forced): len(buffer)]:
             ids = list(row)
             ids = ids[: ids.index(tokenizer.eos_id)] if tokenizer.eos_id in ids else ids
             texts.append(tokenizer.decode(ids))
         likelihoods += total[: len(chunk)].tolist()
     return texts, np.asarray(likelihoods, np.float32)
+
+
+def target_prefix(ops) -> list[int]:
+    """The tokens `format_target` puts before every answer: [] for plain targets, [<extra_id_0>]
+    for the sentinel format (every family's target ends with one eos, so an empty answer is
+    prefix + [eos])."""
+    return list(ops.format_target([]))[:-1]

@@ -43,3 +43,24 @@ def test_greedy_decode_rows_are_independent(tiny_model):
     assert len(texts) == 3 and likelihoods.shape == (3,) and np.all(likelihoods <= 0)
     again, _ = greedy_decode(tiny_model, table, queries[::-1], max_new_tokens=4)
     assert again[::-1] == texts  # each row decodes independently of its batch-mates
+
+
+def test_greedy_decode_feeds_the_sentinel_and_decodes_after_it(tiny_model):
+    """Sentinel targets (§2.2): decoding starts after <extra_id_0>, which is fed, never decoded."""
+    from softprompt.core.inference import target_prefix
+    from softprompt.core.sentinel import with_sentinel_targets
+
+    table, queries = _setup(tiny_model)
+    sentinel_model = with_sentinel_targets(tiny_model)
+    sentinel = tiny_model.tokenizer.sentinel_id(0)
+    assert target_prefix(tiny_model.ops) == [] and target_prefix(sentinel_model.ops) == [sentinel]
+    texts, likelihoods = greedy_decode(sentinel_model, table, queries, max_new_tokens=1)
+    for query, text, likelihood in zip(queries, texts, likelihoods):
+        # the one decoded token is the most likely one after the sentinel, scored as a target
+        vocab = np.arange(tiny_model.config["vocab_size"])
+        after_sentinel = score_rows(tiny_model, table, [ScoredRow(query.input_ids, [sentinel, int(t)], query.prompt)
+                                                        for t in vocab])
+        best = int(after_sentinel.argmax())
+        sentinel_alone = score_rows(tiny_model, table, [ScoredRow(query.input_ids, [sentinel], query.prompt)])[0]
+        assert abs(likelihood - (after_sentinel[best] - sentinel_alone)) < 1e-4
+        assert text == ("" if best == tiny_model.tokenizer.eos_id else tiny_model.tokenizer.decode([best]))
