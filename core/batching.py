@@ -2,7 +2,8 @@
 
 Every batch is padded to a bucket length (powers of two from 8 and the midpoints 1.5 times them:
 8, 12, 16, 24, 32, 48, ...), so a run compiles a handful of shapes rather than one per batch, and
-padding stays under a third of a row (powers of two alone pad up to half of it). Inputs longer than the task's limit are truncated (and say so).
+padding stays under a third of a row (powers of two alone pad up to half of it). Inputs longer
+than the task's limit are truncated (and say so).
 """
 
 from __future__ import annotations

@@ -94,8 +94,7 @@ class RMSNorm(nn.Module):
 
 class Rotary(NamedTuple):
     """cos and sin of the rotary angles, each [B, S, 1, 1, H/2]: computed once per forward for
-    each base and shared by the layers (recomputed inside every layer's fusions they cost more
-    than the rotation itself on CPU)."""
+    each base (local, global) and shared by the layers of that kind."""
 
     cos: jax.Array
     sin: jax.Array
@@ -150,7 +149,7 @@ class Attention(nn.Module):
         q = jnp.einsum("bse,enh->bsnh", x, q_weights)
         q = apply_rope(RMSNorm(c.rms_norm_eps, name="query_norm")(q), rotary)
         # query head n = kv head (n // G), group member (n % G), as transformers' repeat_kv. Scores
-        # keep the query's [s, k, g] order: with one key/value head (270M) no operand is transposed.
+        # keep the query's [s, k, g] order: with one key/value head (270M) no head axis is moved.
         q = q.reshape(batch, queries, c.num_kv_heads, groups, c.head_dim)
         scores = jnp.einsum("bskgh,btkh->bskgt", q, k) * c.query_pre_attn_scalar ** -0.5
         scores = softcap(scores, c.attn_logit_softcap).astype(jnp.float32)
