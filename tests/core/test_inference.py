@@ -55,9 +55,9 @@ def test_greedy_decode_feeds_the_sentinel_and_decodes_after_it(tiny_model):
     sentinel = tiny_model.tokenizer.sentinel_id(0)
     assert target_prefix(tiny_model.ops) == [] and target_prefix(sentinel_model.ops) == [sentinel]
     texts, likelihoods = greedy_decode(sentinel_model, table, queries, max_new_tokens=1)
+    vocab = np.arange(tiny_model.config["vocab_size"])
     for query, text, likelihood in zip(queries, texts, likelihoods):
         # the one decoded token is the most likely one after the sentinel, scored as a target
-        vocab = np.arange(tiny_model.config["vocab_size"])
         after_sentinel = score_rows(tiny_model, table, [ScoredRow(query.input_ids, [sentinel, int(t)], query.prompt)
                                                         for t in vocab])
         best = int(after_sentinel.argmax())
