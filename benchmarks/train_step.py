@@ -8,13 +8,19 @@ PEFT runs in two configurations:
   target tokens.
 Both use transformers' Adafactor with the paper's settings (lr 0.3, no parameter scaling).
 
-    .venv/bin/python benchmarks/train_step.py
+Each dtype is timed with both frameworks' weights in it: float32, and bfloat16 (softprompt's
+default: bfloat16 products with float32 accumulation and float32 activations; PEFT: the model cast
+to bfloat16, as `torch_dtype=torch.bfloat16` loads it).
+
+    .venv/bin/python benchmarks/train_step.py [--dtype bfloat16] [--dtype float32]
 Last line: one JSON object with softprompt_s_per_step, peft_s_per_step, peft_fast_s_per_step,
-ratio and ratio_fast (PEFT time / softprompt time).
+ratio and ratio_fast (PEFT time / softprompt time) for the first dtype, and the same figures under
+each dtype's name.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Callable
 
@@ -35,24 +41,25 @@ def softprompt_step(model, arrays) -> Callable[[], None]:
     config = OptimizerConfig()
     state = {"prompt": prompt, "opt": make_optimizer(config).init(prompt)}
     step = _make_step(model.ops, config.parameter_scaling)
+    params = model.ops.training_params(model.params)
 
     def call():
-        state["prompt"], state["opt"], loss = step(state["prompt"], state["opt"], model.params, batch,
+        state["prompt"], state["opt"], loss = step(state["prompt"], state["opt"], params, batch,
                                                    config.learning_rate)
         loss.block_until_ready()
 
     return call
 
 
-def peft_steps(folder: str, arrays) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(documented, fastest) one step of PEFT prompt tuning on the same batch."""
+def peft_steps(folder: str, arrays, dtype: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(documented, fastest) one step of PEFT prompt tuning on the same batch, weights in `dtype`."""
     import torch
     from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM
     from transformers.optimization import Adafactor
 
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=getattr(torch, dtype))
     model = get_peft_model(base, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=PROMPT_LENGTH,
                                                     prompt_tuning_init=PromptTuningInit.RANDOM))
     optimizer = Adafactor(model.parameters(), lr=0.3, scale_parameter=False, relative_step=False,
@@ -97,19 +104,30 @@ def main() -> None:
 
     from softprompt.core.paths import model_cache_dir
 
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dtype", action="append", choices=["bfloat16", "float32"],
+                        help="weights' dtype, repeatable (default: bfloat16 and float32)")
+    dtypes = parser.parse_args().dtype or ["bfloat16", "float32"]
     torch.set_num_threads(os.cpu_count() or 1)
-    model = load_model("gemma3-270m")
-    arrays = sst2_batch(model)
-    documented, fastest = peft_steps(str(model_cache_dir("gemma3-270m")), arrays)
-    # Timed in alternation, both models loaded (2 x 1.1 GB): on a shared machine, timing one after
-    # the other lets a slow minute decide the ratio.
-    seconds = interleaved_seconds({"softprompt": softprompt_step(model, arrays), "peft": documented,
-                                   "peft_fast": fastest}, settle_s=1.0)
-    ours, documented, fastest = seconds["softprompt"], seconds["peft"], seconds["peft_fast"]
-    emit({"batch": BATCH, "prompt_length": PROMPT_LENGTH, "tokens_per_row": 1 + PROMPT_LENGTH + arrays[0].shape[1]
-          + arrays[2].shape[1], "softprompt_s_per_step": round(ours, 3), "peft_s_per_step": round(documented, 3),
-          "peft_fast_s_per_step": round(fastest, 3), "ratio": round(documented / ours, 2),
-          "ratio_fast": round(fastest / ours, 2)})
+    calls, shapes = {}, {}
+    for dtype in dtypes:
+        model = load_model("gemma3-270m", dtype=dtype)
+        arrays = sst2_batch(model)
+        documented, fastest = peft_steps(str(model_cache_dir("gemma3-270m")), arrays, dtype)
+        calls.update({f"{dtype}/softprompt": softprompt_step(model, arrays), f"{dtype}/peft": documented,
+                      f"{dtype}/peft_fast": fastest})
+        shapes = {"batch": BATCH, "prompt_length": PROMPT_LENGTH,
+                  "tokens_per_row": 1 + PROMPT_LENGTH + arrays[0].shape[1] + arrays[2].shape[1]}
+    # Timed in alternation, all models loaded: on a shared machine, timing one after the other
+    # lets a slow minute decide the ratio.
+    seconds = interleaved_seconds(calls, settle_s=1.0)
+    figures = {}
+    for dtype in dtypes:
+        ours, documented, fastest = (seconds[f"{dtype}/{name}"] for name in ("softprompt", "peft", "peft_fast"))
+        figures[dtype] = {"softprompt_s_per_step": round(ours, 3), "peft_s_per_step": round(documented, 3),
+                          "peft_fast_s_per_step": round(fastest, 3), "ratio": round(documented / ours, 2),
+                          "ratio_fast": round(fastest / ours, 2)}
+    emit({**shapes, "dtype": dtypes[0], **figures[dtypes[0]], **figures})
 
 
 if __name__ == "__main__":

@@ -129,7 +129,8 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
     step_fn = _make_step(model.ops, config.parameter_scaling)
     schedule = learning_rate_schedule(config.optimizer())
     placement = data_parallel(config.batch_size)
-    params = placement.replicate(model.params) if placement else model.params
+    params = model.ops.training_params(model.params)
+    params = placement.replicate(params) if placement else params
     if placement:
         state = state._replace(prompt=placement.replicate(state.prompt), opt_state=placement.replicate(state.opt_state))
     evaluate = functools.partial(evaluate_prompt, model, task=task, examples=eval_examples, encoded=eval_inputs)

@@ -61,6 +61,11 @@ class FamilyOps(Protocol):
         """Target token ids as they are scored (both families: + eos)."""
         ...
 
+    def training_params(self, params: Params) -> Params:
+        """The frozen parameters as the training step takes them: `params` plus arrays derived from
+        them that make the gradient cheaper (Gemma 3: the embedding transposed). Never stored."""
+        ...
+
     def embed(self, params: Params, ids: jax.Array) -> jax.Array:
         """[..., ] int -> [..., E]: the input embeddings the prompt lives beside (Gemma 3: already
         multiplied by sqrt(d_model), so a prompt copied from `embed` equals feeding those tokens)."""

@@ -10,6 +10,8 @@ G = N // K query heads per key/value head, H head_dim, F ffn_dim, V vocabulary.
 Parameter tree (norm scales are stored as w and applied as (1 + w), the Hugging Face convention):
 
     embedding                                         [V, E]  tied: also the output projection
+    unembedding (optional)                            [E, V]  the embedding transposed, for training
+                                                              (`Gemma3Ops.training_params`)
     blocks_{i}/pre_attention_norm/scale               [E]
     blocks_{i}/attn/q [E, N, H]  k [E, K, H]  v [E, K, H]  out [N, H, E]
     blocks_{i}/attn/query_norm/scale, key_norm/scale  [H]
@@ -19,8 +21,8 @@ Parameter tree (norm scales are stored as w and applied as (1 + w), the Hugging 
     blocks_{i}/post_ffw_norm/scale                    [E]
     final_norm/scale                                  [E]
 
-The compute dtype is the dtype of the parameters (float32 or bfloat16); norms and softmax run in
-float32 as in transformers, and logits are always returned as float32.
+The weights are float32 or bfloat16. Activations are float32 either way; a matmul with bfloat16
+weights multiplies in bfloat16 and accumulates in float32 (`dots.einsum`). Logits are float32.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .dots import dense, einsum, tied_logits
 
 Params = Any
 _INIT = nn.initializers.normal(stddev=0.02)  # only for random test models; real weights are loaded
@@ -100,11 +104,11 @@ class Rotary(NamedTuple):
     sin: jax.Array
 
     @classmethod
-    def at(cls, positions: jax.Array, base: float, head_dim: int, dtype: Any) -> "Rotary":
+    def at(cls, positions: jax.Array, base: float, head_dim: int) -> "Rotary":
         """positions [B, S] int -> the tables for those positions."""
         inv_freq = 1.0 / base ** (jnp.arange(head_dim // 2, dtype=jnp.float32) * 2 / head_dim)
         angles = positions[:, :, None, None, None].astype(jnp.float32) * inv_freq
-        return cls(jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype))
+        return cls(jnp.cos(angles), jnp.sin(angles))
 
     def pick(self, index: jax.Array) -> "Rotary":
         """The tables at the positions `index` [B, Q] picks: [B, Q, 1, 1, H/2]."""
@@ -139,25 +143,27 @@ class Attention(nn.Module):
         position queries (Q = S), or only those `query_index` [B, Q] picks (keys are all positions)."""
         c = self.config
         groups = c.num_heads // c.num_kv_heads
-        k = jnp.einsum("bse,ekh->bskh", x, self.param("k", _INIT, (c.d_model, c.num_kv_heads, c.head_dim)))
-        v = jnp.einsum("bse,ekh->bskh", x, self.param("v", _INIT, (c.d_model, c.num_kv_heads, c.head_dim)))
+        k = dense(x, self.param("k", _INIT, (c.d_model, c.num_kv_heads, c.head_dim)))
+        v = dense(x, self.param("v", _INIT, (c.d_model, c.num_kv_heads, c.head_dim)))
         k = apply_rope(RMSNorm(c.rms_norm_eps, name="key_norm")(k), rotary)
         q_weights = self.param("q", _INIT, (c.d_model, c.num_heads, c.head_dim))
         if query_index is not None:
             x, rotary, allowed = _pick(x, query_index), rotary.pick(query_index), _pick(allowed, query_index)
         batch, queries, _ = x.shape
-        q = jnp.einsum("bse,enh->bsnh", x, q_weights)
+        q = dense(x, q_weights)
         q = apply_rope(RMSNorm(c.rms_norm_eps, name="query_norm")(q), rotary)
         # query head n = kv head (n // G), group member (n % G), as transformers' repeat_kv. Scores
         # keep the query's [s, k, g] order: with one key/value head (270M) no head axis is moved.
         q = q.reshape(batch, queries, c.num_kv_heads, groups, c.head_dim)
-        scores = jnp.einsum("bskgh,btkh->bskgt", q, k) * c.query_pre_attn_scalar ** -0.5
-        scores = softcap(scores, c.attn_logit_softcap).astype(jnp.float32)
+        # The attention products run in the weights' dtype too (bfloat16 halves their layout copies).
+        scores = einsum("bskgh,btkh->bskgt", q, k.astype(q_weights.dtype)) * c.query_pre_attn_scalar ** -0.5
+        scores = softcap(scores, c.attn_logit_softcap)
         scores = jnp.where(allowed[:, :, None, None], scores, _MASKED)
-        probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-        out = jnp.einsum("bskgt,btkh->bskgh", probs, v).reshape(batch, queries, c.num_heads, c.head_dim)
+        probs = jax.nn.softmax(scores, axis=-1)
+        out = einsum("bskgt,btkh->bskgh", probs, v.astype(q_weights.dtype))
+        out = out.reshape(batch, queries, c.num_heads, c.head_dim)
         out_weights = self.param("out", _INIT, (c.num_heads, c.head_dim, c.d_model))
-        return jnp.einsum("bsnh,nhe->bse", out, out_weights)
+        return dense(out, out_weights, contract=2)
 
 
 def _pick(values: jax.Array, index: jax.Array) -> jax.Array:
@@ -173,9 +179,10 @@ class FeedForward(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
-        gate = x @ self.param("gate", _INIT, (c.d_model, c.ffn_dim))
-        up = x @ self.param("up", _INIT, (c.d_model, c.ffn_dim))
-        return (jax.nn.gelu(gate, approximate=True) * up) @ self.param("down", _INIT, (c.ffn_dim, c.d_model))
+        gate = dense(x, self.param("gate", _INIT, (c.d_model, c.ffn_dim)))
+        up = dense(x, self.param("up", _INIT, (c.d_model, c.ffn_dim)))
+        hidden = jax.nn.gelu(gate, approximate=True) * up
+        return dense(hidden, self.param("down", _INIT, (c.ffn_dim, c.d_model)))
 
 
 class Block(nn.Module):
@@ -232,17 +239,18 @@ class Gemma3(nn.Module):
         mask = mask.astype(bool)
         positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
         global_allowed, local_allowed = attention_masks(mask, positions, c.sliding_window)
-        x = embeds.astype(self.embedding.dtype)
+        x = embeds.astype(jnp.float32)
         layer_inputs = {  # is_global -> (rotary tables, allowed keys)
-            True: (Rotary.at(positions, c.global_rope_base, c.head_dim, x.dtype), global_allowed),
-            False: (Rotary.at(positions, c.local_rope_base, c.head_dim, x.dtype), local_allowed)}
+            True: (Rotary.at(positions, c.global_rope_base, c.head_dim), global_allowed),
+            False: (Rotary.at(positions, c.local_rope_base, c.head_dim), local_allowed)}
         for layer, block in enumerate(self.blocks):
             # Only the predicting positions need the last layer's output: it runs its queries,
             # output projection and feed-forward there alone (a layer's worth of work saved).
             last = layer == len(self.blocks) - 1
             x = block(x, *layer_inputs[block.is_global], predict_from if last else None)
-        logits = jnp.einsum("bse,ve->bsv", self.final_norm(x), self.embedding,
-                            preferred_element_type=jnp.float32)  # float32 accumulation, also for bf16
+        unembedding = (self.get_variable("params", "unembedding")
+                       if self.has_variable("params", "unembedding") else None)
+        logits = tied_logits(self.final_norm(x), self.embedding, unembedding)
         return softcap(logits, self.config.final_logit_softcap)
 
 
@@ -288,6 +296,12 @@ class Gemma3Ops:
     def format_target(self, ids: Sequence[int]) -> list[int]:
         return [int(i) for i in ids] + [self.config.eos_id]
 
+    def training_params(self, params: Params) -> Params:
+        """`params` plus "unembedding", the embedding transposed [E, V] (335 MB more in bfloat16,
+        671 MB in float32): it makes the backward pass through the output projection several times
+        faster (`dots.tied_logits`)."""
+        return {**params, "unembedding": jnp.transpose(params["embedding"])}
+
     def embed(self, params: Params, ids: jax.Array) -> jax.Array:
         """ids [...] -> [..., E], already multiplied by sqrt(d_model)."""
         return self.module.apply({"params": params}, ids, method=Gemma3.embed)
@@ -304,9 +318,9 @@ class Gemma3Ops:
         batch, input_length = input_ids.shape
         input_ids, target_ids = jnp.asarray(input_ids, jnp.int32), jnp.asarray(target_ids, jnp.int32)
         bos = jnp.full((batch, 1), self.config.bos_id, dtype=jnp.int32)
-        tokens = self.embed(params, jnp.concatenate([bos, input_ids, target_ids], axis=1))
+        tokens = self.embed(params, jnp.concatenate([bos, input_ids, target_ids], axis=1)).astype(jnp.float32)
         embeds = jnp.concatenate(
-            [tokens[:, :1], prompts.astype(tokens.dtype), tokens[:, 1:]], axis=1)  # [B, 1+P+L+T, E]
+            [tokens[:, :1], prompts.astype(jnp.float32), tokens[:, 1:]], axis=1)  # [B, 1+P+L+T, E]
         mask = jnp.concatenate([jnp.ones((batch, 1), bool), prompt_mask.astype(bool),
                                 input_mask.astype(bool), target_mask.astype(bool)], axis=1)
         first_target = 1 + prompts.shape[1] + input_length

@@ -278,6 +278,10 @@ class T5Ops:
     def format_target(self, ids: Sequence[int]) -> list[int]:
         return [*ids, self.config.eos_token_id]
 
+    def training_params(self, params: Params) -> Params:
+        """Unchanged: T5 takes no derived arrays."""
+        return params
+
     def embed(self, params: Params, ids: jax.Array) -> jax.Array:
         """[...] int -> [..., E], in the weight dtype (T5 does not scale its embeddings)."""
         return jnp.take(params["shared"]["embedding"], ids, axis=0)

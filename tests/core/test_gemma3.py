@@ -282,6 +282,18 @@ def test_target_logits_padding_and_gradient(tiny_ops):
     assert np.isfinite(gradient).all()
     assert not np.asarray(gradient[1, 2:]).any() and not np.asarray(gradient[2, 3:]).any()  # padded slots
 
+    # The training step's parameters (with the transposed embedding) give the same numbers.
+    training = ops.training_params(params)
+    assert training["unembedding"].shape == (16, 64)
+
+    def loss(prompts, params):
+        return ops.target_logits(params, prompts=prompts, prompt_mask=prompt_mask, input_ids=input_ids,
+                                 input_mask=input_mask, target_ids=target_ids, target_mask=target_mask).sum()
+
+    value, from_transposed = jax.jit(jax.value_and_grad(loss))(prompts, training)
+    np.testing.assert_allclose(value, loss(prompts, params), rtol=1e-6)
+    np.testing.assert_allclose(from_transposed, gradient, rtol=1e-5, atol=1e-6)
+
 
 def test_corrupt_files_are_named(tiny_hf, tmp_path):
     folder, _ = tiny_hf
