@@ -141,14 +141,17 @@ def test_killed_driver_is_resumed_without_losing_or_duplicating_runs(ray_address
 
 
 def _mid_trial_checkpoint_saved(folder: Path, *, checkpoints_per_trial: int) -> bool:
-    """A trial is between checkpoints and Tune's experiment state was saved after its last one."""
+    """A trial is between checkpoints and Tune's experiment state was saved after its last one.
+
+    Checkpoints are counted by their index (checkpoint_000001 is the second), not by the folders
+    left: Tune keeps only the last two, so a finished trial also shows fewer than all of them."""
     states = sorted(folder.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
     if not states:
         return False
     saved = states[-1].stat().st_mtime
     for trial in folder.glob("run_trial_*"):
-        checkpoints = [c.stat().st_mtime for c in trial.glob("checkpoint_*")]
-        if 0 < len(checkpoints) < checkpoints_per_trial and saved > max(checkpoints) + 1.0:
+        checkpoints = {int(c.name.rsplit("_", 1)[1]): c.stat().st_mtime for c in trial.glob("checkpoint_*")}
+        if checkpoints and max(checkpoints) + 1 < checkpoints_per_trial and saved > max(checkpoints.values()) + 1.0:
             return True
     return False
 
