@@ -110,7 +110,7 @@ def test_killed_driver_is_resumed_without_losing_or_duplicating_runs(ray_address
     storage = tmp_path / "runs"
     path = tmp_path / "campaign.yaml"
     settings = tiny_campaign("killed", storage, jax_cache, trials=2, scheduler="none", max_concurrent_trials=1)
-    settings["fixed"] |= {"steps": 20}  # 5 checkpoints: a wide window to kill it between them
+    settings["fixed"] |= {"steps": 60}  # 15 checkpoints: a wide window to kill it between them
     path.write_text(yaml.safe_dump(settings))
     env = os.environ | {"RAY_ADDRESS": ray_address, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     driver = subprocess.Popen([sys.executable, "-m", "softprompt.cli", "search", "launch", str(path)], env=env,
@@ -118,7 +118,7 @@ def test_killed_driver_is_resumed_without_losing_or_duplicating_runs(ray_address
     tracking = tracking_lib.Tracking(f"sqlite:///{storage / 'mlflow.db'}")
     try:
         deadline = time.monotonic() + 240
-        while not _mid_trial_checkpoint_saved(storage / "killed", checkpoints_per_trial=5):
+        while not _mid_trial_checkpoint_saved(storage / "killed", checkpoints_per_trial=15):
             assert driver.poll() is None, "the driver ended before it was killed"
             assert time.monotonic() < deadline, "no resumable state within 240 s"
             time.sleep(0.2)
@@ -133,7 +133,7 @@ def test_killed_driver_is_resumed_without_losing_or_duplicating_runs(ray_address
 
     outcome = CliRunner().invoke(app, ["search", "resume", "killed", "--storage-path", str(storage)])
     assert outcome.exit_code == 0, outcome.output
-    runs = check_runs(tracking, "killed", trials=2, steps=20, tmp_path=tmp_path)
+    runs = check_runs(tracking, "killed", trials=2, steps=60, tmp_path=tmp_path)
     restored = [tracking.metric_history(run.info.run_id, tracking_lib.METRIC_RESTORED_FROM) for run in runs]
     assert any(restored), "no trial continued from its checkpoint"
     shown = CliRunner().invoke(app, ["search", "status", "killed", "--storage-path", str(storage)])
