@@ -8,9 +8,9 @@ PEFT runs in two configurations:
   target tokens.
 Both use transformers' Adafactor with the paper's settings (lr 0.3, no parameter scaling).
 
-Each dtype is timed with both frameworks' weights in it: float32, and bfloat16 (softprompt's
-default: bfloat16 products with float32 accumulation and float32 activations; PEFT: the model cast
-to bfloat16, as `torch_dtype=torch.bfloat16` loads it).
+Each dtype is timed with both frameworks' weights in it: float32 (softprompt's default), and
+bfloat16 (softprompt `--dtype bfloat16`: bfloat16 products with float32 accumulation and float32
+activations; PEFT: the model cast to bfloat16, as `torch_dtype=torch.bfloat16` loads it).
 
     .venv/bin/python benchmarks/train_step.py [--dtype bfloat16] [--dtype float32]
 Last line: one JSON object with softprompt_s_per_step, peft_s_per_step, peft_fast_s_per_step,

@@ -40,7 +40,7 @@ def _product(spec: str, x: jax.Array, y: jax.Array) -> jax.Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _low_precision_einsum(spec: str, x: jax.Array, y: jax.Array) -> jax.Array:
     """x float32, y bfloat16 -> float32."""
-    return _product(spec, x.astype(y.dtype), y)
+    return _forward(spec, x, y)[0]
 
 
 def _forward(spec, x, y):
@@ -95,7 +95,7 @@ def tied_logits(x: jax.Array, embedding: jax.Array, transposed: jax.Array | None
 @jax.custom_vjp
 def _tied_logits(x: jax.Array, embedding: jax.Array, transposed: jax.Array) -> jax.Array:
     """x [M, E] float32 -> [M, V] float32."""
-    return _product("me,ve->mv", x.astype(embedding.dtype), embedding)
+    return _tied_forward(x, embedding, transposed)[0]
 
 
 def _tied_forward(x, embedding, transposed):
