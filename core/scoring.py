@@ -13,27 +13,31 @@ import jax
 import jax.numpy as jnp
 
 from .batching import Batch
-from .multi_prompt import PromptTable, gather_prompts
+from .multi_prompt import PromptTable
 
 
-def token_log_probs(ops, params, prompts: jax.Array, prompt_mask: jax.Array, batch: Batch) -> jax.Array:
-    """log p(target_ids[:, t] | prompt, input, target[:, :t]): [B, T] float32, 0 on padding.
-
-    prompts [B, P, E], prompt_mask [B, P] (one prompt per row).
-    """
-    logits = ops.target_logits(params, prompts=prompts, prompt_mask=prompt_mask,
-                               input_ids=batch.input_ids, input_mask=batch.input_mask,
-                               target_ids=batch.target_ids, target_mask=batch.target_mask)
+def token_log_probs(ops, params, table: PromptTable, batch: Batch) -> jax.Array:
+    """log p(target_ids[:, t] | prompt, input, target[:, :t]): [B, T] float32, 0 on padding; row i
+    under prompt table[prompt_index[i]]."""
+    logits = _target_logits(ops, params, table, batch)
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     picked = jnp.take_along_axis(log_probs, batch.target_ids[..., None], axis=-1)[..., 0]
     return jnp.where(batch.target_mask, picked, 0.0)
 
 
+def _target_logits(ops, params, table: PromptTable, batch: Batch) -> jax.Array:
+    """Teacher-forced logits [B, T, V], row i under table[prompt_index[i]] (the table goes to the
+    family whole: a decoder-only model runs each prompt once, not once per row)."""
+    return ops.target_logits(params, prompts=table.embeddings, prompt_mask=table.mask,
+                             prompt_index=batch.prompt_index, input_ids=batch.input_ids,
+                             input_mask=batch.input_mask, target_ids=batch.target_ids,
+                             target_mask=batch.target_mask)
+
+
 @functools.partial(jax.jit, static_argnames="ops")
 def sequence_log_likelihood(ops, params, table: PromptTable, batch: Batch) -> jax.Array:
     """Summed target log-likelihood of each row, row i under prompt table[prompt_index[i]]: [B]."""
-    prompts, prompt_mask = gather_prompts(table, batch.prompt_index)
-    return token_log_probs(ops, params, prompts, prompt_mask, batch).sum(axis=-1)
+    return token_log_probs(ops, params, table, batch).sum(axis=-1)
 
 
 def prompt_loss(prompt: jax.Array, ops, params, batch: Batch) -> jax.Array:
@@ -41,29 +45,23 @@ def prompt_loss(prompt: jax.Array, ops, params, batch: Batch) -> jax.Array:
 
     Differentiate with respect to `prompt` only (argument 0).
     """
-    rows = batch.input_ids.shape[0]
-    prompts = jnp.broadcast_to(prompt, (rows, *prompt.shape))
-    prompt_mask = jnp.ones(prompts.shape[:2], bool)
-    log_probs = token_log_probs(ops, params, prompts, prompt_mask, batch)
+    table = PromptTable(prompt[None], jnp.ones((1, prompt.shape[0]), bool))
+    one_prompt = batch._replace(prompt_index=jnp.zeros(batch.input_ids.shape[0], jnp.int32))
+    log_probs = token_log_probs(ops, params, table, one_prompt)
     return -log_probs.sum() / jnp.maximum(batch.target_mask.sum(), 1)
 
 
 @functools.partial(jax.jit, static_argnames="ops")
 def greedy_step_logits(ops, params, table: PromptTable, batch: Batch) -> jax.Array:
     """Teacher-forced logits [B, T, V] for greedy decoding (row i under table[prompt_index[i]])."""
-    prompts, prompt_mask = gather_prompts(table, batch.prompt_index)
-    return ops.target_logits(params, prompts=prompts, prompt_mask=prompt_mask,
-                             input_ids=batch.input_ids, input_mask=batch.input_mask,
-                             target_ids=batch.target_ids, target_mask=batch.target_mask)
+    return _target_logits(ops, params, table, batch)
 
 
 @functools.partial(jax.jit, static_argnames="ops")
 def first_target_log_probs(ops, params, table: PromptTable, batch: Batch, label_ids: jax.Array) -> jax.Array:
     """log p(first target token = label_ids[i, c]) for each row i: [B, C]. Only the first target
     position is computed, so one row scores every single-token label at once."""
-    prompts, prompt_mask = gather_prompts(table, batch.prompt_index)
-    logits = ops.target_logits(params, prompts=prompts, prompt_mask=prompt_mask,
-                               input_ids=batch.input_ids, input_mask=batch.input_mask,
-                               target_ids=batch.target_ids[:, :1], target_mask=batch.target_mask[:, :1])
+    first = batch._replace(target_ids=batch.target_ids[:, :1], target_mask=batch.target_mask[:, :1])
+    logits = _target_logits(ops, params, table, first)
     log_probs = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
     return jnp.take_along_axis(log_probs, label_ids, axis=-1)

@@ -4,8 +4,10 @@ The rest of softprompt never touches a family's layers directly: it calls the fo
 `FamilyOps` with the frozen parameters passed as a plain (never differentiated) argument, and the
 soft prompts already gathered per row. Shapes:
 
-- `prompts`      [B, P, E] float   one soft prompt per row (rows may share a prompt)
-- `prompt_mask`  [B, P]    bool    False where a shorter prompt was padded to P
+- `prompts`      [B, P, E] float   one soft prompt per row, or with `prompt_index` [B] int a table
+                                   [N, P, E] of which row b uses prompt_index[b] (decoder-only
+                                   families then run each prompt once, not once per row)
+- `prompt_mask`  [B, P]    bool    False where a shorter prompt was padded to P ([N, P] for a table)
 - `input_ids`    [B, L]    int32   family-formatted input tokens (see `format_input`), padded
 - `input_mask`   [B, L]    bool
 - `target_ids`   [B, T]    int32   family-formatted target tokens (see `format_target`), padded
@@ -73,7 +75,7 @@ class FamilyOps(Protocol):
 
     def target_logits(self, params: Params, *, prompts: jax.Array, prompt_mask: jax.Array,
                       input_ids: jax.Array, input_mask: jax.Array, target_ids: jax.Array,
-                      target_mask: jax.Array) -> jax.Array:
+                      target_mask: jax.Array, prompt_index: jax.Array | None = None) -> jax.Array:
         """Teacher-forced logits [B, T, V]: logits[:, t] scores target_ids[:, t] given the prompt, the
         input and target_ids[:, :t]. Only these T positions are projected onto the vocabulary.
 

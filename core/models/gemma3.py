@@ -136,34 +136,61 @@ class Attention(nn.Module):
     config: Gemma3Config
     is_global: bool
 
-    @nn.compact
+    def setup(self):
+        c = self.config
+        self.q = self.param("q", _INIT, (c.d_model, c.num_heads, c.head_dim))
+        self.k = self.param("k", _INIT, (c.d_model, c.num_kv_heads, c.head_dim))
+        self.v = self.param("v", _INIT, (c.d_model, c.num_kv_heads, c.head_dim))
+        self.out = self.param("out", _INIT, (c.num_heads, c.head_dim, c.d_model))
+        self.query_norm = RMSNorm(c.rms_norm_eps)
+        self.key_norm = RMSNorm(c.rms_norm_eps)
+
+    def _keys_values(self, x: jax.Array, rotary: Rotary) -> tuple[jax.Array, jax.Array]:
+        """x [..., E] -> k, v [..., K, H] (k normed and rotated)."""
+        return apply_rope(self.key_norm(dense(x, self.k)), rotary), dense(x, self.v)
+
+    def _queries(self, x: jax.Array, rotary: Rotary) -> jax.Array:
+        """x [..., E] -> q [..., N, H] (normed and rotated)."""
+        return apply_rope(self.query_norm(dense(x, self.q)), rotary)
+
     def __call__(self, x: jax.Array, rotary: Rotary, allowed: jax.Array,
                  query_index: jax.Array | None = None) -> jax.Array:
         """x [B, S, E], rotary [B, S, ...], allowed [B, S(query), S(key)] bool -> [B, Q, E]: every
         position queries (Q = S), or only those `query_index` [B, Q] picks (keys are all positions)."""
-        c = self.config
-        groups = c.num_heads // c.num_kv_heads
-        k = dense(x, self.param("k", _INIT, (c.d_model, c.num_kv_heads, c.head_dim)))
-        v = dense(x, self.param("v", _INIT, (c.d_model, c.num_kv_heads, c.head_dim)))
-        k = apply_rope(RMSNorm(c.rms_norm_eps, name="key_norm")(k), rotary)
-        q_weights = self.param("q", _INIT, (c.d_model, c.num_heads, c.head_dim))
+        k, v = self._keys_values(x, rotary)
         if query_index is not None:
             x, rotary, allowed = _pick(x, query_index), rotary.pick(query_index), _pick(allowed, query_index)
-        batch, queries, _ = x.shape
-        q = dense(x, q_weights)
-        q = apply_rope(RMSNorm(c.rms_norm_eps, name="query_norm")(q), rotary)
-        # query head n = kv head (n // G), group member (n % G), as transformers' repeat_kv. Scores
-        # keep the query's [s, k, g] order: with one key/value head (270M) no head axis is moved.
-        q = q.reshape(batch, queries, c.num_kv_heads, groups, c.head_dim)
-        # The attention products run in the weights' dtype too (bfloat16 halves their layout copies).
-        scores = einsum("bskgh,btkh->bskgt", q, k.astype(q_weights.dtype)) * c.query_pre_attn_scalar ** -0.5
-        scores = softcap(scores, c.attn_logit_softcap)
-        scores = jnp.where(allowed[:, :, None, None], scores, _MASKED)
-        probs = jax.nn.softmax(scores, axis=-1)
-        out = einsum("bskgt,btkh->bskgh", probs, v.astype(q_weights.dtype))
-        out = out.reshape(batch, queries, c.num_heads, c.head_dim)
-        out_weights = self.param("out", _INIT, (c.num_heads, c.head_dim, c.d_model))
-        return dense(out, out_weights, contract=2)
+        heads = _attend(self.config, self._queries(x, rotary), k, v, allowed, self.q.dtype)
+        return dense(heads, self.out, contract=2)
+
+    def shared(self, x: jax.Array, layout: "PrefixLayout") -> jax.Array:
+        """The attention of the shared-prefix forward (see `Gemma3.prefixed`): x [M, E], the N
+        prefixes' positions then the B rows' -> [M, E]. A prefix's queries see its own keys; a
+        row's queries see its prefix's keys and values, gathered, then its own."""
+        rotary, allowed_prefix, allowed_rows = layout.for_layer(self.is_global)
+        k, v = self._keys_values(x, rotary)
+        q = self._queries(x, rotary)
+        (q_prefix, q_rows), (k_prefix, k_rows), (v_prefix, v_rows) = map(layout.split, (q, k, v))
+        heads_prefix = _attend(self.config, q_prefix, k_prefix, v_prefix, allowed_prefix, self.q.dtype)
+        heads_rows = _attend(self.config, q_rows, layout.behind_prefix(k_prefix, k_rows),
+                             layout.behind_prefix(v_prefix, v_rows), allowed_rows, self.q.dtype)
+        return dense(layout.join(heads_prefix, heads_rows), self.out, contract=2)
+
+
+def _attend(c: Gemma3Config, q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array, dtype) -> jax.Array:
+    """q [B, Q, N, H], k, v [B, S, K, H], allowed [B, Q, S] bool -> the heads' outputs [B, Q, N, H].
+
+    Query head n = key/value head (n // G), group member (n % G), as transformers' repeat_kv.
+    Scores keep the query's [s, k, g] order: with one key/value head (270M) no head axis is moved.
+    The products run in `dtype`, the weights' (bfloat16 halves their layout copies)."""
+    batch, queries, _, _ = q.shape
+    q = q.reshape(batch, queries, c.num_kv_heads, c.num_heads // c.num_kv_heads, c.head_dim)
+    scores = einsum("bskgh,btkh->bskgt", q, k.astype(dtype)) * c.query_pre_attn_scalar ** -0.5
+    scores = softcap(scores, c.attn_logit_softcap)
+    scores = jnp.where(allowed[:, :, None, None], scores, _MASKED)
+    probs = jax.nn.softmax(scores, axis=-1)
+    out = einsum("bskgt,btkh->bskgh", probs, v.astype(dtype))
+    return out.reshape(batch, queries, c.num_heads, c.head_dim)
 
 
 def _pick(values: jax.Array, index: jax.Array) -> jax.Array:
@@ -191,19 +218,31 @@ class Block(nn.Module):
     config: Gemma3Config
     is_global: bool
 
-    @nn.compact
+    def setup(self):
+        eps = self.config.rms_norm_eps
+        self.pre_attention_norm = RMSNorm(eps)
+        self.attn = Attention(self.config, self.is_global)
+        self.post_attention_norm = RMSNorm(eps)
+        self.pre_ffw_norm = RMSNorm(eps)
+        self.mlp = FeedForward(self.config)
+        self.post_ffw_norm = RMSNorm(eps)
+
     def __call__(self, x: jax.Array, rotary: Rotary, allowed: jax.Array,
                  query_index: jax.Array | None = None) -> jax.Array:
         """x [B, S, E] -> [B, S, E], or [B, Q, E] at the positions `query_index` [B, Q] picks
         (all positions still serve as keys and values)."""
-        eps = self.config.rms_norm_eps
-        h = Attention(self.config, self.is_global, name="attn")(
-            RMSNorm(eps, name="pre_attention_norm")(x), rotary, allowed, query_index)
+        h = self.attn(self.pre_attention_norm(x), rotary, allowed, query_index)
         if query_index is not None:
             x = _pick(x, query_index)
-        x = x + RMSNorm(eps, name="post_attention_norm")(h)
-        h = FeedForward(self.config, name="mlp")(RMSNorm(eps, name="pre_ffw_norm")(x))
-        return x + RMSNorm(eps, name="post_ffw_norm")(h)
+        return self._feed_forward(x + self.post_attention_norm(h))
+
+    def shared(self, x: jax.Array, layout: "PrefixLayout") -> jax.Array:
+        """The layer in the shared-prefix forward: x [M, E] (prefixes' positions, then rows') -> [M, E]."""
+        x = x + self.post_attention_norm(self.attn.shared(self.pre_attention_norm(x), layout))
+        return self._feed_forward(x)
+
+    def _feed_forward(self, x: jax.Array) -> jax.Array:
+        return x + self.post_ffw_norm(self.mlp(self.pre_ffw_norm(x)))
 
 
 def attention_masks(mask: jax.Array, positions: jax.Array, window: int) -> tuple[jax.Array, jax.Array]:
@@ -213,6 +252,36 @@ def attention_masks(mask: jax.Array, positions: jax.Array, window: int) -> tuple
     allowed = jnp.tril(jnp.ones((length, length), bool))[None] & mask[:, None, :]
     near = (positions[:, :, None] - positions[:, None, :]) < window
     return allowed, allowed & near
+
+
+class PrefixLayout(NamedTuple):
+    """The shared-prefix forward's positions (`Gemma3.prefixed`): its hidden states are one [M, E]
+    matrix, the N prefixes' P positions each, then the B rows' S positions each (M = N*P + B*S)."""
+
+    prefixes: int
+    prefix_length: int
+    rows: int
+    row_length: int
+    row_prefix: jax.Array  # [B] int: the prefix row b continues
+    layers: dict           # is_global -> (Rotary [M, 1, 1, H/2], allowed [N, P, P], allowed [B, S, P+S])
+
+    def for_layer(self, is_global: bool) -> tuple[Rotary, jax.Array, jax.Array]:
+        """(rotary tables of the M positions, what a prefix's queries may see, what a row's may see)."""
+        return self.layers[is_global]
+
+    def split(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """[M, ...] -> ([N, P, ...], [B, S, ...])."""
+        cut = self.prefixes * self.prefix_length
+        return (x[:cut].reshape(self.prefixes, self.prefix_length, *x.shape[1:]),
+                x[cut:].reshape(self.rows, self.row_length, *x.shape[1:]))
+
+    def join(self, prefix: jax.Array, rows: jax.Array) -> jax.Array:
+        """[N, P, ...], [B, S, ...] -> [M, ...] (the inverse of `split`)."""
+        return jnp.concatenate([prefix.reshape(-1, *prefix.shape[2:]), rows.reshape(-1, *rows.shape[2:])])
+
+    def behind_prefix(self, prefix: jax.Array, rows: jax.Array) -> jax.Array:
+        """[N, P, ...], [B, S, ...] -> [B, P+S, ...]: each row's whole sequence."""
+        return jnp.concatenate([prefix[self.row_prefix], rows], axis=1)
 
 
 class Gemma3(nn.Module):
@@ -235,19 +304,58 @@ class Gemma3(nn.Module):
                  predict_from: jax.Array | None = None) -> jax.Array:
         """embeds [B, S, E], mask [B, S] -> logits [B, S, V] float32, or [B, T, V] when
         `predict_from` [B, T] picks the positions whose hidden states are projected."""
+        layer_inputs = self._layer_inputs(mask.astype(bool))
+        x = embeds.astype(jnp.float32)
+        for block in self.blocks[:-1]:
+            x = block(x, *layer_inputs[block.is_global])
+        return self._last_layer_logits(x, layer_inputs, predict_from)
+
+    def prefixed(self, prefix: jax.Array, prefix_mask: jax.Array, row_prefix: jax.Array, embeds: jax.Array,
+                 mask: jax.Array, predict_from: jax.Array) -> jax.Array:
+        """The forward of rows that begin with shared prefixes: row b is [prefix[row_prefix[b]];
+        embeds[b]]. prefix [N, P, E], prefix_mask [N, P], row_prefix [B] int, embeds [B, S, E],
+        mask [B, S], predict_from [B, T] (positions in the whole P+S) -> logits [B, T, V] float32,
+        equal to `__call__` on the whole rows.
+
+        A causal model's hidden states over a prefix do not depend on what follows it, so every
+        layer but the last runs each prefix once (N sequences, not B): in training all rows share
+        one [<bos>; prompt], which is 20 of SST-2's ~50 tokens a row. The last layer runs on the
+        whole rows, where it computes only the predicting positions anyway.
+        """
+        prefix_mask, mask = prefix_mask.astype(bool), mask.astype(bool)
+        (prefixes, prefix_length), (rows, row_length) = prefix_mask.shape, mask.shape
+        layer_inputs = self._layer_inputs(jnp.concatenate([prefix_mask[row_prefix], mask], axis=1))
+        prefix_inputs = self._layer_inputs(prefix_mask)
+
+        def flat_tables(prefix_tables: jax.Array, row_tables: jax.Array) -> jax.Array:
+            return jnp.concatenate([prefix_tables.reshape(-1, *prefix_tables.shape[2:]),
+                                    row_tables[:, prefix_length:].reshape(-1, *row_tables.shape[2:])])
+
+        layers = {}
+        for is_global, (rotary, allowed) in layer_inputs.items():
+            prefix_rotary, prefix_allowed = prefix_inputs[is_global]
+            layers[is_global] = (Rotary(*map(flat_tables, prefix_rotary, rotary)), prefix_allowed,
+                                 allowed[:, prefix_length:])
+        layout = PrefixLayout(prefixes, prefix_length, rows, row_length, row_prefix, layers)
+        x = layout.join(prefix.astype(jnp.float32), embeds.astype(jnp.float32))
+        for block in self.blocks[:-1]:
+            x = block.shared(x, layout)
+        return self._last_layer_logits(layout.behind_prefix(*layout.split(x)), layer_inputs, predict_from)
+
+    def _layer_inputs(self, mask: jax.Array) -> dict[bool, tuple[Rotary, jax.Array]]:
+        """mask [B, S] bool -> is_global -> (rotary tables, allowed keys [B, S, S]); positions are
+        cumsum(mask) - 1."""
         c = self.config
-        mask = mask.astype(bool)
         positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
         global_allowed, local_allowed = attention_masks(mask, positions, c.sliding_window)
-        x = embeds.astype(jnp.float32)
-        layer_inputs = {  # is_global -> (rotary tables, allowed keys)
-            True: (Rotary.at(positions, c.global_rope_base, c.head_dim), global_allowed),
-            False: (Rotary.at(positions, c.local_rope_base, c.head_dim), local_allowed)}
-        for layer, block in enumerate(self.blocks):
-            # Only the predicting positions need the last layer's output: it runs its queries,
-            # output projection and feed-forward there alone (a layer's worth of work saved).
-            last = layer == len(self.blocks) - 1
-            x = block(x, *layer_inputs[block.is_global], predict_from if last else None)
+        return {True: (Rotary.at(positions, c.global_rope_base, c.head_dim), global_allowed),
+                False: (Rotary.at(positions, c.local_rope_base, c.head_dim), local_allowed)}
+
+    def _last_layer_logits(self, x: jax.Array, layer_inputs: dict, predict_from: jax.Array | None) -> jax.Array:
+        """x [B, S, E] into the last layer -> logits [B, S or T, V]. Only the predicting positions
+        need its output: it runs its queries, output projection and feed-forward there alone."""
+        last = self.blocks[-1]
+        x = last(x, *layer_inputs[last.is_global], predict_from)
         unembedding = (self.get_variable("params", "unembedding")
                        if self.has_variable("params", "unembedding") else None)
         logits = tied_logits(self.final_norm(x), self.embedding, unembedding)
@@ -312,17 +420,25 @@ class Gemma3Ops:
 
     def target_logits(self, params: Params, *, prompts: jax.Array, prompt_mask: jax.Array,
                       input_ids: jax.Array, input_mask: jax.Array, target_ids: jax.Array,
-                      target_mask: jax.Array) -> jax.Array:
+                      target_mask: jax.Array, prompt_index: jax.Array | None = None) -> jax.Array:
         """prompts [B, P, E], input [B, L], target [B, T] -> [B, T, V] float32: logits[:, t] come from
-        the last valid position before target t, so padding may sit anywhere a mask says."""
-        batch, input_length = input_ids.shape
-        input_ids, target_ids = jnp.asarray(input_ids, jnp.int32), jnp.asarray(target_ids, jnp.int32)
-        bos = jnp.full((batch, 1), self.config.bos_id, dtype=jnp.int32)
-        tokens = self.embed(params, jnp.concatenate([bos, input_ids, target_ids], axis=1)).astype(jnp.float32)
-        embeds = jnp.concatenate(
-            [tokens[:, :1], prompts.astype(jnp.float32), tokens[:, 1:]], axis=1)  # [B, 1+P+L+T, E]
-        mask = jnp.concatenate([jnp.ones((batch, 1), bool), prompt_mask.astype(bool),
-                                input_mask.astype(bool), target_mask.astype(bool)], axis=1)
-        first_target = 1 + prompts.shape[1] + input_length
-        predict_from = previous_valid(mask)[:, first_target:]  # [B, T]
-        return self.module.apply({"params": params}, embeds, mask, predict_from)
+        the last valid position before target t, so padding may sit anywhere a mask says.
+
+        With `prompt_index` [B], prompts [N, P, E] and prompt_mask [N, P] are a table and row b uses
+        prompt prompt_index[b]: each [<bos>; prompt] then runs once, not once per row
+        (`Gemma3.prefixed`) — unless the table has more prompts than the batch has rows."""
+        rows, input_length = input_ids.shape
+        if prompt_index is None or prompts.shape[0] > rows:
+            if prompt_index is not None:
+                prompts, prompt_mask = prompts[prompt_index], prompt_mask[prompt_index]
+            prompt_index = jnp.arange(rows)
+        count = prompts.shape[0]
+        bos = self.embed(params, jnp.full((count, 1), self.config.bos_id, jnp.int32))
+        prefix = jnp.concatenate([bos.astype(jnp.float32), prompts.astype(jnp.float32)], axis=1)  # [N, 1+P, E]
+        prefix_mask = jnp.concatenate([jnp.ones((count, 1), bool), prompt_mask.astype(bool)], axis=1)
+        embeds = self.embed(params, jnp.concatenate([input_ids, target_ids], axis=1).astype(jnp.int32))
+        mask = jnp.concatenate([input_mask, target_mask], axis=1).astype(bool)
+        first_target = prefix.shape[1] + input_length
+        predict_from = previous_valid(jnp.concatenate([prefix_mask[prompt_index], mask], axis=1))[:, first_target:]
+        return self.module.apply({"params": params}, prefix, prefix_mask, prompt_index, embeds, mask, predict_from,
+                                 method=Gemma3.prefixed)

@@ -287,10 +287,13 @@ class T5Ops:
         return jnp.take(params["shared"]["embedding"], ids, axis=0)
 
     def target_logits(self, params: Params, *, prompts, prompt_mask, input_ids, input_mask,
-                      target_ids, target_mask) -> jax.Array:
+                      target_ids, target_mask, prompt_index=None) -> jax.Array:
         """Teacher-forced logits [B, T, V] float32 (shapes in base.py). Encoder: [prompt; input] with
         mask [prompt_mask; input_mask]; decoder: the unmasked targets, shifted right behind the start
-        token (pad); the logits are put back at the targets' own positions."""
+        token (pad); the logits are put back at the targets' own positions. The encoder is
+        bidirectional, so rows share no work: a prompt table is gathered per row."""
+        if prompt_index is not None:
+            prompts, prompt_mask = prompts[prompt_index], prompt_mask[prompt_index]
         encoder_mask = jnp.concatenate([prompt_mask, input_mask], axis=1).astype(bool)
         order = valid_first(target_mask.astype(bool))
         target_mask = jnp.take_along_axis(target_mask.astype(bool), order, axis=1)

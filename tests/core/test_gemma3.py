@@ -295,6 +295,43 @@ def test_target_logits_padding_and_gradient(tiny_ops):
     np.testing.assert_allclose(from_transposed, gradient, rtol=1e-5, atol=1e-6)
 
 
+def test_shared_prompts_run_once_and_give_the_per_row_numbers(tiny_ops):
+    """A prompt table with `prompt_index` (each prompt's [<bos>; prompt] run once) gives the logits
+    and prompt gradients of the same prompts gathered per row: rows mixing two prompts (one padded),
+    one row with no input (its first target is predicted from the prompt's last position), and a
+    sliding window (3) shorter than the prompts."""
+    ops, params = tiny_ops
+    rng = np.random.default_rng(2)
+    table = jax.random.normal(jax.random.key(2), (2, 4, 16))
+    table_mask = jnp.array([[True] * 4, [False, True, True, True]])
+    prompt_index = jnp.array([1, 0, 1, 1, 0])
+    input_ids, input_mask = _batch([list(rng.integers(3, 64, n)) for n in (3, 5, 0, 4, 2)], 6,
+                                   left=[True, False, False, True, False])
+    target_ids, target_mask = _batch([[5, 1], [6, 1], [7, 1], [8, 9, 1], [1]], 3, left=[False] * 5)
+    rows = dict(input_ids=input_ids, input_mask=input_mask, target_ids=target_ids, target_mask=target_mask)
+
+    def shared(table):
+        return ops.target_logits(params, prompts=table, prompt_mask=table_mask, prompt_index=prompt_index, **rows)
+
+    def per_row(table):
+        return ops.target_logits(params, prompts=table[prompt_index], prompt_mask=table_mask[prompt_index], **rows)
+
+    np.testing.assert_allclose(jax.jit(shared)(table), jax.jit(per_row)(table), rtol=1e-5, atol=1e-5)
+    gradients = [jax.jit(jax.grad(lambda t, f=f: (f(t) * target_mask[..., None]).sum()))(table)
+                 for f in (shared, per_row)]
+    np.testing.assert_allclose(*gradients, rtol=1e-4, atol=1e-5)
+    assert np.abs(np.asarray(gradients[0][0])).min() > 0 and not np.asarray(gradients[0][1, 0]).any()
+
+    # A table with more prompts than the batch has rows is gathered per row instead: same numbers.
+    wide = jnp.concatenate([table, table[::-1]])
+    wide_mask = jnp.concatenate([table_mask, table_mask[::-1]])
+    few = {name: value[:2] for name, value in rows.items()}
+    logits = ops.target_logits(params, prompts=wide, prompt_mask=wide_mask, prompt_index=jnp.array([3, 0]), **few)
+    expected = ops.target_logits(params, prompts=table[jnp.array([0, 0])], prompt_mask=table_mask[jnp.array([0, 0])],
+                                 **few)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_corrupt_files_are_named(tiny_hf, tmp_path):
     folder, _ = tiny_hf
     for name in ("config.json", "tokenizer.json"):
