@@ -23,6 +23,9 @@ Parameter tree (norm scales are stored as w and applied as (1 + w), the Hugging 
 
 The weights are float32 or bfloat16. Activations are float32 either way; a matmul with bfloat16
 weights multiplies in bfloat16 and accumulates in float32 (`dots.einsum`). Logits are float32.
+
+`Gemma3Ops.target_logits` runs `Gemma3.prefixed`: rows that share a prompt share the forward of
+their [<bos>; prompt] prefix (computed once per prompt, not once per row).
 """
 
 from __future__ import annotations
