@@ -2,7 +2,7 @@
 
 The rest of softprompt never touches a family's layers directly: it calls the four functions of
 `FamilyOps` with the frozen parameters passed as a plain (never differentiated) argument, and the
-soft prompts already gathered per row. Shapes:
+soft prompts, one per row or a table and each row's index into it. Shapes:
 
 - `prompts`      [B, P, E] float   one soft prompt per row, or with `prompt_index` [B] int a table
                                    [N, P, E] of which row b uses prompt_index[b] (decoder-only
