@@ -68,7 +68,8 @@ def encode_pair(model: FrozenModel, inputs: str, targets: str, *, max_input_toke
     return EncodedPair(input_ids, target_ids, truncated)
 
 
-def _pad(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+def pad_rows(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows right-padded (or cut) to `length`: (ids [R, length] int32, mask [R, length] bool)."""
     ids = np.full((len(rows), length), pad_id, np.int32)
     mask = np.zeros((len(rows), length), bool)
     for i, row in enumerate(rows):
@@ -86,9 +87,9 @@ def make_batch(pairs: Sequence[EncodedPair], *, pad_id: int, prompt_index: Seque
         raise ValueError(f"{len(pairs)} pairs do not fit in a batch of {rows} rows")
     filler = EncodedPair(pairs[0].input_ids[:1], [], False)
     padded = list(pairs) + [filler] * (rows - len(pairs))
-    input_ids, input_mask = _pad([p.input_ids for p in padded],
+    input_ids, input_mask = pad_rows([p.input_ids for p in padded],
                                  bucket_length(max(len(p.input_ids) for p in pairs)), pad_id)
-    target_ids, target_mask = _pad([p.target_ids for p in padded],
+    target_ids, target_mask = pad_rows([p.target_ids for p in padded],
                                    bucket_length(max(len(p.target_ids) for p in pairs)), pad_id)
     index = np.zeros(rows, np.int32)
     if prompt_index is not None:

@@ -7,7 +7,8 @@ by the summed log-likelihood of its target tokens; the best label wins. No free 
 - Decoder-only models score the label's own tokens (eos is not scored), as LM evaluation
   harnesses do. When every label is one token — SST-2's `negative`/`positive` on Gemma 3 — all
   labels are read from ONE row per (input, prompt): the distribution over the first target
-  token. Otherwise every (input, label) pair becomes a row.
+  token. Otherwise every (input, label) pair becomes a row behind its input's [prompt; input],
+  which decoder-only families run once for all of the input's labels.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .batching import EncodedPair, make_batch
+from .batching import Batch, EncodedPair, bucket_length, make_batch, pad_rows
 from .models.base import FrozenModel
 from .multi_prompt import PromptTable
-from .scoring import first_target_log_probs, greedy_step_logits, sequence_log_likelihood
+from .scoring import candidate_log_likelihood, first_target_log_probs, greedy_step_logits, sequence_log_likelihood
 
 DEFAULT_MAX_ROWS = 64  # rows per forward pass; fixed, so the batch dimension compiles once
 
@@ -96,10 +97,33 @@ def classify_scores(model: FrozenModel, table: PromptTable, queries: Sequence[Qu
         return []
     if all(len(target) == 1 for candidates in labels for target in candidates):
         return _single_token_scores(model, table, queries, [[t[0] for t in c] for c in labels], max_rows)
-    rows = [ScoredRow(q.input_ids, target, q.prompt) for q, candidates in zip(queries, labels) for target in candidates]
-    flat = score_rows(model, table, rows, max_rows=max_rows)
-    bounds = np.cumsum([0] + [len(candidates) for candidates in labels])
-    return [flat[bounds[i]: bounds[i + 1]] for i in range(len(queries))]
+    return _candidate_scores(model, table, queries, labels, max_rows)
+
+
+def _candidate_scores(model: FrozenModel, table: PromptTable, queries: Sequence[Query],
+                      labels: Sequence[Sequence[list[int]]], max_rows: int) -> list[np.ndarray]:
+    """Multi-token labels: every candidate is a row behind its query's [prompt; input], which runs
+    once for all of them (`candidate_log_likelihood`). A pass holds max_rows // C queries (C the most
+    candidates of any query) and their candidates, padded to fixed shapes."""
+    widest = max(len(candidates) for candidates in labels)
+    queries_per_pass = min(len(queries), max(1, max_rows // widest))
+    rows_per_pass = queries_per_pass * widest
+    scores: list[np.ndarray] = []
+    for start in range(0, len(queries), queries_per_pass):
+        chunk, chunk_labels = queries[start: start + queries_per_pass], labels[start: start + queries_per_pass]
+        query_batch = make_batch([EncodedPair(q.input_ids, [], False) for q in chunk], pad_id=model.tokenizer.pad_id,
+                                 prompt_index=[q.prompt for q in chunk], rows=queries_per_pass)
+        targets = [target for candidates in chunk_labels for target in candidates]
+        owner = [row for row, candidates in enumerate(chunk_labels) for _ in candidates]
+        target_ids, target_mask = pad_rows(targets + [[]] * (rows_per_pass - len(targets)),
+                                           bucket_length(max(len(t) for t in targets)), model.tokenizer.pad_id)
+        no_input = np.zeros((rows_per_pass, 0), np.int32)
+        candidate_batch = Batch(no_input, no_input.astype(bool), target_ids, target_mask,
+                                np.array(owner + [0] * (rows_per_pass - len(owner)), np.int32))
+        flat = np.asarray(candidate_log_likelihood(model.ops, model.params, table, query_batch, candidate_batch))
+        bounds = np.cumsum([0] + [len(candidates) for candidates in chunk_labels])
+        scores += [flat[bounds[i]: bounds[i + 1]] for i in range(len(chunk))]
+    return scores
 
 
 def label_log_likelihoods(model: FrozenModel, table: PromptTable, queries: Sequence[Query],

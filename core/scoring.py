@@ -40,6 +40,22 @@ def sequence_log_likelihood(ops, params, table: PromptTable, batch: Batch) -> ja
     return token_log_probs(ops, params, table, batch).sum(axis=-1)
 
 
+@functools.partial(jax.jit, static_argnames="ops")
+def candidate_log_likelihood(ops, params, table: PromptTable, queries: Batch, candidates: Batch) -> jax.Array:
+    """Summed log-likelihood of each candidate target [R], candidate r continuing query
+    candidates.prompt_index[r]: query q is queries.input_ids[q] under prompt
+    table[queries.prompt_index[q]] (its targets are not read); candidates have no input ([R, 0]).
+
+    Each query's [prompt; embedded input] goes to the family as one prefix of a table, so a
+    decoder-only model runs it once for all of that query's candidates (a multi-token label set's
+    C rows share their input's forward)."""
+    inputs = ops.embed(params, queries.input_ids).astype(jnp.float32)                # [Q, L, E]
+    prefixes = PromptTable(
+        jnp.concatenate([table.embeddings[queries.prompt_index], inputs], axis=1),  # [Q, P+L, E]
+        jnp.concatenate([table.mask[queries.prompt_index], queries.input_mask.astype(bool)], axis=1))
+    return token_log_probs(ops, params, prefixes, candidates).sum(axis=-1)
+
+
 def prompt_loss(prompt: jax.Array, ops, params, batch: Batch) -> jax.Array:
     """Mean negative log-likelihood per target token, one prompt [P, E] for every row: scalar.
 

@@ -18,8 +18,11 @@ import numpy as np
 import pytest
 import tokenizers
 
+from softprompt.core.batching import Batch, EncodedPair, make_batch, pad_rows
 from softprompt.core.models import gemma3_loading
 from softprompt.core.models.gemma3 import Gemma3Config, Gemma3Ops, random_params
+from softprompt.core.multi_prompt import PromptTable
+from softprompt.core.scoring import candidate_log_likelihood, sequence_log_likelihood
 from softprompt.core.models.gemma3_loading import (CorruptModelFileError, GemmaTokenizer, load_gemma3,
                                                    load_hf_directory)
 
@@ -330,6 +333,28 @@ def test_shared_prompts_run_once_and_give_the_per_row_numbers(tiny_ops):
     expected = ops.target_logits(params, prompts=table[jnp.array([0, 0])], prompt_mask=table_mask[jnp.array([0, 0])],
                                  **few)
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_candidates_behind_a_shared_input_score_as_whole_rows(tiny_ops):
+    """Multi-token rank classification: candidates scored behind their query's [prompt; input]
+    (run once per query) get the log-likelihoods of the same (input, candidate) pairs as rows."""
+    ops, params = tiny_ops
+    rng = np.random.default_rng(3)
+    table = PromptTable(jax.random.normal(jax.random.key(3), (2, 4, 16)),
+                        jnp.array([[True] * 4, [False, True, True, True]]))
+    inputs = [list(rng.integers(3, 64, n)) for n in (5, 2, 4)]
+    candidates = [[[7, 8, 1], [9, 1]], [[7, 8, 1], [9, 1], [10, 11, 12]], [[9, 1], [10, 11, 12]]]
+    queries = make_batch([EncodedPair(ids, [], False) for ids in inputs], pad_id=0, prompt_index=[1, 0, 1])
+    owners = [q for q, options in enumerate(candidates) for _ in options]
+    targets = [target for options in candidates for target in options]
+    target_ids, target_mask = pad_rows(targets, 4, 0)
+    rows = Batch(np.zeros((len(targets), 0), np.int32), np.zeros((len(targets), 0), bool), target_ids, target_mask,
+                 np.array(owners, np.int32))
+    shared = candidate_log_likelihood(ops, params, table, queries, rows)
+    whole = make_batch([EncodedPair(inputs[q], target, False) for q, target in zip(owners, targets)], pad_id=0,
+                       prompt_index=[[1, 0, 1][q] for q in owners])
+    np.testing.assert_allclose(shared, sequence_log_likelihood(ops, params, table, whole), rtol=1e-5)
+    assert len(set(np.round(np.asarray(shared), 4))) == len(targets)  # every candidate scored apart
 
 
 def test_corrupt_files_are_named(tiny_hf, tmp_path):
