@@ -88,9 +88,9 @@ def make_batch(pairs: Sequence[EncodedPair], *, pad_id: int, prompt_index: Seque
     filler = EncodedPair(pairs[0].input_ids[:1], [], False)
     padded = list(pairs) + [filler] * (rows - len(pairs))
     input_ids, input_mask = pad_rows([p.input_ids for p in padded],
-                                 bucket_length(max(len(p.input_ids) for p in pairs)), pad_id)
+                                     bucket_length(max(len(p.input_ids) for p in pairs)), pad_id)
     target_ids, target_mask = pad_rows([p.target_ids for p in padded],
-                                   bucket_length(max(len(p.target_ids) for p in pairs)), pad_id)
+                                       bucket_length(max(len(p.target_ids) for p in pairs)), pad_id)
     index = np.zeros(rows, np.int32)
     if prompt_index is not None:
         index[: len(pairs)] = prompt_index
