@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 SCRIPT = """
 import json, jax
 from softprompt.core.config import TrainConfig
@@ -17,10 +19,34 @@ print(json.dumps({"devices": jax.local_device_count(), "losses": [h["loss"] for 
                   "prompt": result.prompt.embeddings[:2, :4].tolist()}))
 """
 
+# A decoder-only step: the rows share one [<bos>; prompt] prefix (run once, replicated) while the
+# rows are split over the devices, so the prompt gradient gathers from both.
+GEMMA_SCRIPT = """
+import json, jax, jax.numpy as jnp, numpy as np
+from softprompt.core.batching import Batch
+from softprompt.core.models.gemma3 import Gemma3Config, Gemma3Ops, random_params
+from softprompt.core.scoring import prompt_loss
+from softprompt.core.sharding import data_parallel
+config = Gemma3Config(vocab_size=64, d_model=16, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8,
+                      ffn_dim=32, layer_types=("local", "local", "global"), sliding_window=3)
+ops = Gemma3Ops(config)
+params = ops.training_params(random_params(config, stddev=0.3))
+rng = np.random.default_rng(0)
+batch = Batch(rng.integers(3, 64, (4, 6)).astype(np.int32), np.arange(6)[None] < np.array([[6], [2], [4], [1]]),
+              rng.integers(3, 64, (4, 2)).astype(np.int32), np.ones((4, 2), bool), np.zeros(4, np.int32))
+prompt = jnp.asarray(rng.normal(size=(5, 16)), jnp.float32)
+placement = data_parallel(4)
+if placement:
+    batch, prompt, params = placement.shard_batch(batch), placement.replicate(prompt), placement.replicate(params)
+loss, grad = jax.jit(jax.value_and_grad(prompt_loss), static_argnums=1)(prompt, ops, params, batch)
+print(json.dumps({"devices": jax.local_device_count(), "sharded": placement is not None, "loss": float(loss),
+                  "grad": np.asarray(grad).tolist()}))
+"""
 
-def _run(devices: int) -> dict:
+
+def _run(devices: int, script: str = SCRIPT) -> dict:
     env = os.environ | {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -33,3 +59,11 @@ def test_two_devices_give_the_same_loss_as_one():
         assert abs(a - b) < 1e-5 * max(1.0, abs(a))
     for row_one, row_two in zip(one["prompt"], two["prompt"]):
         assert all(abs(x - y) < 1e-5 for x, y in zip(row_one, row_two))
+
+
+def test_a_shared_prompt_prefix_gives_the_same_gradient_on_two_devices():
+    one, two = _run(1, GEMMA_SCRIPT), _run(2, GEMMA_SCRIPT)
+    assert not one["sharded"] and two["sharded"] and two["devices"] == 2
+    assert abs(one["loss"] - two["loss"]) < 1e-5 * max(1.0, abs(one["loss"]))
+    np.testing.assert_allclose(two["grad"], one["grad"], rtol=1e-4, atol=1e-6)
+    assert np.abs(one["grad"]).max() > 0
