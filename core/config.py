@@ -8,6 +8,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from .optim import OptimizerConfig
+from .tasks.holdout import Holdout
 
 TARGET_FORMATS = ("plain", "sentinel")
 
@@ -41,6 +42,10 @@ class TrainConfig:
     eval_split: str = "validation"
     train_split: str = "train"
     seed: int = 0
+    # The selection split (ensemble selection, `ensemble build --select greedy`): training records
+    # held out with their own seed, never trained on. 0 = none held out.
+    selection_examples: int = 0
+    selection_seed: int = 0
 
     def __post_init__(self) -> None:
         _check(self.prompt_length >= 1, "prompt_length", "must be >= 1")
@@ -49,6 +54,7 @@ class TrainConfig:
         _check(self.eval_every >= 1, "eval_every", "must be >= 1")
         _check(self.learning_rate > 0, "learning_rate", "must be > 0")
         _check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        _check(self.selection_examples >= 0, "selection_examples", "must be >= 0")
         _check(self.target_format in TARGET_FORMATS, "target_format", f"must be one of {TARGET_FORMATS}")
         _check(self.dtype in ("float32", "bfloat16"), "dtype", "must be float32 or bfloat16")
         _check((self.decay_factor is None) == (self.steps_per_decay is None), "decay_factor",
@@ -59,6 +65,10 @@ class TrainConfig:
                                decay_rate=self.decay_rate, weight_decay=self.weight_decay,
                                warmup_steps=self.warmup_steps, decay_factor=self.decay_factor,
                                steps_per_decay=self.steps_per_decay)
+
+    def selection_holdout(self) -> Holdout | None:
+        """The training records held out for ensemble selection, or None."""
+        return Holdout(self.selection_examples, self.selection_seed) if self.selection_examples else None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

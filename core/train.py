@@ -113,7 +113,7 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
     """
     task = get_task(config.task)
     model = prepare_model(config, model)
-    train_examples = task.examples(config.train_split, data_dir=config.data_dir)
+    train_examples = task.examples(config.train_split, data_dir=config.data_dir, holdout=config.selection_holdout())
     eval_examples = task.examples(config.eval_split, data_dir=config.data_dir, limit=config.max_eval_examples)
     if not train_examples or not eval_examples:
         raise ValueError(f"task {task.name!r} has no {config.train_split if not train_examples else config.eval_split} examples")

@@ -48,19 +48,22 @@ class _Strict(BaseModel):
 
 
 class AxisSpec(_Strict):
-    """One searched axis: exactly one of `choice`, `loguniform` or `uniform`."""
+    """One searched axis: exactly one of `choice` (a random draw), `grid` (every value in turn),
+    `loguniform` or `uniform`."""
 
     choice: list[Any] | None = None
+    grid: list[Any] | None = None
     loguniform: tuple[float, float] | None = None
     uniform: tuple[float, float] | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> "AxisSpec":
-        given = [k for k in ("choice", "loguniform", "uniform") if getattr(self, k) is not None]
+        given = [k for k in ("choice", "grid", "loguniform", "uniform") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of choice, loguniform, uniform")
-        if self.choice is not None and not self.choice:
-            raise ValueError("empty choice")
+            raise ValueError("give exactly one of choice, grid, loguniform, uniform")
+        for kind in ("choice", "grid"):
+            if getattr(self, kind) is not None and not getattr(self, kind):
+                raise ValueError(f"empty {kind}")
         for kind in ("loguniform", "uniform"):
             bounds = getattr(self, kind)
             if bounds is not None and not bounds[0] < bounds[1]:
@@ -72,6 +75,8 @@ class AxisSpec(_Strict):
     def axis(self) -> space_lib.Axis:
         if self.choice is not None:
             return space_lib.Choice(tuple(self.choice))
+        if self.grid is not None:
+            return space_lib.Grid(tuple(self.grid))
         if self.loguniform is not None:
             return space_lib.LogUniform(*self.loguniform)
         return space_lib.Uniform(*self.uniform)
@@ -269,6 +274,9 @@ def _check_hyperparameters(campaign: Campaign) -> None:
         if len(campaign.tasks) > 1 or campaign.seeds > 1:
             raise CampaignError("search.type", "optuna samples one task and one seed per trial: "
                                 "use one task and seeds: 1, or search: random")
+        grids = [name for name, axis in axes.items() if isinstance(axis, space_lib.Grid)]
+        if grids:
+            raise CampaignError(f"overrides.{grids[0]}", "optuna samples every axis: use choice, or search: random")
     if campaign.scheduler.type == "pbt" and not isinstance(axes.get("learning_rate"), (
             space_lib.Choice, space_lib.LogUniform, space_lib.Uniform)):
         raise CampaignError("scheduler.type", "pbt perturbs learning_rate, so learning_rate must be searched")

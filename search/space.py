@@ -24,6 +24,12 @@ class Choice(NamedTuple):
     values: tuple
 
 
+class Grid(NamedTuple):
+    """Every value in turn (one trial per value, times the seeds), not a random draw."""
+
+    values: tuple
+
+
 class LogUniform(NamedTuple):
     low: float
     high: float
@@ -38,7 +44,7 @@ class Fixed(NamedTuple):
     value: Any
 
 
-Axis = Union[Choice, LogUniform, Uniform, Fixed]
+Axis = Union[Choice, Grid, LogUniform, Uniform, Fixed]
 
 # Table 6 of the paper. "off" is None for the decay axes and 0 for warmup; the paper's "126" is 128.
 TABLE6: dict[str, Axis] = {
@@ -59,7 +65,7 @@ BATCH_AXES = ("batch_size",)                                # shrunk by `scale.b
 
 def axis_values(axis: Axis) -> tuple:
     """The values an axis can take: its choices, its bounds, or its one value."""
-    if isinstance(axis, Choice):
+    if isinstance(axis, (Choice, Grid)):
         return axis.values
     if isinstance(axis, Fixed):
         return (axis.value,)
@@ -79,8 +85,8 @@ def scale_axes(axes: Mapping[str, Axis], *, steps: float = 1.0, batch_size: floa
     scaled: dict[str, Axis] = {}
     for name, axis in axes.items():
         factor = factors.get(name, 1.0)
-        if isinstance(axis, Choice):
-            axis = Choice(tuple(dict.fromkeys(_scaled(v, factor) for v in axis.values)))
+        if isinstance(axis, (Choice, Grid)):
+            axis = type(axis)(tuple(dict.fromkeys(_scaled(v, factor) for v in axis.values)))
         elif isinstance(axis, Fixed):
             axis = Fixed(_scaled(axis.value, factor))
         elif factor != 1:
@@ -100,6 +106,8 @@ def tune_domain(axis: Axis) -> Any:
 
     if isinstance(axis, Choice):
         return tune.choice(list(axis.values))
+    if isinstance(axis, Grid):
+        return tune.grid_search(list(axis.values))
     if isinstance(axis, LogUniform):
         return tune.loguniform(axis.low, axis.high)
     if isinstance(axis, Uniform):
@@ -124,9 +132,9 @@ def tune_space(axes: Mapping[str, Axis], *, fixed: Mapping[str, Any] | None = No
 
 
 def _without_none_periods(name: str, axis: Axis) -> Axis:
-    if name == "steps_per_decay" and isinstance(axis, Choice):
+    if name == "steps_per_decay" and isinstance(axis, (Choice, Grid)):
         periods = tuple(v for v in axis.values if v is not None)
-        return Choice(periods) if periods else Fixed(None)
+        return type(axis)(periods) if periods else Fixed(None)
     return axis
 
 

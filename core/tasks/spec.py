@@ -12,13 +12,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from softprompt.core.tasks import metrics as metrics_lib
 from softprompt.core.tasks.errors import TaskDataError
+from softprompt.core.tasks.holdout import Holdout
 from softprompt.core.tasks.sources import DataSource, PathLike
 
 
@@ -152,6 +153,8 @@ class TaskSpec:
         data_dir: PathLike | None = None,
         limit: int | None = None,
         training: bool | None = None,
+        holdout: Holdout | None = None,
+        held_out: bool = False,
     ) -> list[Example]:
         """The examples of one split, in file order.
 
@@ -159,12 +162,23 @@ class TaskSpec:
           split: `"train"`, `"validation"`, ... (TFDS sources accept slices, `"train[:10%]"`).
           data_dir: where the source looks for data (see `sources.data_dirs`).
           limit: stop after this many examples.
-          training: whether to apply training-only preprocessing; default: `split` is train.
+          training: whether to apply training-only preprocessing; default: `split` is train
+            and not `held_out`.
+          holdout: records of the split set apart (the selection split); without `held_out`
+            they are left out, with it only they are read.
+          held_out: read the holdout's records instead of the rest.
         """
         if training is None:
-            training = _is_training_split(split)
+            training = _is_training_split(split) and not held_out
+        records: Iterable[Mapping[str, Any]] = self.source.records(split, data_dir=data_dir)
+        if holdout is not None and holdout.size:
+            rows = list(records)
+            chosen = holdout.indices(len(rows))
+            records = [row for number, row in enumerate(rows) if (number in chosen) == held_out]
+        elif held_out:
+            raise ValueError(f"{self.name}: held_out needs a holdout of one or more records")
         examples: list[Example] = []
-        for number, record in enumerate(self.source.records(split, data_dir=data_dir)):
+        for number, record in enumerate(records):
             if limit is not None and len(examples) >= limit:
                 break
             try:
