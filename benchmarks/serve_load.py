@@ -41,7 +41,10 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))   # the sample ensemble lives there
 
 for _name, _value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
                       "RAY_AUTH_MODE": "disabled", "JAX_PLATFORMS": "cpu"}.items():
@@ -50,7 +53,6 @@ for _name, _value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS
 import httpx
 import numpy as np
 from fastapi import FastAPI
-from mlflow.tracking import MlflowClient
 from ray import serve
 
 from softprompt.core.batching import encode_pair
@@ -60,9 +62,10 @@ from softprompt.core.tasks import get_task
 from softprompt.ensemble.voting import vote_classification
 from softprompt.serve.admission import admit
 from softprompt.serve.app import ServeConfig, build_app
-from softprompt.serve.sample import register_sample_ensemble
 from softprompt.serve.schemas import EnsembleRef, Prediction, PredictRequest, PredictResponse
 from softprompt.serve.state import load_state, resolve_all
+from softprompt.store import Store
+from sample_ensembles import register_sample_ensemble
 
 MEMBERS = 5
 naive_api = FastAPI(title="naive baseline")
@@ -74,17 +77,17 @@ class NaiveServer:
     """The baseline: the same model, ensemble and API, but one 1-row forward per member per input."""
 
     def __init__(self, config: ServeConfig):
-        client = MlflowClient(config.tracking_uri)
-        registered = resolve_all(client, config.ensembles)
+        store = Store(config.tracking_uri)
+        registered = resolve_all(store, config.ensembles)
         self.model = load_model(registered[0].manifest.model)
-        self.state = load_state(client, self.model, config.ensembles, registered)
+        self.state = load_state(store, self.model, config.ensembles, registered)
         self.max_inputs = config.max_inputs
 
     def _votes(self, served, encoded):
         votes = []
         for pair in encoded:
             scores = [classify_scores(self.model, self.state.table, [Query(pair.input_ids, served.first_prompt + n)],
-                                      [[list(t) for t in served.targets]], max_rows=1)[0]
+                                      [[list(t) for t in served.make_input([]).targets]], max_rows=1)[0]
                       for n in range(served.members)]                   # N separate passes of 1 row
             votes.append(vote_classification(np.stack(scores), served.task.label_words))
         return votes
@@ -95,7 +98,7 @@ class NaiveServer:
         served = admitted.ensemble
         votes = await asyncio.to_thread(self._votes, served, admitted.encoded)
         return PredictResponse(task=request.task, ensemble=EnsembleRef(name=served.name, version=served.version),
-                               predictions=[Prediction(label=v.label, votes=v.votes, members=v.members,
+                               predictions=[Prediction(label=v.label, votes=v.votes, shares=v.shares, members=v.members,
                                                        truncated=p.truncated) for v, p in zip(votes, admitted.encoded)])
 
 
@@ -129,7 +132,7 @@ class Ceiling:
                                max_target_tokens=spec.max_target_tokens).input_ids for s in sentences]
         self.model, self.table = model, state.table
         self.queries = [Query(encoded[(i // MEMBERS) % len(encoded)], i % MEMBERS) for i in range(rows)]
-        self.labels = [[list(t) for t in served.targets]] * rows
+        self.labels = [[list(t) for t in served.make_input([]).targets]] * rows
         self.best_size = rows
 
     def rate(self, size: int) -> float:
@@ -213,10 +216,8 @@ def main() -> None:
 
     model = load_model(args.model)
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    store = MlflowClient(uri)
-    experiment = store.get_experiment_by_name("serve-load")
-    experiment_id = experiment.experiment_id if experiment else store.create_experiment(
-        "serve-load", artifact_location=str(workdir / "artifacts"))
+    store = Store(uri, artifact_root=(workdir / "artifacts").as_uri())
+    experiment_id = store.prepare_experiment("serve-load")
     registered = register_sample_ensemble(store, model, name="sst2-load", task="sst2", seeds=range(MEMBERS),
                                           length=args.prompt_length, init="sampled_vocab", experiment_id=experiment_id)
     references = [f"sst2-load/{registered.version}"]

@@ -27,6 +27,15 @@ def compute_fingerprint(config: Mapping[str, Any], params: Any) -> str:
     return digest.hexdigest()
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes (read in 1 MiB blocks: model files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def cached_fingerprint(config: Mapping[str, Any], params: Any, weights_file: Path) -> str:
     """`compute_fingerprint`, remembered in `<weights_file>.fingerprint.json` while the file is
     unchanged — one entry per config (a float32 and a bfloat16 load of one file differ)."""

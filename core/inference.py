@@ -22,7 +22,7 @@ import numpy as np
 from .batching import Batch, EncodedPair, bucket_length, make_batch, pad_rows
 from .models.base import FrozenModel
 from .multi_prompt import PromptTable
-from .scoring import candidate_log_likelihood, first_target_log_probs, greedy_step_logits, sequence_log_likelihood
+from .scoring import candidate_log_likelihood, first_target_log_probs, greedy_step_logits
 
 DEFAULT_MAX_ROWS = 64  # rows per forward pass; fixed, so the batch dimension compiles once
 
@@ -44,30 +44,6 @@ def label_targets(model: FrozenModel, label_words: Sequence[str]) -> list[list[i
     if model.family == "t5":
         return [model.ops.format_target(model.tokenizer.encode(word)) for word in label_words]
     return [model.tokenizer.encode(word) for word in label_words]
-
-
-class ScoredRow(NamedTuple):
-    """One row of a scoring pass: an input, a candidate target, and the prompt to use."""
-
-    input_ids: list[int]
-    target_ids: list[int]
-    prompt: int
-
-
-def score_rows(model: FrozenModel, table: PromptTable, rows: Sequence[ScoredRow], *,
-               max_rows: int = DEFAULT_MAX_ROWS) -> np.ndarray:
-    """Summed target log-likelihood of every row: [R] float32. Rows may mix prompts, inputs and
-    candidate sets (serving batches several tasks and ensembles into one pass)."""
-    if not rows:
-        return np.zeros(0, np.float32)
-    rows_per_pass = min(max_rows, len(rows))
-    scores = []
-    for chunk in _chunks(rows, rows_per_pass):
-        batch = make_batch([EncodedPair(row.input_ids, row.target_ids, False) for row in chunk],
-                           pad_id=model.tokenizer.pad_id, prompt_index=[row.prompt for row in chunk],
-                           rows=rows_per_pass)
-        scores.append(np.asarray(sequence_log_likelihood(model.ops, model.params, table, batch))[: len(chunk)])
-    return np.concatenate(scores)
 
 
 def _single_token_scores(model: FrozenModel, table: PromptTable, queries: Sequence[Query],

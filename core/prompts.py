@@ -9,7 +9,6 @@ On disk a prompt is two files, never pickle:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import tempfile
@@ -22,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from . import prompt_init
+from .fingerprint import file_sha256
 from .models.base import FrozenModel
 
 TENSOR_FILE = "prompt.safetensors"
@@ -107,7 +107,7 @@ class SoftPrompt:
         directory.mkdir(parents=True, exist_ok=True)
         tensor_tmp = _temp_path(directory, TENSOR_FILE)
         save_file({"prompt": np.ascontiguousarray(self.embeddings, dtype=np.float32)}, str(tensor_tmp))
-        meta = self.metadata() | {"sha256": _sha256(tensor_tmp)}
+        meta = self.metadata() | {"sha256": file_sha256(tensor_tmp)}
         meta_tmp = _temp_path(directory, META_FILE)
         meta_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
         os.replace(tensor_tmp, directory / TENSOR_FILE)
@@ -122,7 +122,7 @@ class SoftPrompt:
         tensor_path = directory / TENSOR_FILE
         if not tensor_path.exists():
             raise PromptArtifactError(f"{tensor_path}: missing prompt tensor file")
-        if _sha256(tensor_path) != meta.get("sha256"):
+        if file_sha256(tensor_path) != meta.get("sha256"):
             raise PromptArtifactError(f"{tensor_path}: sha256 differs from {META_FILE} (corrupt or replaced)")
         try:
             table = load_file(str(tensor_path))["prompt"]
@@ -169,6 +169,3 @@ def _temp_path(directory: Path, name: str) -> Path:
     os.close(handle)
     return Path(path)
 
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -8,7 +8,8 @@ The label words are the scored continuations (decoder-only models: after a space
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import string
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +21,21 @@ from .tasks import TaskDataError
 
 MAX_TEXT_PROMPT_TOKENS = 2_048
 SHOT_SEPARATOR = "\n\n"
+
+
+class DesignedPrompt(NamedTuple):
+    """A hand-written prompt: a template naming record fields, shown after `shots` seeded
+    training demonstrations."""
+
+    name: str
+    template: str
+    shots: int = 0
+    seed: int = 0
+
+
+def template_fields(template: str) -> list[str]:
+    """The record fields a template names, in order (`{sentence}` -> ["sentence"])."""
+    return [field for _, field, _, _ in string.Formatter().parse(template) if field]
 
 
 def render(template: str, record: Mapping[str, Any]) -> str:

@@ -1,98 +1,262 @@
-"""Auto-building an ensemble: the top-N finished trials of a task, by their best validation metric.
+"""Auto-building an ensemble from a campaign's trials: candidates, selection, registration.
 
-Eligible runs: trial runs (not ensemble builds) tagged with the task, ended FINISHED or KILLED
-(a trial stopped early by the scheduler still has its best prompt), holding `best_<metric>`, all
-on one model fingerprint (that of the best run unless one is given). Ties on the metric are
-broken by the run's start time, then its id — so the same store always gives the same ensemble.
+Candidates: trial runs of the task that ended with a prompt (FINISHED, or KILLED by the
+scheduler), holding `best_<metric>`, on one model fingerprint and target format (those of the
+best run), best first by that metric; ties broken by start time, then run id — so the same store
+always gives the same ensemble. Each candidate's prompt is fetched and verified (checksum,
+fingerprint, target format); a run whose prompt is missing or broken is skipped with a warning
+naming it.
+
+Selection (`select`):
+- `greedy` (default): forward selection with replacement on the *selection split*, at most
+  `top` votes; never below its best member on that split (see `selection`). The split is the
+  training records the trials held out (`selection_examples`, `selection_seed` in their
+  params), or a split the caller names — never the one a Table 3 report evaluates on.
+- `top`: the first `top` candidates (the paper's protocol; no model needed).
+The manifest records the method, the split, the scores and the candidate pool.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
-from typing import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
 
-from mlflow.entities import Run, ViewType
-from mlflow.tracking import MlflowClient
+import numpy as np
 
-from softprompt.core.prompts import TENSOR_FILE
-from softprompt.core.tasks import get_task
-from softprompt.tracking import (KIND_ENSEMBLE, PROMPT_ARTIFACT_PATH, TAG_KIND, TAG_MODEL, TAG_MODEL_FINGERPRINT,
-                                 TAG_TASK)
+from softprompt.core.evaluation import encode_inputs
+from softprompt.core.models import load_model
+from softprompt.core.models.base import FrozenModel
+from softprompt.core.multi_prompt import stack_prompts
+from softprompt.core.fingerprint import file_sha256
+from softprompt.core.inference import label_targets
+from softprompt.core.prompts import TENSOR_FILE, PromptArtifactError, SoftPrompt
+from softprompt.core.tasks import TaskSpec, get_task
+from softprompt.core.tasks.holdout import Holdout
+from softprompt.store import EnsembleError, EnsembleManifest, Member, RegisteredEnsemble, RunRecord, Store
+from softprompt.store.names import TAG_MODEL, TAG_MODEL_FINGERPRINT, TAG_TASK_SOURCE
+from softprompt.store.prompts import prompt_uri, verified_prompt
 
-from .manifest import EnsembleError, EnsembleManifest, Member
-from .registry import RegisteredEnsemble, fetch_prompt, file_sha256, register
+from .loaded import scoring_model
+from .predict import EnsembleInput, member_answers, member_scores
+from .selection import SELECT_METHODS, greedy_select, top_selection
+from .voting import VOTE_RULES, combine, majority_vote
 
-ENDED = ("FINISHED", "KILLED")
-ENSEMBLE_EXPERIMENT = "ensembles"
-
-
-def _experiment_ids(client: MlflowClient, names: Sequence[str] | None) -> list[str]:
-    if not names:
-        return [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
-    ids = []
-    for name in names:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise EnsembleError(f"no MLflow experiment named {name!r}")
-        ids.append(experiment.experiment_id)
-    return ids
+logger = logging.getLogger(__name__)
 
 
-def default_metric(task_name: str) -> str:
+class Candidate(NamedTuple):
+    run: RunRecord
+    folder: Path                 # the fetched prompt artifact
+    prompt: SoftPrompt
+    sha256: str
+    metric: float                # its best validation metric
+
+    def member(self, multiplicity: int = 1) -> Member:
+        return Member(self.run.run_id, prompt_uri(self.run.artifact_uri), self.sha256, self.metric, multiplicity)
+
+
+class SelectionSplit(NamedTuple):
+    """Where greedy selection scores: a held-out part of a split, or a whole named split."""
+
+    split: str
+    holdout: Holdout | None
+    data_dir: str | None
+
+    def describe(self) -> dict[str, Any]:
+        return {"split": self.split, "holdout": self.holdout._asdict() if self.holdout else None}
+
+    def examples(self, task: TaskSpec, limit: int | None = None) -> list:
+        if self.holdout is not None:
+            return task.examples(self.split, data_dir=self.data_dir, holdout=self.holdout, held_out=True,
+                                 limit=limit)
+        return task.examples(self.split, data_dir=self.data_dir, limit=limit, training=False)
+
+
+def default_metric(task: TaskSpec) -> str:
     """The task's selection metric: its primary metric, else `score` (the mean of its metrics)."""
-    task = get_task(task_name)
     if task.primary_metric:
         return task.primary_metric
     return task.metrics[0] if len(task.metrics) == 1 else "score"
 
 
-def target_format(run: Run) -> str:
+def metric_value(task: TaskSpec, metrics: dict[str, float], metric: str) -> float:
+    return float(task.primary_score(metrics)) if metric == "score" else float(metrics[metric])
+
+
+def target_format(run: RunRecord) -> str:
     """How the run's prompt was trained to format targets (runs from before the param: plain)."""
-    return run.data.params.get("target_format", "plain")
+    return run.params.get("target_format", "plain")
 
 
-def eligible_runs(client: MlflowClient, *, task: str, metric: str, experiments: Sequence[str] | None = None,
-                  fingerprint: str | None = None) -> list[Run]:
-    """Trial runs of `task` that can join an ensemble, best first (stable order): those of the best
-    run's model fingerprint (or `fingerprint`) and target format."""
-    runs = client.search_runs(_experiment_ids(client, experiments), filter_string=f"tags.`{TAG_TASK}` = '{task}'",
-                              run_view_type=ViewType.ACTIVE_ONLY, max_results=5000)
+def _none(value: str | None) -> str | None:
+    return None if value in (None, "None") else value
+
+
+def eligible_runs(store: Store, *, task: str, metric: str, experiments: Sequence[str] | None = None,
+                  fingerprint: str | None = None) -> list[RunRecord]:
+    """Trial runs of `task` that can join an ensemble, best first (see the module doc)."""
+    try:
+        runs = store.ended_trial_runs(task, experiments=list(experiments or []))
+    except LookupError as error:
+        raise EnsembleError(str(error)) from None
     key = f"best_{metric}"
-    runs = [r for r in runs if r.info.status in ENDED and key in r.data.metrics
-            and r.data.tags.get(TAG_KIND) != KIND_ENSEMBLE and TAG_MODEL_FINGERPRINT in r.data.tags]
-    runs.sort(key=lambda r: (-r.data.metrics[key], r.info.start_time or 0, r.info.run_id))
+    runs = [r for r in runs if key in r.metrics and TAG_MODEL_FINGERPRINT in r.tags]
+    runs.sort(key=lambda r: (-r.metrics[key], r.start_time, r.run_id))
     if runs and fingerprint is None:
-        fingerprint = runs[0].data.tags[TAG_MODEL_FINGERPRINT]
-    runs = [r for r in runs if r.data.tags[TAG_MODEL_FINGERPRINT] == fingerprint]
+        fingerprint = runs[0].tags[TAG_MODEL_FINGERPRINT]
+    runs = [r for r in runs if r.tags[TAG_MODEL_FINGERPRINT] == fingerprint]
     return [r for r in runs if target_format(r) == target_format(runs[0])]
 
 
-def _member(client: MlflowClient, run: Run, metric: str, folder: str) -> Member:
-    uri = f"{run.info.artifact_uri}/{PROMPT_ARTIFACT_PATH}"
-    try:
-        path = fetch_prompt(client, uri, f"{folder}/{run.info.run_id}")
-    except Exception as error:  # noqa: BLE001 - any store failure means: this run has no usable prompt
-        raise EnsembleError(f"run {run.info.run_id}: no prompt artifact at {uri} ({error})") from error
-    return Member(run.info.run_id, uri, file_sha256(path / TENSOR_FILE), float(run.data.metrics[f"best_{metric}"]))
+def task_of(runs: Sequence[RunRecord], task: str) -> TaskSpec:
+    """The task spec the runs were trained on (a user task by the YAML path its campaign named)."""
+    source = runs[0].tags.get(TAG_TASK_SOURCE) or runs[0].params.get("task") if runs else None
+    return get_task(source or task)
 
 
-def build_ensemble(client: MlflowClient, *, task: str, top: int, name: str | None = None,
+def fetch_candidates(store: Store, runs: Sequence[RunRecord], metric: str, folder: Path, *,
+                     wanted: int | None = None) -> list[Candidate]:
+    """The runs' prompts, fetched and verified, in run order; broken ones skipped with a warning;
+    stops once `wanted` are in hand."""
+    candidates = []
+    for run in runs:
+        if wanted is not None and len(candidates) >= wanted:
+            break
+        try:
+            path = store.fetch_prompt(prompt_uri(run.artifact_uri), folder / run.run_id)
+            prompt = verified_prompt(path)
+            if prompt.model_fingerprint != run.tags[TAG_MODEL_FINGERPRINT]:
+                raise PromptArtifactError(f"{path}: trained on model {prompt.model_fingerprint[:12]}…, "
+                                          f"the run says {run.tags[TAG_MODEL_FINGERPRINT][:12]}…")
+        except PromptArtifactError as error:
+            logger.warning("skipping run %s: %s", run.run_id, error)
+            continue
+        candidates.append(Candidate(run, path, prompt, file_sha256(path / TENSOR_FILE),
+                                    float(run.metrics[f"best_{metric}"])))
+    return candidates
+
+
+def recorded_selection_split(runs: Sequence[RunRecord]) -> SelectionSplit | None:
+    """The holdout the runs' trials kept out of training (the first run's; None when it held
+    out nothing)."""
+    params = runs[0].params
+    size = int(params.get("selection_examples", "0") or 0)
+    if not size:
+        return None
+    return SelectionSplit(params.get("train_split", "train"),
+                          Holdout(size, int(params.get("selection_seed", "0"))), _none(params.get("data_dir")))
+
+
+def _same_holdout(run: RunRecord, first: RunRecord) -> bool:
+    keys = ("selection_examples", "selection_seed", "train_split", "data_dir")
+    return all(run.params.get(key) == first.params.get(key) for key in keys)
+
+
+def candidate_model(runs: Sequence[RunRecord], model: FrozenModel | None) -> FrozenModel:
+    """The frozen model the candidates were trained on (loaded by name and dtype), checked."""
+    first = runs[0]
+    if model is None:
+        model = load_model(first.tags.get(TAG_MODEL) or first.params["model"], dtype=first.params.get("dtype", "float32"))
+    if model.fingerprint != first.tags[TAG_MODEL_FINGERPRINT]:
+        raise EnsembleError(f"the candidates were trained on model fingerprint {first.tags[TAG_MODEL_FINGERPRINT][:12]}…, "
+                            f"not {model.name!r} ({model.fingerprint[:12]}…)")
+    return model
+
+
+def greedy_members(model: FrozenModel, task: TaskSpec, candidates: Sequence[Candidate], examples: Sequence, *,
+                   size: int, rule: str, metric: str, target: str):
+    """Greedy forward selection of `candidates` on `examples` (one pass over K x B rows)."""
+    scorer = scoring_model(model, target)
+    table = stack_prompts([c.prompt.embeddings for c in candidates])
+    encoded = encode_inputs(scorer, task, examples)
+    count = len(candidates)
+    score = lambda predictions: metric_value(task, task.score(examples, predictions), metric)  # noqa: E731
+    if task.free_text:
+        inputs = [EnsembleInput(ids, 0, (1,) * count, None, None, "majority", task.max_target_tokens) for ids in encoded]
+        answers, _ = member_answers(scorer, table, inputs)
+        predict = lambda w: [majority_vote(texts, likelihoods, weights=w).label  # noqa: E731
+                             for texts, likelihoods in answers]
+    else:
+        targets = tuple(map(tuple, label_targets(scorer, task.label_words)))
+        inputs = [EnsembleInput(ids, 0, (1,) * count, targets, task.label_words, rule) for ids in encoded]
+        scores, _ = member_scores(scorer, table, inputs)
+        stacked = np.stack(scores, axis=1)                                      # [K, B, C]
+        predict = lambda w: [task.label_words[i] for i in combine(stacked, weights=w, rule=rule)[0]]  # noqa: E731
+    return greedy_select(predict, score, candidates=count, size=size), score(predict(np.array(top_selection(count, size))))
+
+
+def build_ensemble(store: Store, *, task: str, top: int, name: str | None = None,
                    experiments: Sequence[str] | None = None, metric: str | None = None,
-                   alias: str | None = "production", vote_rule: str = "majority",
-                   allow_fewer: bool = False) -> RegisteredEnsemble:
-    """Selects the top-`top` runs of `task` and registers them as a new ensemble version."""
+                   alias: str | None = "production", vote_rule: str = "majority", allow_fewer: bool = False,
+                   select: str = "greedy", selection_split: str | None = None, selection_limit: int | None = None,
+                   data_dir: str | None = None, model: FrozenModel | None = None) -> RegisteredEnsemble:
+    """Selects up to `top` members among the candidate runs of `task` (see the module doc) and
+    registers them as a new ensemble version."""
     if top < 1:
         raise EnsembleError(f"--top must be >= 1, got {top}")
-    metric = metric or default_metric(task)
-    runs = eligible_runs(client, task=task, metric=metric, experiments=experiments)
-    if len(runs) < top and not (allow_fewer and runs):
-        raise EnsembleError(f"only {len(runs)} eligible run(s) for task {task!r} with best_{metric} "
-                            f"(need {top}; pass --allow-fewer to build a smaller ensemble)")
-    chosen = runs[:top]
+    if select not in SELECT_METHODS:
+        raise EnsembleError(f"unknown selection {select!r}; choose one of {SELECT_METHODS}")
+    if vote_rule not in VOTE_RULES:
+        raise EnsembleError(f"unknown vote rule {vote_rule!r}; choose one of {VOTE_RULES}")
+    probe = get_task(task) if Path(task).suffix in (".yaml", ".yml") else None
+    spec_name = probe.name if probe else task
+    metric = metric or default_metric(probe or _task_for_metric(store, task, experiments))
+    runs = eligible_runs(store, task=spec_name, metric=metric, experiments=experiments)
+    if not runs:
+        raise EnsembleError(f"no eligible run for task {task!r} with best_{metric}"
+                            + (f" in {', '.join(experiments)}" if experiments else ""))
+    spec = task_of(runs, task)
+    split = None
+    if select == "greedy":
+        if selection_split:
+            split = SelectionSplit(selection_split, None, data_dir)
+        else:
+            split = recorded_selection_split(runs)
+            if split is None:
+                raise EnsembleError("greedy selection needs a selection split: the trials held out none "
+                                    "(set fixed.selection_examples in the campaign), so name one with "
+                                    "--selection-split SPLIT, or use --select top")
+            runs = [r for r in runs if _same_holdout(r, runs[0])]
+            split = split._replace(data_dir=data_dir or split.data_dir)
     with tempfile.TemporaryDirectory() as folder:
-        members = tuple(_member(client, run, metric, folder) for run in chosen)
-    first = chosen[0]
-    manifest = EnsembleManifest(name=name or f"{task}-ensemble", task=task, model=first.data.tags.get(TAG_MODEL, ""),
-                                model_fingerprint=first.data.tags[TAG_MODEL_FINGERPRINT], metric=metric,
-                                members=members, vote_rule=vote_rule, target_format=target_format(first))
-    return register(client, manifest, experiment_id=first.info.experiment_id, alias=alias)
+        candidates = fetch_candidates(store, runs, metric, Path(folder), wanted=top if select == "top" else None)
+        if len(candidates) < top and not (allow_fewer and candidates):
+            raise EnsembleError(f"only {len(candidates)} eligible run(s) with a usable prompt for task {task!r} "
+                                f"with best_{metric} (need {top}; pass --allow-fewer to build a smaller ensemble)")
+        selection: dict[str, Any] = {"method": select, "metric": metric, "size": top,
+                                     "candidates": [c.member().__dict__ for c in candidates]}
+        if select == "top":
+            multiplicities = top_selection(len(candidates), top)
+        else:
+            frozen = candidate_model(runs, model)
+            examples = split.examples(spec, limit=selection_limit)
+            if not examples:
+                raise EnsembleError(f"the selection split {split.describe()} of task {spec.name!r} has no examples")
+            chosen, top_score = greedy_members(frozen, spec, candidates, examples, size=top, rule=vote_rule,
+                                               metric=metric, target=target_format(runs[0]))
+            multiplicities = chosen.multiplicities
+            selection |= split.describe() | {"examples": len(examples), "score": chosen.score,
+                                             "best_member_score": chosen.best_member_score,
+                                             "top_score": top_score, "history": list(chosen.history)}
+        members = [(c, m) for c, m in zip(candidates, multiplicities) if m]
+        first = runs[0]
+        manifest = EnsembleManifest(
+            name=name or f"{spec.name}-ensemble", task=spec.name, model=first.tags.get(TAG_MODEL, ""),
+            model_fingerprint=first.tags[TAG_MODEL_FINGERPRINT], metric=metric,
+            members=tuple(c.member(m) for c, m in members), vote_rule=vote_rule, target_format=target_format(first),
+            dtype=first.params.get("dtype", "float32"), selection=selection)
+        return store.register_ensemble(manifest, [c.folder for c, _ in members],
+                                       experiment_id=first.experiment_id, alias=alias)
+
+
+def _task_for_metric(store: Store, task: str, experiments: Sequence[str] | None) -> TaskSpec:
+    """The task spec behind a name: built-in, or a user task found through its runs."""
+    try:
+        return get_task(task)
+    except Exception:  # noqa: BLE001 - not built in: a user task's name, known through its runs
+        runs = store.ended_trial_runs(task, experiments=list(experiments or []))
+        if not runs:
+            raise EnsembleError(f"unknown task {task!r}: not built in, and no trial run of that name") from None
+        return task_of(runs, task)

@@ -1,19 +1,26 @@
-"""A registered ensemble made ready to run: members fetched, checked and stacked into one table."""
+"""A registered ensemble made ready to run: member prompts fetched, verified (checksum, model
+fingerprint, target format) and stacked into one table — from the store, or from the folder of
+its MLflow model (what `mlflow.pyfunc.load_model` hands the loader)."""
 
 from __future__ import annotations
 
+import os
 import tempfile
-from typing import NamedTuple
+from pathlib import Path
+from typing import NamedTuple, Sequence
 
-from mlflow.tracking import MlflowClient
-
+from softprompt.core.inference import label_targets
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.multi_prompt import PromptTable, stack_prompts
-from softprompt.core.prompts import TENSOR_FILE, SoftPrompt
+from softprompt.core.prompts import PromptArtifactError, SoftPrompt
 from softprompt.core.sentinel import with_sentinel_targets
+from softprompt.core.tasks import TaskSpec, get_task
+from softprompt.store import EnsembleError, EnsembleManifest, RegisteredEnsemble, Store
+from softprompt.store.manifest import MANIFEST_FILE
+from softprompt.store.prompts import verified_prompt
+from softprompt.store.registry import MEMBERS_FOLDER
 
-from .manifest import EnsembleError, EnsembleManifest
-from .registry import fetch_prompt, file_sha256, resolve
+from .predict import EnsembleInput
 
 
 class LoadedEnsemble(NamedTuple):
@@ -27,45 +34,99 @@ class LoadedEnsemble(NamedTuple):
     def task(self) -> str:
         return self.manifest.task
 
+    @property
+    def members(self) -> int:
+        return len(self.prompts)
 
-def scoring_model(model: FrozenModel, manifest: EnsembleManifest) -> FrozenModel:
-    """`model` formatting targets as the ensemble's members were trained to (sentinel: T5 only)."""
-    if manifest.target_format != "sentinel":
+
+def scoring_model(model: FrozenModel, target_format: str) -> FrozenModel:
+    """`model` formatting targets as an ensemble's members were trained to (sentinel: T5 only)."""
+    if target_format != "sentinel":
         return model
     try:
         return with_sentinel_targets(model)
     except ValueError as error:
-        raise EnsembleError(f"ensemble {manifest.name!r}: {error}") from error
+        raise EnsembleError(f"sentinel targets: {error}") from error
 
 
-def load_members(client: MlflowClient, manifest: EnsembleManifest, model: FrozenModel) -> list[SoftPrompt]:
-    """Every member's prompt, each checked against the manifest's sha256 and the model's
-    fingerprint; the first mismatch is an EnsembleError naming the member."""
+def check_model(manifest: EnsembleManifest, model: FrozenModel) -> None:
+    """Refuses a frozen model other than the one the ensemble was built for."""
     if manifest.model_fingerprint != model.fingerprint:
         raise EnsembleError(f"ensemble {manifest.name!r} was built for model fingerprint "
                             f"{manifest.model_fingerprint[:12]}…, not {model.name!r} ({model.fingerprint[:12]}…)")
+
+
+def load_member_prompts(manifest: EnsembleManifest, folders: Sequence[str | os.PathLike],
+                        model: FrozenModel) -> list[SoftPrompt]:
+    """Each member's prompt from its local folder, checked against the manifest's sha256, the
+    model's fingerprint and the ensemble's target format; the first mismatch is an EnsembleError
+    naming the member."""
+    check_model(manifest, model)
     prompts = []
-    with tempfile.TemporaryDirectory() as folder:
-        for number, member in enumerate(manifest.members):
-            path = fetch_prompt(client, member.artifact_uri, f"{folder}/{number}")
-            if file_sha256(path / TENSOR_FILE) != member.sha256:
-                raise EnsembleError(f"ensemble {manifest.name!r} member {number} (run {member.run_id}): "
-                                    f"{TENSOR_FILE} sha256 differs from the manifest")
-            try:
-                prompt = SoftPrompt.load(path, model=model)
-            except ValueError as error:
-                raise EnsembleError(f"ensemble {manifest.name!r} member {number} (run {member.run_id}): {error}") from error
-            trained_with = prompt.hyperparameters.get("target_format", "plain")
-            if trained_with != manifest.target_format:
-                raise EnsembleError(f"ensemble {manifest.name!r} member {number} (run {member.run_id}): trained with "
-                                    f"{trained_with!r} targets, the ensemble scores {manifest.target_format!r} targets")
-            prompts.append(prompt)
+    for number, (member, folder) in enumerate(zip(manifest.members, folders)):
+        where = f"ensemble {manifest.name!r} member {number} (run {member.run_id})"
+        try:
+            prompt = verified_prompt(folder, sha256=member.sha256, model=model)
+        except PromptArtifactError as error:
+            raise EnsembleError(f"{where}: {error}") from error
+        trained_with = prompt.hyperparameters.get("target_format", "plain")
+        if trained_with != manifest.target_format:
+            raise EnsembleError(f"{where}: trained with {trained_with!r} targets, the ensemble scores "
+                                f"{manifest.target_format!r} targets")
+        prompts.append(prompt)
     return prompts
 
 
-def load_ensemble(client: MlflowClient, reference: str, model: FrozenModel) -> LoadedEnsemble:
+def assemble(name: str, version: str, manifest: EnsembleManifest, prompts: list[SoftPrompt]) -> LoadedEnsemble:
+    return LoadedEnsemble(name, version, manifest, prompts, stack_prompts([p.embeddings for p in prompts]))
+
+
+def load_registered(store: Store, registered: RegisteredEnsemble, model: FrozenModel) -> LoadedEnsemble:
+    """A resolved ensemble version, its members fetched from the store and verified."""
+    with tempfile.TemporaryDirectory() as folder:
+        folders = store.fetch_member_prompts(registered, folder)
+        prompts = load_member_prompts(registered.manifest, folders, model)
+    return assemble(registered.name, registered.version, registered.manifest, prompts)
+
+
+def load_ensemble(store: Store, reference: str, model: FrozenModel) -> LoadedEnsemble:
     """The ensemble a reference (`name@alias`, `name/3`, `models:/…`) names, ready to run."""
-    registered = resolve(client, reference)
-    prompts = load_members(client, registered.manifest, model)
-    return LoadedEnsemble(registered.name, registered.version, registered.manifest, prompts,
-                          stack_prompts([p.embeddings for p in prompts]))
+    return load_registered(store, store.resolve_ensemble(reference), model)
+
+
+def input_factory(model: FrozenModel, loaded: LoadedEnsemble, *, task: TaskSpec | None = None,
+                  first_prompt: int = 0):
+    """A function `input_ids -> EnsembleInput` for this ensemble, its members at rows
+    [first_prompt, first_prompt + N) of the table the inputs will run on."""
+    task = task or get_task(loaded.task)
+    targets = None if task.free_text else tuple(
+        map(tuple, label_targets(scoring_model(model, loaded.manifest.target_format), task.label_words)))
+    weights = loaded.manifest.weights
+
+    def make(input_ids: list[int]) -> EnsembleInput:
+        return EnsembleInput(list(input_ids), first_prompt, weights, targets, task.label_words,
+                             loaded.manifest.vote_rule, task.max_target_tokens)
+
+    return make
+
+
+def check_servable(loaded: LoadedEnsemble, task: TaskSpec) -> None:
+    """Refuses an ensemble whose vote rule or target format cannot answer `task`'s inputs."""
+    if task.free_text and loaded.manifest.vote_rule != "majority":
+        raise EnsembleError(f"ensemble {loaded.name!r}: free-text task {task.name!r} supports only "
+                            f"the majority vote, not {loaded.manifest.vote_rule!r}")
+    if task.free_text and loaded.manifest.target_format != "plain":
+        raise EnsembleError(f"ensemble {loaded.name!r}: free text is decoded with plain targets, "
+                            f"its members were trained with {loaded.manifest.target_format!r} targets")
+
+
+def read_model_manifest(data_path: str | os.PathLike) -> EnsembleManifest:
+    """The manifest in the `data/` folder of an ensemble's MLflow model."""
+    return EnsembleManifest.loads((Path(data_path) / MANIFEST_FILE).read_text(), source=str(data_path))
+
+
+def load_model_folder(data_path: str | os.PathLike, model: FrozenModel) -> LoadedEnsemble:
+    """The ensemble in the `data/` folder of its MLflow model (manifest + members/<i>)."""
+    manifest = read_model_manifest(data_path)
+    folders = [Path(data_path) / MEMBERS_FOLDER / str(number) for number in range(len(manifest.members))]
+    return assemble(manifest.name, "", manifest, load_member_prompts(manifest, folders, model))

@@ -1,47 +1,133 @@
-"""`ensemble evaluate` end to end: load a registered ensemble, score it (Table 3), print the
-table, and log it to MLflow (metrics, JSON and a PNG) on a run beside the ensemble's build."""
+"""`ensemble evaluate` end to end: load a registered ensemble (and, for a greedy one, the top-N
+of its candidate pool), score them in the Table 3 layout, print the table, and log it (metrics,
+JSON and a PNG) on a run beside the ensemble's build."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Callable
 
-from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
 
 from softprompt.core.models import load_model
-from softprompt.core.tasks import get_task
-from softprompt.tracking import KIND_ENSEMBLE_EVAL, TAG_ENSEMBLE, TAG_KIND, TAG_TASK
+from softprompt.core.prompts import PromptArtifactError
+from softprompt.core.tasks import TaskSpec, get_task
+from softprompt.core.text_prompts import evaluate_text_prompt
+from softprompt.store import EnsembleError, RegisteredEnsemble, Store
+from softprompt.store.names import TAG_BASELINE
+from softprompt.store.prompts import verified_prompt
 
-from .evaluate import Table3, evaluate_ensemble
-from .loaded import load_ensemble
-from .registry import resolve
+from .evaluate import Table3, evaluate_ensembles, metric_of
+from .loaded import load_registered, scoring_model
+
+# A designed text prompt as a Table 3 row: (row name, (model, task, examples) -> the table's metric).
+Baseline = tuple[str, Callable]
+
+
+def designed_baselines(store: Store, registered: RegisteredEnsemble, *, split: str,
+                       data_dir: str | None) -> list[Baseline]:
+    """The designed prompts recorded beside the ensemble's members (their campaigns' baseline
+    runs of the same task), each as a row scored on the report's own examples."""
+    manifest = registered.manifest
+    experiments = sorted({store.get_run(member.run_id).experiment_id for member in manifest.members})
+    rows = []
+    for run in store.baseline_runs(experiments, task=manifest.task):
+        def score(model, task, examples, params=run.params):
+            metrics = evaluate_text_prompt(model, task, template=params["template"], shots=int(params["shots"]),
+                                           seed=int(params["seed"]), split=split, max_examples=len(examples),
+                                           data_dir=data_dir)
+            return metric_of(task, metrics, manifest.metric)
+        rows.append((f"designed: {run.tags.get(TAG_BASELINE, run.name)}", score))
+    return rows
+
+
+def check_disjoint(registered: RegisteredEnsemble, split: str) -> None:
+    """Refuses to report an ensemble on the split its members were selected on."""
+    selection = registered.manifest.selection or {}
+    if selection.get("method") == "greedy" and selection.get("split") == split:
+        held = " (a held-out part of it)" if selection.get("holdout") else ""
+        raise EnsembleError(f"{registered.reference} was selected on the {split!r} split{held}: evaluate it on "
+                            "another split (--split validation), or the report would flatter it")
+
+
+def _top_rows(store: Store, registered: RegisteredEnsemble, model, folder: Path) -> tuple[list, list[str]]:
+    """The top-N candidates of a greedy ensemble that are not already members: (prompts, run ids)."""
+    selection = registered.manifest.selection or {}
+    if selection.get("method") != "greedy" or not selection.get("candidates"):
+        return [], []
+    members = {m.run_id for m in registered.manifest.members}
+    prompts, run_ids = [], []
+    for candidate in selection["candidates"][: int(selection.get("size", 0))]:
+        if candidate["run_id"] in members:
+            continue
+        try:
+            path = store.fetch_prompt(candidate["artifact_uri"], folder / candidate["run_id"])
+            prompts.append(verified_prompt(path, sha256=candidate["sha256"], model=model).embeddings)
+        except PromptArtifactError as error:
+            raise EnsembleError(f"{registered.reference}: top-N candidate {candidate['run_id']}: {error}") from error
+        run_ids.append(candidate["run_id"])
+    return prompts, run_ids
+
+
+def ensemble_table(store: Store, registered: RegisteredEnsemble, model, task: TaskSpec, examples: Sequence, *,
+                   baselines: dict[str, float] | None = None) -> Table3:
+    """Table 3 of a registered ensemble: its members, and for a greedy ensemble also the top-N
+    ensemble of its candidate pool, scored in one pass."""
+    manifest = registered.manifest
+    loaded = load_registered(store, registered, model)
+    prompts = [p.embeddings for p in loaded.prompts]
+    run_ids = [m.run_id for m in manifest.members]
+    method = (manifest.selection or {}).get("method", "top")
+    ensembles = {f"ensemble ({method})": list(manifest.weights)}
+    with tempfile.TemporaryDirectory() as folder:
+        extra, extra_ids = _top_rows(store, registered, model, Path(folder))
+    if method == "greedy" and manifest.selection.get("candidates"):
+        size = int(manifest.selection["size"])
+        top_ids = [c["run_id"] for c in manifest.selection["candidates"][:size]]
+        prompts, run_ids = prompts + extra, run_ids + extra_ids
+        ensembles = {row: votes + [0] * len(extra) for row, votes in ensembles.items()}
+        ensembles[f"ensemble (top-{len(top_ids)})"] = [1 if run_id in top_ids else 0 for run_id in run_ids]
+    return evaluate_ensembles(scoring_model(model, manifest.target_format), task, examples, prompts=prompts,
+                              run_ids=run_ids, ensembles=ensembles, metric=manifest.metric,
+                              rule=manifest.vote_rule, baselines=baselines)
 
 
 def render_table3(table: Table3, *, title: str) -> Table:
     """The paper's Table 3 layout as a rich table."""
-    view = Table("prompt", table.metric, title=title)
+    first = next(iter(table.weights.values()))
+    view = Table("prompt", table.metric, "votes", title=title)
     for number, (run_id, value) in enumerate(table.members):
-        view.add_row(f"member {number} ({run_id[:8]})", f"{value:.2f}")
-    view.add_row("average", f"{table.average:.2f}", style="dim")
-    view.add_row("best member", f"{table.best:.2f}", style="dim")
-    view.add_row(f"ensemble ({len(table.members)}, voted)", f"{table.ensemble:.2f}", style="bold")
+        votes = " ".join(f"{w[number]}" for w in table.weights.values())
+        view.add_row(f"prompt {number} ({run_id[:8]})", f"{value:.2f}", votes, style=None if first[number] else "dim")
+    view.add_row("average of members", f"{table.average:.2f}", "", style="dim")
+    view.add_row("best member", f"{table.best:.2f}", "", style="dim")
+    for name, value in table.baselines.items():
+        view.add_row(name, f"{value:.2f}", "", style="dim")
+    for row, value in table.ensembles.items():
+        view.add_row(f"{row}, disagreement {table.disagreement[row]:.2f}", f"{value:.2f}",
+                     str(sum(table.weights[row])), style="bold")
     return view
 
 
 def plot_table3(table: Table3, path: Path, *, title: str) -> Path:
-    """A bar chart of the members, their average, the best and the ensemble."""
+    """A bar chart of the prompts, their average, the best, the baselines and the ensembles."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"m{n}" for n in range(len(table.members))] + ["avg", "best", "ensemble"]
-    values = [v for _, v in table.members] + [table.average, table.best, table.ensemble]
-    colours = ["#9bb"] * len(table.members) + ["#777", "#555", "#c53"]
-    figure, axis = plt.subplots(figsize=(1.0 + 0.7 * len(labels), 3.2))
-    axis.bar(labels, values, color=colours)
+    labels = ([f"p{n}" for n in range(len(table.members))] + ["avg", "best"] + list(table.baselines)
+              + list(table.ensembles))
+    values = ([v for _, v in table.members] + [table.average, table.best] + list(table.baselines.values())
+              + list(table.ensembles.values()))
+    colours = (["#9bb"] * len(table.members) + ["#777", "#555"] + ["#a85"] * len(table.baselines)
+               + ["#c53"] * len(table.ensembles))
+    figure, axis = plt.subplots(figsize=(1.5 + 0.8 * len(labels), 3.4))
+    axis.bar(range(len(labels)), values, color=colours)
+    axis.set_xticks(range(len(labels)), [label.replace("ensemble ", "ens. ") for label in labels],
+                    rotation=30, ha="right", fontsize=7)
     axis.set_ylabel(table.metric)
     axis.set_ylim(max(0.0, min(values) - 10), min(100.0, max(values) + 5))
     axis.set_title(title, fontsize=9)
@@ -51,33 +137,27 @@ def plot_table3(table: Table3, path: Path, *, title: str) -> Path:
     return path
 
 
-def evaluate_and_log(client: MlflowClient, reference: str, *, split: str = "validation",
-                     max_examples: int | None = None, data_dir: str | None = None,
-                     model: str | None = None, console: Console | None = None,
-                     picture_dir: str | Path | None = None) -> Table3:
+def evaluate_and_log(store: Store, reference: str, *, split: str = "validation", max_examples: int | None = None,
+                     data_dir: str | None = None, model: str | None = None, console: Console | None = None,
+                     picture_dir: str | Path | None = None, designed: bool = True) -> Table3:
     """Evaluates the ensemble `reference` names; prints and logs the Table 3 layout (and writes
-    its PNG into `picture_dir` when given)."""
-    registered = resolve(client, reference)
+    its PNG into `picture_dir` when given). With `designed`, the designed prompts of the members'
+    campaigns are scored on the same examples as rows of the table."""
+    registered = store.resolve_ensemble(reference)
+    check_disjoint(registered, split)
     manifest = registered.manifest
-    frozen = load_model(model or manifest.model)
-    ensemble = load_ensemble(client, reference, frozen)
+    frozen = load_model(model or manifest.model, dtype=manifest.dtype)
     task = get_task(manifest.task)
-    table = evaluate_ensemble(frozen, ensemble, task, task.examples(split, data_dir=data_dir, limit=max_examples))
+    examples = task.examples(split, data_dir=data_dir, limit=max_examples, training=False)
+    baselines = designed_baselines(store, registered, split=split, data_dir=data_dir) if designed else []
+    scored = {name: score(frozen, task, examples) for name, score in baselines}
+    table = ensemble_table(store, registered, frozen, task, examples, baselines=scored)
     title = f"{registered.name} v{registered.version} on {task.name} {split} ({table.examples} examples)"
     (console or Console(stderr=True)).print(render_table3(table, title=title))
-    build_run = client.get_model_version(registered.name, registered.version).run_id
-    experiment_id = client.get_run(build_run).info.experiment_id
-    run = client.create_run(experiment_id, run_name=f"{registered.name}-v{registered.version}-eval",
-                            tags={TAG_KIND: KIND_ENSEMBLE_EVAL, TAG_TASK: task.name,
-                                  TAG_ENSEMBLE: f"{registered.name}/{registered.version}"})
-    run_id = run.info.run_id
-    for number, (_, value) in enumerate(table.members):
-        client.log_metric(run_id, f"member_{number}_{table.metric}", value)
-    for key in ("average", "best", "ensemble"):
-        client.log_metric(run_id, f"{key}_{table.metric}", getattr(table, key))
-    client.log_dict(run_id, table.as_dict(), "table3.json")
+    metrics = {f"member_{n}_{table.metric}": value for n, (_, value) in enumerate(table.members)}
+    metrics |= {f"{key}_{table.metric}": getattr(table, key) for key in ("average", "best", "ensemble")}
     with tempfile.TemporaryDirectory() as folder:
         picture = plot_table3(table, Path(picture_dir or folder) / "table3.png", title=title)
-        client.log_artifact(run_id, str(picture))
-    client.set_terminated(run_id, "FINISHED")
+        store.log_ensemble_evaluation(registered, task=task.name, metrics=metrics, table=table.as_dict(),
+                                      files=[picture])
     return table

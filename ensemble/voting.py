@@ -1,7 +1,19 @@
-"""Combining the members of a prompt ensemble (paper §6, Table 3): majority vote, or the mean
-log-likelihood of each label.
+"""Combining the members of a prompt ensemble (paper §6, Table 3) into one answer, with each
+member's weight (its multiplicity: greedy selection with replacement may pick a prompt twice).
 
-Pure functions over one example's member answers; no model, no MLflow.
+Rules (`VOTE_RULES`), for classification:
+- `majority` (default): each member votes its best label with its weight; a tie goes to the tied
+  label with the highest weighted log-likelihood summed over ALL members, then the first label.
+- `soft`: the label with the highest weighted mean of the members' label probabilities (each
+  member's log-likelihoods softmaxed over the task's labels).
+- `mean_logprob`: the label with the highest weighted mean log-likelihood.
+Free-text tasks take the weighted majority of SQuAD-normalised answers.
+
+A `Vote` carries the answer, the weight behind each answer, each member's own answer, and the
+shares: the fraction of the vote behind each answer (majority), or the mean probability of each
+label (soft, mean_logprob) — a confidence a client can use.
+
+Pure functions; no model, no MLflow.
 """
 
 from __future__ import annotations
@@ -12,22 +24,85 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from softprompt.core.tasks.metrics import normalize_answer
+from softprompt.store.manifest import VOTE_RULES
 
-VOTE_RULES = ("majority", "mean_logprob")
+__all__ = ["VOTE_RULES", "Vote", "combine", "label_probabilities", "majority_vote", "vote_classification"]
 
 
 class Vote(NamedTuple):
-    label: str                # the ensemble's answer
-    votes: dict[str, int]     # answer -> how many members gave it
-    members: list[str]        # each member's own answer, in member order
+    label: str                 # the ensemble's answer
+    votes: dict[str, int]      # answer -> the weight (members x multiplicity) that gave it
+    members: list[str]         # each member's own answer, in member order
+    shares: dict[str, float]   # answer -> its share of the vote (majority) or mean probability (soft)
 
 
-def majority_vote(member_answers: Sequence[str], tie_break: Sequence[float]) -> Vote:
-    """The answer most members gave; a tie goes to the tied answer with the highest `tie_break`
-    total (the summed log-likelihood of the members that gave it); then the earliest member.
+def _weights(weights: Sequence[float] | None, members: int) -> np.ndarray:
+    weights = np.ones(members) if weights is None else np.asarray(weights, np.float64)
+    if weights.shape != (members,) or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"need {members} non-negative member weights (not all zero), got {weights.tolist()}")
+    return weights
 
-    Free-text answers are compared after SQuAD normalisation (case, punctuation, articles),
-    and reported as the first member's spelling.
+
+def label_probabilities(scores: np.ndarray) -> np.ndarray:
+    """Each member's label probabilities from its label log-likelihoods: softmax over the last axis."""
+    scores = np.asarray(scores, np.float64)
+    shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def combine(scores: np.ndarray, *, weights: Sequence[float] | None = None,
+            rule: str = "majority") -> tuple[np.ndarray, np.ndarray]:
+    """The ensemble's label and the vote shares for many examples at once.
+
+    Args:
+      scores: [N, B, C] label log-likelihoods of N members on B examples.
+      weights: [N] member weights (default 1 each).
+    Returns:
+      ([B] winning label index, [B, C] shares).
+    """
+    scores = np.asarray(scores, np.float64)
+    members, _, labels = scores.shape
+    w = _weights(weights, members)
+    if rule == "majority":
+        choices = scores.argmax(axis=-1)                                   # [N, B]
+        counts = np.einsum("n,nbc->bc", w, np.eye(labels)[choices])        # [B, C] weight per label
+        summed = np.einsum("n,nbc->bc", w, scores)                         # tie-break
+        tied = counts == counts.max(axis=-1, keepdims=True)
+        winner = np.where(tied, summed, -np.inf).argmax(axis=-1)
+        return winner, counts / w.sum()
+    if rule == "soft":
+        mean = np.einsum("n,nbc->bc", w, label_probabilities(scores)) / w.sum()
+        return mean.argmax(axis=-1), mean
+    if rule == "mean_logprob":
+        mean = np.einsum("n,nbc->bc", w, scores) / w.sum()
+        return mean.argmax(axis=-1), label_probabilities(mean)
+    raise ValueError(f"unknown vote rule {rule!r}; choose one of {VOTE_RULES}")
+
+
+def vote_classification(scores: np.ndarray, label_words: Sequence[str], *, rule: str = "majority",
+                        weights: Sequence[int] | None = None) -> Vote:
+    """One example's ensemble answer from its members' label log-likelihoods [N, C].
+
+    >>> vote = vote_classification(np.array([[-0.1, -3.0], [-2.0, -1.9], [-2.0, -1.8]]), ["neg", "pos"])
+    >>> vote.label, vote.votes, vote.shares["pos"]
+    ('pos', {'neg': 1, 'pos': 2}, 0.6666666666666666)
+    """
+    scores = np.asarray(scores, np.float64)
+    w = _weights(weights, scores.shape[0])
+    winner, shares = combine(scores[:, None, :], weights=w, rule=rule)
+    choices = scores.argmax(axis=1)
+    counts = np.bincount(choices, weights=w, minlength=len(label_words))
+    votes = {label_words[c]: int(round(counts[c])) for c in range(len(label_words)) if counts[c]}
+    return Vote(label_words[int(winner[0])], votes, [label_words[c] for c in choices],
+                {word: float(shares[0, c]) for c, word in enumerate(label_words)})
+
+
+def majority_vote(member_answers: Sequence[str], tie_break: Sequence[float], *,
+                  weights: Sequence[int] | None = None) -> Vote:
+    """The free-text answer with the most weight behind it; a tie goes to the tied answer with
+    the highest `tie_break` total (the weighted summed log-likelihood of the members that gave
+    it); then the earliest member. Answers are compared after SQuAD normalisation (case,
+    punctuation, articles) and reported in the first member's spelling.
 
     >>> majority_vote(["positive", "negative", "positive"], [-0.1, -0.2, -0.3]).label
     'positive'
@@ -36,33 +111,18 @@ def majority_vote(member_answers: Sequence[str], tie_break: Sequence[float]) -> 
     """
     if not member_answers or len(member_answers) != len(tie_break):
         raise ValueError("majority_vote needs one tie-break score per member answer (and at least one)")
+    w = _weights(weights, len(member_answers))
     keys = [normalize_answer(answer) for answer in member_answers]
-    spelling = {}
+    spelling: dict[str, str] = {}
     for key, answer in zip(keys, member_answers):
         spelling.setdefault(key, answer)
-    counts = Counter(keys)
-    likelihood = {key: sum(score for k, score in zip(keys, tie_break) if k == key) for key in counts}
+    counts: Counter = Counter()
+    likelihood: Counter = Counter()
+    for key, weight, score in zip(keys, w, tie_break):
+        counts[key] += weight
+        likelihood[key] += weight * score
     first_seen = {key: keys.index(key) for key in counts}
     winner = max(counts, key=lambda key: (counts[key], likelihood[key], -first_seen[key]))
-    return Vote(spelling[winner], {spelling[key]: count for key, count in counts.items()}, list(member_answers))
-
-
-def vote_classification(scores: np.ndarray, label_words: Sequence[str], *, rule: str = "majority") -> Vote:
-    """One example's ensemble answer from its members' label log-likelihoods [N, C].
-
-    majority: each member votes its best label; ties go to the tied label with the highest
-    log-likelihood summed over ALL members. mean_logprob: the label with the highest mean.
-    """
-    scores = np.asarray(scores, np.float64)
-    member_choices = scores.argmax(axis=1)
-    members = [label_words[c] for c in member_choices]
-    counts = np.bincount(member_choices, minlength=len(label_words))
-    if rule == "mean_logprob":
-        winner = int(scores.mean(axis=0).argmax())
-    elif rule == "majority":
-        tied = np.flatnonzero(counts == counts.max())
-        winner = int(tied[scores.sum(axis=0)[tied].argmax()])
-    else:
-        raise ValueError(f"unknown vote rule {rule!r}; choose one of {VOTE_RULES}")
-    votes = {label_words[c]: int(counts[c]) for c in range(len(label_words)) if counts[c]}
-    return Vote(label_words[winner], votes, members)
+    total = float(w.sum())
+    return Vote(spelling[winner], {spelling[key]: int(round(count)) for key, count in counts.items()},
+                list(member_answers), {spelling[key]: float(count / total) for key, count in counts.items()})

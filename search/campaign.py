@@ -26,13 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from softprompt.core.config import TrainConfig
 from softprompt.core.prompt_init import INITIALISERS
 from softprompt.core.tasks import UnknownTaskError, get_task
+from softprompt.core.text_prompts import template_fields
+from softprompt.store.uris import DEFAULT_STORAGE_PATH
 
 from . import space as space_lib
 
 # TrainConfig fields a campaign sets elsewhere (tasks, model, ...) rather than in `fixed`.
 _TOP_LEVEL = ("task", "model", "dtype", "data_dir", "eval_every", "max_eval_examples", "seed")
 FIXABLE = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _TOP_LEVEL)
-DEFAULT_STORAGE_PATH = "./runs"
 
 
 class CampaignError(ValueError):
@@ -109,8 +110,23 @@ class Resources(_Strict):
     tpu: int = Field(0, ge=0)
 
 
+class Baseline(_Strict):
+    """A designed text prompt scored beside the tuned ones on the same validation examples."""
+
+    template: str = Field(min_length=1)              # names record fields: "Review: {sentence}\nSentiment:"
+    shots: int = Field(0, ge=0)                      # seeded training demonstrations shown first
+    seed: int = 0                                    # which demonstrations
+    name: str | None = None                          # default: "<shots>-shot: <template>"
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.shots}-shot: {self.template!r}"
+
+
 class EnsembleSettings(_Strict):
-    top: int = Field(5, ge=1)                        # members of each task's voted ensemble
+    top: int = Field(5, ge=1)                        # the most votes of each task's ensemble
+    select: Literal["greedy", "top"] = "greedy"      # greedy needs fixed.selection_examples (a selection split)
+    vote: Literal["majority", "soft", "mean_logprob"] = "majority"
 
 
 def _one_or_many(value: Any) -> Any:
@@ -144,7 +160,7 @@ class Campaign(_Strict):
     jax_cache_dir: str | None = None                 # default <storage_path>/jax_cache
     share_weights: bool = True                       # one copy of the frozen weights per node
     ensemble: EnsembleSettings | None = None
-    fail_once_at_step: int | None = Field(None, ge=1)  # TEST DRILL: each trial raises once there
+    baselines: list[Baseline] = Field(default_factory=list)   # designed prompts, the honest comparison
 
     @field_validator("name")
     @classmethod
@@ -238,11 +254,27 @@ def load_campaign(path: str | os.PathLike, **changes: Any) -> Campaign:
 def _check_tasks(campaign: Campaign) -> None:
     for index, task in enumerate(campaign.tasks):
         try:
-            get_task(task)
+            spec = get_task(task)
         except UnknownTaskError as error:
             raise CampaignError(f"tasks.{index}", str(error)) from None
         except (ValueError, OSError) as error:
             raise CampaignError(f"tasks.{index}", f"task {task!r}: {error}") from None
+        for split in ("train", "validation"):
+            try:
+                next(iter(spec.source.records(split, data_dir=campaign.data_dir)))
+            except StopIteration:
+                raise CampaignError(f"tasks.{index}", f"task {spec.name!r} has no {split} records") from None
+            except (ValueError, OSError) as error:
+                raise CampaignError(f"tasks.{index}", f"task {spec.name!r}: {error}") from None
+        for number, baseline in enumerate(campaign.baselines):
+            field = f"baselines.{number}.template"
+            if spec.free_text:
+                raise CampaignError(field, f"designed prompts are scored by rank classification; task "
+                                    f"{spec.name!r} is free text")
+            unknown = [name for name in template_fields(baseline.template) if name not in spec.fields]
+            if unknown:
+                raise CampaignError(field, f"names field(s) {', '.join(map(repr, unknown))}; task {spec.name!r} "
+                                    f"records have {', '.join(map(repr, spec.fields))}")
 
 
 def _check_hyperparameters(campaign: Campaign) -> None:
@@ -277,11 +309,28 @@ def _check_hyperparameters(campaign: Campaign) -> None:
         grids = [name for name, axis in axes.items() if isinstance(axis, space_lib.Grid)]
         if grids:
             raise CampaignError(f"overrides.{grids[0]}", "optuna samples every axis: use choice, or search: random")
+    _check_inits(campaign, axes)
+    if campaign.ensemble and campaign.ensemble.select == "greedy" and not campaign.fixed.get("selection_examples"):
+        raise CampaignError("ensemble.select", "greedy selection scores candidates on training records the trials "
+                            "hold out: set fixed.selection_examples (e.g. 200), or use select: top")
     if campaign.scheduler.type == "pbt" and not isinstance(axes.get("learning_rate"), (
             space_lib.Choice, space_lib.LogUniform, space_lib.Uniform)):
         raise CampaignError("scheduler.type", "pbt perturbs learning_rate, so learning_rate must be searched")
-    if campaign.fail_once_at_step is not None and campaign.fail_once_at_step % campaign.eval_every:
-        raise CampaignError("fail_once_at_step", "must be a multiple of eval_every (it fails after a report)")
+
+
+def _check_inits(campaign: Campaign, axes: Mapping[str, space_lib.Axis]) -> None:
+    """Every init a trial may draw must work for every task: refused here, before any trial runs."""
+    field = "overrides.init" if "init" in axes else "fixed.init"
+    inits = space_lib.axis_values(axes["init"]) if "init" in axes else (campaign.fixed.get("init", TrainConfig.init),)
+    needs = {"from_text": "init_text", "from_file": "init_path"}
+    for init in inits:
+        if init in needs and not campaign.fixed.get(needs[init]):
+            raise CampaignError(field, f"init {init!r} needs fixed.{needs[init]}")
+        if init == "class_labels":
+            free = [task for task in campaign.tasks if get_task(task).free_text]
+            if free:
+                raise CampaignError(field, f"init 'class_labels' needs label words; task {free[0]!r} is free text "
+                                    "(use from_text with the task's words, or sampled_vocab)")
 
 
 def _check_value(campaign: Campaign, field: str, name: str, value: Any) -> None:

@@ -2,8 +2,9 @@
 
 A campaign lives in `<storage_path>/<name>/`: Ray Tune's experiment folder (trial folders,
 checkpoints, experiment state), `campaign.json` (the validated campaign, its tracking store and
-model fingerprint, so `resume` needs only the name), the drill markers, and the final report
-(`trials.txt`, `curves.png`). Its MLflow experiment is named after it.
+model fingerprint, so `resume` needs only the name), and the final report
+(`trials.txt`, `curves.png`). Its MLflow experiment is named after it; every write to MLflow goes
+through `softprompt.store`.
 
 Ray: joins the cluster named by `RAY_ADDRESS` when set, else starts a local one (bound to
 127.0.0.1, usage stats and token auth off unless the environment says otherwise); an already
@@ -21,19 +22,20 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
-from softprompt import tracking as tracking_lib
+from softprompt.store import DEFAULT_STORAGE_PATH, Store, default_artifact_root, resolve_tracking_uri
 
 from . import report as report_lib
-from .campaign import DEFAULT_STORAGE_PATH, Campaign, CampaignError, check_resources
+from .baselines import BaselineScore, recorded_baselines, score_baselines
+from .campaign import Campaign, CampaignError, check_resources
+from .ray_env import apply_ray_env_defaults
 from .trainable import TrialRuntime, run_trial, share_model
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "campaign.json"
-RAY_ENV_DEFAULTS = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-                    "RAY_AUTH_MODE": "disabled"}
+TrialHook = Callable[[str, int], None]   # (trial id, step) after each report, in the trial process
 
 
 class CampaignResult(NamedTuple):
@@ -42,6 +44,7 @@ class CampaignResult(NamedTuple):
     tracking_uri: str
     rows: list[report_lib.TrialRow]
     curves: Path | None              # the validation-curve PNG
+    baselines: list[BaselineScore]   # the designed prompts, best first
 
 
 class _Stored(NamedTuple):
@@ -69,8 +72,7 @@ def ensure_ray(campaign: Campaign) -> None:
     import ray
 
     if not ray.is_initialized():
-        for key, value in RAY_ENV_DEFAULTS.items():
-            os.environ.setdefault(key, value)
+        apply_ray_env_defaults()
         runtime_env = {"env_vars": accelerator_env(campaign)}
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env)
@@ -79,8 +81,10 @@ def ensure_ray(campaign: Campaign) -> None:
     check_resources(campaign, ray.cluster_resources())
 
 
-def launch(campaign: Campaign, *, storage_path: str | os.PathLike | None = None) -> CampaignResult:
-    """Runs a new campaign to the end and returns its trial table."""
+def launch(campaign: Campaign, *, storage_path: str | os.PathLike | None = None,
+           trial_hook: TrialHook | None = None) -> CampaignResult:
+    """Runs a new campaign to the end and returns its trial table. `trial_hook(trial_id, step)`
+    runs inside each trial after each report (Ray pickles it to the trial processes)."""
     if storage_path is not None:
         campaign = campaign.replace(storage_path=str(storage_path))
     folder = experiment_dir(campaign.name, campaign.storage_path)
@@ -88,22 +92,22 @@ def launch(campaign: Campaign, *, storage_path: str | os.PathLike | None = None)
         raise CampaignError("name", f"campaign {campaign.name!r} already exists in {folder}: "
                             f"`softprompt search resume {campaign.name}` continues it, or choose another --name")
     ensure_ray(campaign)
-    tracking_uri = tracking_lib.resolve_tracking_uri(campaign.tracking_uri, storage_path=campaign.storage_path)
-    tracking = tracking_lib.Tracking(tracking_uri, artifact_root=tracking_lib.default_artifact_root(
-        tracking_uri, storage_path=campaign.storage_path))
+    tracking_uri = resolve_tracking_uri(campaign.tracking_uri, storage_path=campaign.storage_path)
+    store = Store(tracking_uri, artifact_root=default_artifact_root(tracking_uri, storage_path=campaign.storage_path))
     folder.mkdir(parents=True, exist_ok=True)
-    tags = {tracking_lib.TAG_ENSEMBLE_TOP: str(campaign.ensemble.top)} if campaign.ensemble else None
-    tracking.prepare_experiment(campaign.name, tags=tags)  # before any trial: creates the database too
+    store.prepare_experiment(campaign.name)  # before any trial: creates the database too
     model = _load_model(campaign)
-    stored = _Stored(campaign, tracking_uri, tracking.artifact_root, model.fingerprint)
+    stored = _Stored(campaign, tracking_uri, store.artifact_root, model.fingerprint)
     _write_state(folder, stored)
-    tuner = _new_tuner(stored, tracking, model=model)
+    score_baselines(campaign, model, store)
+    tuner = _new_tuner(stored, store, model=model, trial_hook=trial_hook)
     del model  # the trials' copy is in the object store now
     tuner.fit()
-    return _finish(stored, tracking, folder)
+    return _finish(stored, store, folder)
 
 
-def resume(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> CampaignResult:
+def resume(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH,
+           trial_hook: TrialHook | None = None) -> CampaignResult:
     """Continues a campaign whose driver stopped: unfinished and errored trials resume from their
     last checkpoints, finished ones are kept. Logs to the tracking store recorded at launch."""
     from ray import tune
@@ -115,12 +119,15 @@ def resume(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH)
     if env_uri and env_uri != stored.tracking_uri:
         logger.warning("MLFLOW_TRACKING_URI differs from the store this campaign was launched with; "
                        "its runs stay in %s", stored.tracking_uri)
-    tracking = tracking_lib.Tracking(stored.tracking_uri, artifact_root=stored.artifact_root)
-    tracking.prepare_experiment(name)
-    tuner = tune.Tuner.restore(str(folder), _trainable(stored.campaign, folder, model=_load_model(stored.campaign)),
-                               resume_unfinished=True, resume_errored=True)
+    store = Store(stored.tracking_uri, artifact_root=stored.artifact_root)
+    store.prepare_experiment(name)
+    model = _load_model(stored.campaign)
+    score_baselines(stored.campaign, model, store)
+    trainable = _trainable(stored.campaign, folder, model=model, trial_hook=trial_hook)
+    del model
+    tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
     tuner.fit()
-    return _finish(stored, tracking, folder)
+    return _finish(stored, store, folder)
 
 
 def stored_campaign(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> Campaign:
@@ -128,18 +135,27 @@ def stored_campaign(name: str, *, storage_path: str | os.PathLike = DEFAULT_STOR
     return _read_state(experiment_dir(name, storage_path)).campaign
 
 
-def status(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> list[report_lib.TrialRow]:
-    """The campaign's trials as Tune last recorded them (configuration, state, best score, steps)."""
+def stored_tracking_uri(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> str | None:
+    """The tracking store a campaign folder records, or None when there is no such folder."""
     folder = experiment_dir(name, storage_path)
-    _read_state(folder)
-    return report_lib.trial_rows(folder)
+    return _read_state(folder).tracking_uri if (folder / STATE_FILE).exists() else None
 
 
-def _finish(stored: _Stored, tracking: tracking_lib.Tracking, folder: Path) -> CampaignResult:
+def status(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH
+           ) -> tuple[list[report_lib.TrialRow], list[BaselineScore]]:
+    """The campaign's trials as Tune last recorded them (configuration, state, best score, steps),
+    and its designed prompts' scores."""
+    folder = experiment_dir(name, storage_path)
+    stored = _read_state(folder)
+    return report_lib.trial_rows(folder), recorded_baselines(name, Store(stored.tracking_uri))
+
+
+def _finish(stored: _Stored, store: Store, folder: Path) -> CampaignResult:
     rows = report_lib.trial_rows(folder)
-    curves = report_lib.write_report(folder, rows, tracking=tracking, campaign=stored.campaign.name,
+    curves = report_lib.write_report(folder, rows, store=store, campaign=stored.campaign.name,
                                      extra=[folder / STATE_FILE])
-    return CampaignResult(stored.campaign.name, folder, stored.tracking_uri, rows, curves)
+    return CampaignResult(stored.campaign.name, folder, stored.tracking_uri, rows, curves,
+                          recorded_baselines(stored.campaign.name, store))
 
 
 def _load_model(campaign: Campaign):
@@ -150,14 +166,13 @@ def _load_model(campaign: Campaign):
     return load_model.__wrapped__(campaign.model, dtype=campaign.dtype)
 
 
-def _runtime(campaign: Campaign, folder: Path) -> TrialRuntime:
+def _runtime(campaign: Campaign, trial_hook: TrialHook | None) -> TrialRuntime:
     cache = campaign.jax_cache_dir or str(Path(campaign.storage_path).resolve() / "jax_cache")
-    return TrialRuntime(jax_cache_dir=cache, drill_dir=str(folder / "drills"),
-                        fail_once_at_step=campaign.fail_once_at_step,
-                        adopt_checkpoints=campaign.scheduler.type == "pbt")
+    return TrialRuntime(jax_cache_dir=cache, adopt_checkpoints=campaign.scheduler.type == "pbt",
+                        after_report=trial_hook)
 
 
-def _trainable(campaign: Campaign, folder: Path, *, model) -> Any:
+def _trainable(campaign: Campaign, folder: Path, *, model, trial_hook: TrialHook | None = None) -> Any:
     """The trial function with its resources, the shared weights and the runtime settings bound."""
     from ray import tune
 
@@ -167,20 +182,20 @@ def _trainable(campaign: Campaign, folder: Path, *, model) -> Any:
     if campaign.resources.tpu:
         bundle["TPU"] = campaign.resources.tpu
     shared = share_model(model) if campaign.share_weights else None
-    bound = tune.with_parameters(run_trial, model=shared, runtime=_runtime(campaign, folder))
+    bound = tune.with_parameters(run_trial, model=shared, runtime=_runtime(campaign, trial_hook))
     return tune.with_resources(bound, tune.PlacementGroupFactory([bundle]))
 
 
-def _new_tuner(stored: _Stored, tracking: tracking_lib.Tracking, *, model) -> Any:
+def _new_tuner(stored: _Stored, store: Store, *, model, trial_hook: TrialHook | None) -> Any:
     from ray import tune
 
     from .mlflow_callback import MlflowTrackingCallback
     from .schedulers import make_scheduler, make_search_alg
 
     campaign = stored.campaign
-    callback = MlflowTrackingCallback(tracking, campaign=campaign.name, model_fingerprint=stored.model_fingerprint)
+    callback = MlflowTrackingCallback(store, campaign=campaign.name, model_fingerprint=stored.model_fingerprint)
     return tune.Tuner(
-        _trainable(campaign, experiment_dir(campaign.name, campaign.storage_path), model=model),
+        _trainable(campaign, experiment_dir(campaign.name, campaign.storage_path), model=model, trial_hook=trial_hook),
         param_space=campaign.param_space(),
         tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=campaign.num_samples,
                                     scheduler=make_scheduler(campaign), search_alg=make_search_alg(campaign),

@@ -3,7 +3,7 @@
 Trials never open the tracking store: their results reach the driver, and this callback logs them.
 So an SQLite store is written by one process only, and a trial needs no database access.
 
-Life of a trial's run (see `softprompt.tracking` for names):
+Life of a trial's run (see `softprompt.store.trials` for names):
   on_trial_start     create the run (params, tags), or find it again by its trial-id tag when the
                      trial is retried or the campaign resumed — never a second run per trial;
   on_trial_result    log the evaluation (skipping steps already logged: a resumed trial may repeat
@@ -24,7 +24,9 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from softprompt import tracking as tracking_lib
+from softprompt.core.tasks import get_task
+from softprompt.store import Store
+from softprompt.store import names
 
 from .space import train_config
 from .trainable import BEST_PROMPT
@@ -36,24 +38,24 @@ def final_status(trial: Trial) -> str:
     """FINISHED when the trial trained all its steps, KILLED when it was stopped before, FAILED
     when it errored."""
     if trial.status == Trial.ERROR:
-        return tracking_lib.FAILED
+        return names.FAILED
     result = trial.last_result or {}
     steps = result.get("steps") or trial.config.get("steps")
     done = steps is not None and result.get("step", 0) >= steps
-    return tracking_lib.FINISHED if done else tracking_lib.KILLED
+    return names.FINISHED if done else names.KILLED
 
 
 class MlflowTrackingCallback(Callback):
     """Logs a campaign's trials to MLflow from the driver.
 
     Args:
-      tracking: the store (created beforehand with `Tracking.prepare_experiment`).
+      store: the store (its experiment created beforehand with `Store.prepare_experiment`).
       campaign: the campaign's name, also its experiment's name.
       model_fingerprint: the frozen model's fingerprint, a tag of every run.
     """
 
-    def __init__(self, tracking: tracking_lib.Tracking, *, campaign: str, model_fingerprint: str) -> None:
-        self.tracking = tracking
+    def __init__(self, store: Store, *, campaign: str, model_fingerprint: str) -> None:
+        self.store = store
         self.campaign = campaign
         self.model_fingerprint = model_fingerprint
         self._runs: dict[str, str] = {}          # trial id -> run id
@@ -63,25 +65,26 @@ class MlflowTrackingCallback(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into the experiment state; caches are rebuilt from the store after a resume.
-        return {"tracking": self.tracking, "campaign": self.campaign, "model_fingerprint": self.model_fingerprint}
+        return {"store": self.store, "campaign": self.campaign, "model_fingerprint": self.model_fingerprint}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["tracking"], campaign=state["campaign"], model_fingerprint=state["model_fingerprint"])
+        self.__init__(state["store"], campaign=state["campaign"], model_fingerprint=state["model_fingerprint"])
 
     def _run_id(self, trial: Trial) -> str:
         if trial.trial_id not in self._runs:
-            run_id = self.tracking.start_trial_run(
-                self.campaign, trial_id=trial.trial_id, run_name=str(trial),
-                config=train_config(trial.config).to_dict(), model_fingerprint=self.model_fingerprint)
+            config = train_config(trial.config)
+            run_id = self.store.start_trial_run(
+                self.campaign, trial_id=trial.trial_id, run_name=str(trial), config=config.to_dict(),
+                task_name=get_task(config.task).name, model_fingerprint=self.model_fingerprint)
             self._runs[trial.trial_id] = run_id
-            self._logged[run_id] = self.tracking.last_logged_step(run_id)
-            restores = self.tracking.metric_history(run_id, tracking_lib.METRIC_RESTORED_FROM)
+            self._logged[run_id] = self.store.last_logged_step(run_id)
+            restores = self.store.metric_history(run_id, names.METRIC_RESTORED_FROM)
             self._restores[run_id] = max((step for step, _ in restores), default=0)
         return self._runs[trial.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         run_id = self._run_id(trial)
-        self.tracking.client.update_run(run_id, status=tracking_lib.RUNNING)
+        self.store.set_status(run_id, names.RUNNING)
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
         if "step" not in result or "score" not in result:
@@ -89,16 +92,16 @@ class MlflowTrackingCallback(Callback):
         run_id = self._run_id(trial)
         node = result.get("node_id")
         if node and self._nodes.get(run_id) != node:  # where the trial runs (it may move on a restart)
-            self.tracking.client.set_tag(run_id, tracking_lib.TAG_NODE_ID, node)
+            self.store.set_tag(run_id, names.TAG_NODE_ID, node)
             self._nodes[run_id] = node
         step = int(result["step"])
         start = int(result.get("start_step", 0))
         if start > self._restores[run_id]:
-            self.tracking.log_metrics(run_id, {tracking_lib.METRIC_RESTORED_FROM: start}, step=start)
+            self.store.log_metrics(run_id, {names.METRIC_RESTORED_FROM: start}, step=start)
             self._restores[run_id] = start
         if step <= self._logged[run_id]:
             return
-        self.tracking.log_evaluation(run_id, step=step, loss=result["loss"], score=result["score"],
+        self.store.log_evaluation(run_id, step=step, loss=result["loss"], score=result["score"],
                                      metrics=result.get("task_metrics", {}))
         self._logged[run_id] = step
 
@@ -106,24 +109,24 @@ class MlflowTrackingCallback(Callback):
         self._close(trial, final_status(trial))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
-        self._close(trial, tracking_lib.FAILED)
+        self._close(trial, names.FAILED)
 
     def on_experiment_end(self, trials: list[Trial], **info) -> None:
         live = {trial.trial_id: trial for trial in trials}
-        for run in self.tracking.trial_runs(self.campaign, status=tracking_lib.RUNNING):
-            trial = live.get(run.data.tags.get(tracking_lib.TAG_TRIAL_ID))
+        for run in self.store.trial_runs(self.campaign, status=names.RUNNING):
+            trial = live.get(run.tags.get(names.TAG_TRIAL_ID))
             if trial is not None and trial.status in (Trial.TERMINATED, Trial.ERROR):
                 self._close(trial, final_status(trial))
             elif trial is None:  # a run whose trial this experiment no longer knows
-                self.tracking.end_run(run.info.run_id, tracking_lib.KILLED)
+                self.store.end_run(run.run_id, names.KILLED)
 
     def _close(self, trial: Trial, status: str) -> None:
         run_id = self._run_id(trial)
         try:
-            self.tracking.log_best(run_id)
+            self.store.log_best(run_id)
             self._log_prompt(trial, run_id)
         finally:
-            self.tracking.end_run(run_id, status)
+            self.store.end_run(run_id, status)
 
     def _log_prompt(self, trial: Trial, run_id: str) -> None:
         checkpoint = trial.checkpoint
@@ -132,6 +135,6 @@ class MlflowTrackingCallback(Callback):
         with checkpoint.as_directory() as folder:
             prompt = Path(folder) / BEST_PROMPT
             if prompt.is_dir():
-                self.tracking.log_prompt(run_id, prompt)
+                self.store.log_prompt(run_id, prompt)
             else:
                 logger.warning("trial %s: its checkpoint holds no prompt artifact", trial)

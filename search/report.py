@@ -1,4 +1,5 @@
-"""A campaign's report: the trial table (rich) and a PNG of every trial's validation curve.
+"""A campaign's report: the trial table (rich; the columns that vary, so it reads in 80 columns),
+every column as CSV, and a PNG of every trial's validation curve.
 
 Read from Ray Tune's experiment folder (its state and each trial's results), written beside it
 (`trials.txt`, `curves.png`) and logged to the campaign's own MLflow run.
@@ -6,12 +7,14 @@ Read from Ray Tune's experiment folder (its state and each trial's results), wri
 
 from __future__ import annotations
 
+import csv
 import io
 import math
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 TABLE_FILE = "trials.txt"
+CSV_FILE = "trials.csv"
 CURVES_FILE = "curves.png"
 
 
@@ -33,7 +36,7 @@ def outcome(row: TrialRow) -> str:
     return f"{row.status} (stopped)" if stopped else row.status
 
 
-# Table columns: header -> how to show a row's value.
+# Every column of the full table (trials.csv): header -> how to show a row's value.
 _COLUMNS = {
     "trial": lambda r: r.trial_id,
     "state": outcome,
@@ -44,13 +47,15 @@ _COLUMNS = {
     "warmup": lambda r: str(r.config.get("warmup_steps")),
     "decay": lambda r: ("off" if r.config.get("decay_factor") is None
                         else f"x{r.config['decay_factor']}/{r.config.get('steps_per_decay')}"),
-    "prompt": lambda r: f"{r.config.get('prompt_length')} {r.config.get('init')}",
+    "length": lambda r: str(r.config.get("prompt_length")),
+    "init": lambda r: str(r.config.get("init")),
     "seed": lambda r: str(r.config.get("seed")),
     "steps": lambda r: f"{r.step}/{r.steps}",
     "best score": lambda r: _number(r.best_score),
     "best step": lambda r: str(r.best_step),
     "fails": lambda r: str(r.failures),
 }
+_ALWAYS = ("trial", "state", "steps", "best score")   # the short table keeps these, and what varies
 
 
 def _number(value: Any) -> str:
@@ -80,23 +85,47 @@ def trial_rows(experiment_dir: str | Path) -> list[TrialRow]:
     return rows
 
 
-def trial_table(rows: list[TrialRow], *, title: str = "trials"):
-    """The rows as a `rich.table.Table`."""
+def shown_columns(rows: list[TrialRow]) -> list[str]:
+    """The short table's columns: trial, state, steps and best score, plus every column whose
+    value differs between trials (what the campaign searched); "fails" only when one failed."""
+    varying = [name for name, show in _COLUMNS.items() if name not in _ALWAYS and name != "fails"
+               and len({show(row) for row in rows}) > 1]
+    failed = ["fails"] if any(row.failures for row in rows) else []
+    return ["trial", "state", *varying, "steps", "best score", *failed]
+
+
+def _short_id(row: TrialRow) -> str:
+    return row.trial_id.rsplit("_", 1)[-1]
+
+
+def trial_table(rows: list[TrialRow], *, title: str = "trials", columns: list[str] | None = None):
+    """The rows as a `rich.table.Table` of the `shown_columns` (or the ones asked for)."""
     from rich.table import Table
 
-    table = Table(*_COLUMNS, title=title)
+    columns = columns or shown_columns(rows)
+    table = Table(*columns, title=title)
     for row in rows:
-        table.add_row(*(show(row) for show in _COLUMNS.values()))
+        table.add_row(*(_short_id(row) if name == "trial" else _COLUMNS[name](row) for name in columns))
     return table
 
 
-def table_text(rows: list[TrialRow], *, title: str = "trials", width: int = 160) -> str:
-    """The table rendered as plain text."""
+def table_text(rows: list[TrialRow], *, title: str = "trials", width: int = 80) -> str:
+    """The short table rendered as plain text (80 columns: it reads in a log file)."""
     from rich.console import Console
 
     console = Console(file=io.StringIO(), width=width, color_system=None)
     console.print(trial_table(rows, title=title))
     return console.file.getvalue()
+
+
+def write_csv(rows: list[TrialRow], path: str | Path) -> Path:
+    """Every column of every trial, as CSV."""
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(list(_COLUMNS))
+        for row in rows:
+            writer.writerow([show(row) for show in _COLUMNS.values()])
+    return Path(path)
 
 
 def plot_curves(rows: list[TrialRow], path: str | Path, *, title: str) -> Path:
@@ -123,13 +152,15 @@ def plot_curves(rows: list[TrialRow], path: str | Path, *, title: str) -> Path:
     return Path(path)
 
 
-def write_report(experiment_dir: str | Path, rows: list[TrialRow], *, tracking=None, campaign: str,
+def write_report(experiment_dir: str | Path, rows: list[TrialRow], *, store=None, campaign: str,
                  extra: Sequence[Path] = ()) -> Path:
-    """Writes `trials.txt` and `curves.png` into the experiment folder and, with `tracking`, logs
-    both (and the `extra` files) to the campaign's MLflow run; returns the PNG's path."""
+    """Writes `trials.txt` (the short table), `trials.csv` (every column) and `curves.png` into the
+    experiment folder and, with `store`, logs them (and the `extra` files) to the campaign's MLflow
+    run; returns the PNG's path."""
     folder = Path(experiment_dir)
     (folder / TABLE_FILE).write_text(table_text(rows, title=campaign))
+    write_csv(rows, folder / CSV_FILE)
     curves = plot_curves(rows, folder / CURVES_FILE, title=f"{campaign}: validation score per trial")
-    if tracking is not None:
-        tracking.log_campaign_artifacts(campaign, [folder / TABLE_FILE, curves, *extra])
+    if store is not None:
+        store.log_campaign_artifacts(campaign, [folder / TABLE_FILE, folder / CSV_FILE, curves, *extra])
     return curves

@@ -12,8 +12,8 @@ private memory per trial instead of 2.2 GB). On an accelerator each trial's devi
 copy; the host copy is still shared. All trials share one JAX persistent compilation cache, so each
 distinct step function is compiled once per campaign, not once per trial.
 
-Test drill: with `TrialRuntime.fail_once_at_step`, every trial raises once right after reporting
-that step (a marker file remembers it), to exercise retries from checkpoints.
+`TrialRuntime.after_report(trial_id, step)`, when given, runs in the trial after each report (the
+Python API's hook: tests use it to fail a trial once and watch it retried from its checkpoint).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from softprompt.core.checkpoint import STATE
+from softprompt.core.compilation_cache import use_compilation_cache
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.train import CHECKPOINT_FOLDER, EvalReport, train
 
@@ -38,24 +39,8 @@ class TrialRuntime(NamedTuple):
     """What a trial needs besides its configuration (the same for every trial of a campaign)."""
 
     jax_cache_dir: str | None = None        # the shared persistent compilation cache
-    drill_dir: str | None = None            # where the fail-once drill leaves its markers
-    fail_once_at_step: int | None = None    # TEST DRILL: raise once after reporting this step
     adopt_checkpoints: bool = False         # PBT: continue another trial's checkpoint under this config
-
-
-class DrillFailure(RuntimeError):
-    """The deliberate failure of the fail-once drill."""
-
-
-def configure_compilation_cache(directory: str | None) -> None:
-    """Points JAX's persistent compilation cache at `directory`, caching every compilation."""
-    if directory is None:
-        return
-    import jax
-
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    after_report: Callable[[str, int], None] | None = None   # (trial id, step), in the trial, after each report
 
 
 def share_model(model: FrozenModel) -> FrozenModel:
@@ -79,7 +64,7 @@ def run_trial(config: dict[str, Any], *, model: FrozenModel | None = None,
     """Trains one sampled configuration, reporting to Tune at every evaluation."""
     from ray import tune
 
-    configure_compilation_cache(runtime.jax_cache_dir)
+    use_compilation_cache(runtime.jax_cache_dir)
     train_settings = train_config(config)
     work = Path(tune.get_context().get_trial_dir()) / WORK_FOLDER
     start_step = _restore(tune.get_checkpoint(), work, train_settings.to_dict(),
@@ -91,7 +76,8 @@ def run_trial(config: dict[str, Any], *, model: FrozenModel | None = None,
             shutil.copytree(work / BEST_PROMPT, Path(report.checkpoint) / BEST_PROMPT)
         tune.report(_metrics(report, start_step=start_step, steps=train_settings.steps),
                     checkpoint=tune.Checkpoint.from_directory(report.checkpoint))
-        _maybe_drill(runtime, trial_id, report.step)
+        if runtime.after_report is not None:
+            runtime.after_report(trial_id, report.step)
 
     train(train_settings, out_dir=work / BEST_PROMPT, checkpoint_dir=work,
           model=unshare_model(model) if model is not None else None,
@@ -124,14 +110,3 @@ def _restore(checkpoint, work: Path, config: dict[str, Any], *, adopt: bool) -> 
         state["config"] = config  # PBT: the donor's prompt and optimiser state, this trial's settings
         state_file.write_text(json.dumps(state, indent=1))
     return int(state["step"])
-
-
-def _maybe_drill(runtime: TrialRuntime, trial_id: str, step: int) -> None:
-    if runtime.fail_once_at_step is None or step != runtime.fail_once_at_step or runtime.drill_dir is None:
-        return
-    marker = Path(runtime.drill_dir) / f"{trial_id}.failed-once"
-    if marker.exists():
-        return
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(str(step))
-    raise DrillFailure(f"fail-once drill: trial {trial_id} fails after reporting step {step}")

@@ -31,17 +31,16 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 
+from softprompt.core.compilation_cache import use_compilation_cache
 from softprompt.core.models import load_model
 from softprompt.ensemble.loaded import load_ensemble
-from softprompt.ensemble.manifest import EnsembleError
-from softprompt.ensemble.registry import resolve
+from softprompt.ensemble.predict import DEFAULT_MAX_ROWS
 from softprompt.ensemble.voting import Vote
-from softprompt.tracking import resolve_tracking_uri
+from softprompt.store import EnsembleError, Store, resolve_tracking_uri
 
 from .admission import admit
 from .batcher import Item, predict_batch
@@ -51,7 +50,6 @@ from .schemas import (EnsembleInfo, EnsembleRef, EnsemblesResponse, Health, Memb
 from .state import NotServed, ServeState, load_state, resolve_all
 
 logger = logging.getLogger(__name__)
-DEFAULT_STORAGE_PATH = "runs"        # the search layer's default: its store is runs/mlflow.db
 DEFAULT_MAX_ONGOING_REQUESTS = 256   # HTTP requests one replica holds at once (their inputs batch together)
 
 api = FastAPI(title="softprompt", summary="Voted soft-prompt ensembles on one frozen model.")
@@ -68,35 +66,13 @@ class ServeConfig:
     max_inputs: int = 64              # per request; more -> 413
     max_batch_size: int = 32          # inputs per batched pass
     batch_wait_timeout_s: float = 0.05
-    max_rows_per_pass: int = 32       # model rows (inputs x members) per forward chunk (CPU: 16-32 best)
+    max_rows_per_pass: int = DEFAULT_MAX_ROWS   # model rows (inputs x members) per forward chunk
     token_sha256: str | None = None
     jax_cache_dir: str | None = None  # JAX's persistent compilation cache, shared by replicas and restarts
 
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def use_compilation_cache(directory: str) -> None:
-    """Every compilation of this process goes to (and comes from) `directory`."""
-    import jax
-
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-
-
-def default_tracking_uri(explicit: str | None = None) -> str:
-    """`explicit`, else $MLFLOW_TRACKING_URI, else the search layer's default store
-    (`sqlite:///runs/mlflow.db`); a relative SQLite or folder path is made absolute here, in the
-    driver, because replicas may start in another working directory."""
-    uri = resolve_tracking_uri(explicit, storage_path=DEFAULT_STORAGE_PATH)
-    sqlite = "sqlite:///"
-    if uri.startswith(sqlite) and not uri[len(sqlite):].startswith("/"):
-        return sqlite + str(Path(uri[len(sqlite):]).resolve())
-    if ":" not in uri:   # a bare folder: MLflow's file store
-        return str(Path(uri).resolve())
-    return uri
 
 
 @serve.deployment(max_ongoing_requests=DEFAULT_MAX_ONGOING_REQUESTS)
@@ -108,10 +84,10 @@ class SoftPromptServer:
         self.config = config
         if config.jax_cache_dir:
             use_compilation_cache(config.jax_cache_dir)
-        self.client = MlflowClient(config.tracking_uri)
-        registered = resolve_all(self.client, config.ensembles)
-        self.model = load_model(config.model or registered[0].manifest.model)
-        self.state: ServeState = load_state(self.client, self.model, config.ensembles, registered)
+        self.store = Store(config.tracking_uri)
+        registered = resolve_all(self.store, config.ensembles)
+        self.model = load_model(config.model or registered[0].manifest.model, dtype=registered[0].manifest.dtype)
+        self.state: ServeState = load_state(self.store, self.model, config.ensembles, registered)
         self.metrics = ServeMetrics()
         self.stats: dict[tuple[str, str], EnsembleStats] = {}
         self.reload_lock = asyncio.Lock()
@@ -175,7 +151,7 @@ class SoftPromptServer:
         self._stats(served.name, served.version, served.members).record(votes)
         self.metrics.request(served.name, served.version, 200, time.perf_counter() - started, votes)
         return PredictResponse(task=request.task, ensemble=EnsembleRef(name=served.name, version=served.version),
-                               predictions=[Prediction(label=v.label, votes=v.votes, members=v.members,
+                               predictions=[Prediction(label=v.label, votes=v.votes, shares=v.shares, members=v.members,
                                                        truncated=pair.truncated)
                                             for v, pair in zip(votes, admitted.encoded)])
 
@@ -206,7 +182,7 @@ class SoftPromptServer:
         except NotServed as error:
             raise HTTPException(404, str(error)) from None
         try:
-            registered = await asyncio.to_thread(resolve, self.client, served.reference)
+            registered = await asyncio.to_thread(self.store.resolve_ensemble, served.reference)
         except EnsembleError as error:
             raise HTTPException(409, f"cannot reload {name!r}: {error}") from None
         except Exception as error:  # noqa: BLE001 - the tracking store is unreachable or failing
@@ -231,7 +207,7 @@ class SoftPromptServer:
                 return {"replica": self.replica, "version": version, "changed": False}
 
             def rebuild() -> ServeState:
-                loaded = load_ensemble(self.client, f"{name}/{version}", self.model)
+                loaded = load_ensemble(self.store, f"{name}/{version}", self.model)
                 return self.state.replaced(self.model, loaded)
 
             self.state = await asyncio.to_thread(rebuild)   # one assignment: the swap
@@ -246,7 +222,7 @@ def build_app(ensembles: list[str], *, tracking_uri: str | None = None, model: s
     """The bound application (pass it to `serve.run`). `token`: require `Authorization: Bearer`."""
     if not ensembles:
         raise EnsembleError("give at least one ensemble to serve (NAME@ALIAS)")
-    config = ServeConfig(tuple(ensembles), default_tracking_uri(tracking_uri), model=model, max_inputs=max_inputs,
+    config = ServeConfig(tuple(ensembles), resolve_tracking_uri(tracking_uri), model=model, max_inputs=max_inputs,
                          max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s,
                          max_rows_per_pass=max_rows_per_pass, token_sha256=token_digest(token) if token else None,
                          jax_cache_dir=str(Path(jax_cache_dir).resolve()) if jax_cache_dir else None)

@@ -12,18 +12,14 @@ Combined table: the members of every loaded ensemble stacked in load order,
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
-from mlflow.tracking import MlflowClient
-
-from softprompt.core.inference import label_targets
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.multi_prompt import PromptTable, stack_prompts
 from softprompt.core.tasks import TaskSpec, get_task
-from softprompt.ensemble.loaded import LoadedEnsemble, load_ensemble, scoring_model
-from softprompt.ensemble.manifest import EnsembleError
-from softprompt.ensemble.registry import RegisteredEnsemble, resolve
-from softprompt.tracking import TAG_TASK
+from softprompt.ensemble.loaded import LoadedEnsemble, check_servable, input_factory, load_registered
+from softprompt.ensemble.predict import EnsembleInput
+from softprompt.store import EnsembleError, RegisteredEnsemble, Store
 
 
 class NotServed(LookupError):
@@ -42,7 +38,7 @@ class ServedEnsemble:
     loaded: LoadedEnsemble
     task: TaskSpec
     first_prompt: int                  # index of member 0 in the combined table
-    targets: tuple[tuple[int, ...], ...] | None   # label target ids per label word; None: free text
+    make_input: Callable[[list[int]], EnsembleInput]   # input ids -> this ensemble's EnsembleInput
 
     @property
     def name(self) -> str:
@@ -100,24 +96,18 @@ def build_state(model: FrozenModel, entries: Sequence[tuple[str, LoadedEnsemble]
     served, first = [], 0
     for reference, loaded in entries:
         task = get_task(loaded.task)
-        if task.free_text and loaded.manifest.vote_rule != "majority":
-            raise EnsembleError(f"ensemble {loaded.name!r}: free-text task {task.name!r} supports only "
-                                f"the majority vote, not {loaded.manifest.vote_rule!r}")
-        if task.free_text and loaded.manifest.target_format != "plain":
-            raise EnsembleError(f"ensemble {loaded.name!r}: serving decodes free text with plain targets, "
-                                f"its members were trained with {loaded.manifest.target_format!r} targets")
-        targets = None if task.free_text else tuple(map(tuple, label_targets(
-            scoring_model(model, loaded.manifest), task.label_words)))
-        served.append(ServedEnsemble(reference, loaded, task, first, targets))
+        check_servable(loaded, task)
+        served.append(ServedEnsemble(reference, loaded, task, first,
+                                     input_factory(model, loaded, task=task, first_prompt=first)))
         first += len(loaded.prompts)
     table = stack_prompts([prompt.embeddings for _, loaded in entries for prompt in loaded.prompts])
     return ServeState(tuple(served), table)
 
 
-def resolve_all(client: MlflowClient, references: Sequence[str]) -> list[RegisteredEnsemble]:
+def resolve_all(store: Store, references: Sequence[str]) -> list[RegisteredEnsemble]:
     """Every reference resolved to one registered version; all must share a model fingerprint
     (one replica holds one frozen model)."""
-    registered = [resolve(client, reference) for reference in references]
+    registered = [store.resolve_ensemble(reference) for reference in references]
     fingerprints = {r.manifest.model_fingerprint for r in registered}
     if len(fingerprints) > 1:
         raise EnsembleError("the ensembles were built on different frozen models: "
@@ -126,20 +116,8 @@ def resolve_all(client: MlflowClient, references: Sequence[str]) -> list[Registe
     return registered
 
 
-def load_state(client: MlflowClient, model: FrozenModel, references: Sequence[str],
+def load_state(store: Store, model: FrozenModel, references: Sequence[str],
                registered: Sequence[RegisteredEnsemble]) -> ServeState:
     """Loads the exact versions `registered` (resolved from `references`) onto `model`."""
-    return build_state(model, [(reference, load_ensemble(client, f"{r.name}/{r.version}", model))
+    return build_state(model, [(reference, load_registered(store, r, model))
                                for reference, r in zip(references, registered)])
-
-
-def discover_references(client: MlflowClient, alias: str = "production") -> list[str]:
-    """`name@alias` of every registered ensemble that has `alias` (the default of `softprompt serve`)."""
-    found = []
-    for model in client.search_registered_models(max_results=1000):
-        if TAG_TASK not in (model.tags or {}):  # set on every ensemble by ensemble.registry.register
-            continue
-        # search results may carry empty aliases: read them from the model itself
-        if alias in (client.get_registered_model(model.name).aliases or {}):
-            found.append(f"{model.name}@{alias}")
-    return sorted(found)

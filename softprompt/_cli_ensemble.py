@@ -13,35 +13,51 @@ app = typer.Typer(help="Build and evaluate voted prompt ensembles.", no_args_is_
 TRACKING_HELP = "MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db]."
 
 
-def _client(tracking_uri: str | None):
-    from mlflow.tracking import MlflowClient
+def _store(tracking_uri: str | None):
+    from softprompt.store import Store
 
-    from softprompt.search.campaign import DEFAULT_STORAGE_PATH
-    from softprompt.tracking import resolve_tracking_uri
-
-    return MlflowClient(resolve_tracking_uri(tracking_uri, storage_path=DEFAULT_STORAGE_PATH))
+    return Store.at(tracking_uri)
 
 
 @app.command("build")
 def build(task: str = typer.Option(..., help="The task whose trials to draw from."),
-          top: int = typer.Option(5, min=1, help="How many prompts (N)."),
+          top: int = typer.Option(5, min=1, help="The most votes (members with multiplicity) of the ensemble."),
           experiment: Optional[List[str]] = typer.Option(None, help="Campaign (experiment) names [default: all]."),
           metric: Optional[str] = typer.Option(None, help="Selection metric [default: the task's]."),
           name: Optional[str] = typer.Option(None, help="Registered model name [default: <task>-ensemble]."),
           alias: str = typer.Option("production", help="Alias moved to the new version."),
-          vote_rule: str = typer.Option("majority", help="majority | mean_logprob"),
+          select: str = typer.Option("greedy", help="greedy: forward selection with replacement on the selection "
+                                                    "split (never below its best member there) | top: the top N."),
+          selection_split: Optional[str] = typer.Option(
+              None, help="Split greedy selection scores on [default: the training records the trials held out "
+                         "(campaign fixed.selection_examples)]. Never the split you report on."),
+          selection_examples: Optional[int] = typer.Option(None, min=1, help="Use at most this many selection examples."),
+          data_dir: Optional[str] = typer.Option(None, help="Data folder for the selection split [default: the trials']."),
+          vote: str = typer.Option("majority", "--vote", "--vote-rule",
+                                   help="majority (weighted, ties to the likelier) | soft (mean label probability) "
+                                        "| mean_logprob"),
           allow_fewer: bool = typer.Option(False, help="Build a smaller ensemble when fewer runs qualify."),
           tracking_uri: Optional[str] = typer.Option(None, help=TRACKING_HELP)) -> None:
-    """Select the top-N finished runs of a task and register them as an ensemble version."""
+    """Choose members among a task's finished trials and register them as an ensemble version."""
     from softprompt.ensemble.build import build_ensemble
 
     with user_errors():
-        registered = build_ensemble(_client(tracking_uri), task=task, top=top, name=name, experiments=experiment,
-                                    metric=metric, alias=alias, vote_rule=vote_rule, allow_fewer=allow_fewer)
+        registered = build_ensemble(_store(tracking_uri), task=task, top=top, name=name, experiments=experiment,
+                                    metric=metric, alias=alias, vote_rule=vote, allow_fewer=allow_fewer,
+                                    select=select, selection_split=selection_split,
+                                    selection_limit=selection_examples, data_dir=data_dir)
+    print_json(build_summary(registered, alias))
+
+
+def build_summary(registered, alias: str | None) -> dict:
+    """What `ensemble build` prints: the version, its members with their votes, and the selection."""
     manifest = registered.manifest
-    print_json({"name": registered.name, "version": registered.version, "alias": alias, "task": manifest.task,
-                "metric": manifest.metric, "model_fingerprint": manifest.model_fingerprint,
-                "members": [{"run_id": m.run_id, manifest.metric: m.metric} for m in manifest.members]})
+    selection = {key: value for key, value in (manifest.selection or {}).items() if key != "candidates"}
+    return {"name": registered.name, "version": registered.version, "alias": alias, "task": manifest.task,
+            "metric": manifest.metric, "model_fingerprint": manifest.model_fingerprint, "vote": manifest.vote_rule,
+            "selection": selection,
+            "members": [{"run_id": m.run_id, manifest.metric: m.metric, "votes": m.multiplicity}
+                        for m in manifest.members]}
 
 
 @app.command("evaluate")
@@ -50,11 +66,12 @@ def evaluate(reference: str = typer.Argument(..., help="NAME, NAME@ALIAS or NAME
              max_examples: Optional[int] = typer.Option(None, min=1),
              data_dir: Optional[str] = typer.Option(None),
              model: Optional[str] = typer.Option(None, help="[default: the ensemble's model]"),
+             designed: bool = typer.Option(True, help="Score the members' campaigns' designed prompts alongside."),
              tracking_uri: Optional[str] = typer.Option(None, help=TRACKING_HELP)) -> None:
     """Score each member, their average, the best member and the voted ensemble (Table 3)."""
     from softprompt.ensemble.report import evaluate_and_log
 
     with user_errors():
-        table = evaluate_and_log(_client(tracking_uri), reference, split=split, max_examples=max_examples,
-                                 data_dir=data_dir, model=model)
+        table = evaluate_and_log(_store(tracking_uri), reference, split=split, max_examples=max_examples,
+                                 data_dir=data_dir, model=model, designed=designed)
     print_json(table.as_dict())

@@ -22,44 +22,74 @@ app = typer.Typer(help="Prompt-tuning campaigns over the paper's Table 6 on Ray 
 STORAGE_HELP = "Folder holding campaigns [default: the campaign file's storage_path, else ./runs]."
 
 
-def _show(rows, *, title: str) -> None:
+def _console():
     from rich.console import Console
-
-    from softprompt.search.report import trial_table
 
     console = Console(stderr=True)
     if not console.is_terminal:
-        console.width = 200  # a log file: keep each trial on one line
+        console.width = 80   # a log file reads in 80 columns
+    return console
+
+
+def _show(rows, baselines=(), *, title: str) -> None:
+    """The trial table and, when the campaign has them, its designed prompts on stderr."""
+    from rich.table import Table
+
+    from softprompt.search.report import trial_table
+
+    console = _console()
     console.print(trial_table(rows, title=title))
+    if baselines:
+        designed = Table("designed prompt", "task", "score", title="designed prompts (same validation examples)")
+        for baseline in baselines:
+            designed.add_row(baseline.name, baseline.task, f"{baseline.score:.2f}")
+        console.print(designed)
 
 
-def _summary(rows) -> dict:
+def _summary(rows, baselines=()) -> dict:
     states = sorted({row.status for row in rows})
-    return {"trials": len(rows), "states": {state: sum(row.status == state for row in rows) for state in states},
-            "best_score": max((row.best_score for row in rows if not math.isnan(row.best_score)), default=None)}
+    summary = {"trials": len(rows), "states": {state: sum(row.status == state for row in rows) for state in states},
+               "best_score": max((row.best_score for row in rows if not math.isnan(row.best_score)), default=None)}
+    if baselines:
+        summary["best_designed"] = {"name": baselines[0].name, "score": baselines[0].score}
+    return summary
 
 
-def _print_result(result) -> None:
-    _show(result.rows, title=result.name)
-    print_json({"campaign": result.name, "experiment_dir": str(result.experiment_dir),
-                "tracking_uri": result.tracking_uri, "curves": str(result.curves)} | _summary(result.rows))
+def _result_json(result) -> dict:
+    from softprompt.store import masked
+
+    return {"campaign": result.name, "experiment_dir": str(result.experiment_dir),
+            "tracking_uri": masked(result.tracking_uri), "curves": str(result.curves)} | _summary(
+        result.rows, result.baselines)
 
 
-def _build_ensembles(campaign, result) -> None:
-    """A campaign with `ensemble: {top: N}` registers each task's top-N ensemble when it ends
-    (done here, in the shell, so that search/ never depends on ensemble/)."""
+def _build_ensembles(campaign, result) -> list[dict]:
+    """A campaign with `ensemble: {top: N}` registers each task's ensemble when it ends (done
+    here, in the shell, so that search/ never depends on ensemble/); returns what was built."""
     if campaign.ensemble is None:
-        return
-    from mlflow.tracking import MlflowClient
-
+        return []
     from softprompt.ensemble.build import build_ensemble
+    from softprompt.store import Store
 
-    client = MlflowClient(result.tracking_uri)
+    from ._cli_ensemble import build_summary
+
+    store = Store(result.tracking_uri)
+    built = []
     for task in campaign.tasks:
-        registered = build_ensemble(client, task=task, top=campaign.ensemble.top, experiments=[campaign.name],
-                                    name=f"{Path(task).stem}-ensemble")
-        print_json({"ensemble": registered.name, "version": registered.version, "alias": "production",
-                    "members": [m.run_id for m in registered.manifest.members]})
+        settings = campaign.ensemble
+        registered = build_ensemble(store, task=task, top=settings.top, experiments=[campaign.name],
+                                    name=f"{Path(task).stem}-ensemble", select=settings.select,
+                                    vote_rule=settings.vote, allow_fewer=True)
+        built.append(build_summary(registered, "production"))
+    return built
+
+
+def _finish(campaign, result) -> None:
+    """The trial table on stderr, ensembles built, then ONE JSON line on stdout."""
+    _show(result.rows, result.baselines, title=result.name)
+    with user_errors():
+        ensembles = _build_ensembles(campaign, result)
+    print_json(_result_json(result) | ({"ensembles": ensembles} if ensembles else {}))
 
 
 @app.command()
@@ -74,9 +104,7 @@ def launch(campaign_file: Path = typer.Argument(..., exists=True, dir_okay=False
         campaign = load_campaign(campaign_file, name=name,
                                  storage_path=str(storage_path) if storage_path else None)
         result = launching.launch(campaign)
-    _print_result(result)
-    with user_errors():
-        _build_ensembles(campaign, result)
+    _finish(campaign, result)
 
 
 @app.command()
@@ -87,9 +115,7 @@ def resume(name: str = typer.Argument(..., help="Campaign name."),
 
     with user_errors():
         result = launching.resume(name, storage_path=storage_path)
-    _print_result(result)
-    with user_errors():
-        _build_ensembles(launching.stored_campaign(name, storage_path=storage_path), result)
+    _finish(launching.stored_campaign(name, storage_path=storage_path), result)
 
 
 @app.command()
@@ -99,6 +125,41 @@ def status(name: str = typer.Argument(..., help="Campaign name."),
     from softprompt.search import launch as launching
 
     with user_errors():
-        rows = launching.status(name, storage_path=storage_path)
-    _show(rows, title=name)
-    print_json({"campaign": name} | _summary(rows))
+        rows, baselines = launching.status(name, storage_path=storage_path)
+    _show(rows, baselines, title=name)
+    print_json({"campaign": name} | _summary(rows, baselines))
+
+
+@app.command()
+def report(name: str = typer.Argument(..., help="Campaign name (its MLflow experiment)."),
+           by: str = typer.Option(..., "--by", help="The axis: a trial param such as prompt_length, init, seed."),
+           metric: str = typer.Option("score", help="Plot best_<metric> [default: score, the selection score]."),
+           out: Optional[Path] = typer.Option(None, help="Folder for the PNG and CSV [default: the campaign folder]."),
+           storage_path: Path = typer.Option(Path("./runs"), help="Folder holding campaigns."),
+           tracking_uri: Optional[str] = typer.Option(
+               None, help="MLflow tracking URI [default: the campaign's, else $MLFLOW_TRACKING_URI, else "
+                          "sqlite:///<storage-path>/mlflow.db].")) -> None:
+    """A metric against one axis: mean and standard deviation over seeds, beside the designed prompts
+    (PNG + CSV, logged to the campaign's experiment)."""
+    from rich.table import Table
+
+    from softprompt.search import launch as launching
+    from softprompt.search.findings import report_axis
+    from softprompt.store import Store
+
+    with user_errors():
+        folder = launching.experiment_dir(name, storage_path)
+        uri = tracking_uri or launching.stored_tracking_uri(name, storage_path=storage_path)
+        store = Store.at(uri, storage_path=storage_path)
+        result = report_axis(store, name, by, metric=metric, folder=out or folder)
+    view = Table(by, f"best {metric} (mean)", "std", "trials", title=f"{name}: best validation {metric} by {by}")
+    for point in result.points:
+        view.add_row(point.value, f"{point.mean:.2f}", f"{point.std:.2f}", str(len(point.values)))
+    for baseline in result.baselines:
+        view.add_row(f"designed: {baseline.name}", f"{baseline.score:.2f}", "", "", style="dim")
+    _console().print(view)
+    print_json({"campaign": name, "by": by, "metric": metric, "picture": str(result.picture),
+                "table": str(result.table),
+                "points": [{"value": p.value, "mean": p.mean, "std": p.std, "values": list(p.values)}
+                           for p in result.points],
+                "designed": [{"name": b.name, "score": b.score} for b in result.baselines]})

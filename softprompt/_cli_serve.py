@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from typing import List, Optional
@@ -12,11 +11,6 @@ import typer
 from ._cli_common import print_json, user_errors
 
 APP_NAME = "softprompt"
-RAY_ENV_DEFAULTS = {   # local and quiet unless the caller says otherwise (see DESIGN.md, facts)
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",   # Ray's own listeners bind 127.0.0.1
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
-}
 
 
 def _wait_for_stop_signal() -> None:
@@ -50,21 +44,20 @@ def serve(
     metrics_port: Optional[int] = typer.Option(None, help="Prometheus port of a local Ray [default: Ray's choice]."),
 ) -> None:
     """Serve voted predictions over HTTP until Ctrl-C (or SIGTERM); prints one JSON line when ready."""
-    for name, value in RAY_ENV_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-    from mlflow.tracking import MlflowClient
+    from softprompt.search.ray_env import apply_ray_env_defaults
+    from softprompt.serve.app import build_app
+    from softprompt.serve.state import resolve_all
+    from softprompt.store import Store
 
-    from softprompt.serve.app import build_app, default_tracking_uri
-    from softprompt.serve.state import discover_references, resolve_all
-
+    apply_ray_env_defaults()
     with user_errors():
-        uri = default_tracking_uri(tracking_uri)
-        client = MlflowClient(uri)
-        references = list(ensemble or discover_references(client))
+        store = Store.at(tracking_uri)
+        uri = store.tracking_uri
+        references = list(ensemble or store.ensembles_with_alias("production"))
         if not references:
-            raise ValueError(f"no ensemble to serve: none registered with a 'production' alias in {uri} "
-                             "(pass --ensemble NAME@ALIAS)")
-        registered = resolve_all(client, references)       # fail fast, before Ray starts
+            raise ValueError(f"no ensemble to serve: none registered with a 'production' alias in "
+                             f"{store.display_uri} (pass --ensemble NAME@ALIAS)")
+        registered = resolve_all(store, references)       # fail fast, before Ray starts
         app = build_app(references, tracking_uri=uri, model=model, max_inputs=max_inputs,
                         max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s, token=token,
                         max_rows_per_pass=max_rows_per_pass,

@@ -102,13 +102,12 @@ def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo", con
     """Runs the demo into `storage_path`/<campaign>; returns what the summary shows."""
     import ray
 
-    from mlflow.tracking import MlflowClient
-
     from softprompt.core.tasks import get_task
     from softprompt.ensemble.build import build_ensemble
     from softprompt.ensemble.report import evaluate_and_log
     from softprompt.search.launch import launch
     from softprompt.search.report import trial_table
+    from softprompt.store import Store
 
     console = console or Console()
     storage_path = Path(storage_path).resolve()
@@ -117,11 +116,11 @@ def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo", con
     console.rule(f"[bold]1/4 search campaign {name}: {size['num_samples']} trials on SST-2 with {size['model']}")
     try:
         result = launch(demo_campaign(quick=quick, name=name, storage_path=storage_path))
-        client = MlflowClient(result.tracking_uri)
+        store = Store(result.tracking_uri)
         console.rule("[bold]2/4 ensemble: the top 3 prompts, majority vote")
-        registered = build_ensemble(client, task="sst2", top=3, name=ENSEMBLE_NAME, experiments=[name])
+        registered = build_ensemble(store, task="sst2", top=3, name=ENSEMBLE_NAME, experiments=[name], select="top")
         reference = f"{registered.name}/{registered.version}"
-        table3 = evaluate_and_log(client, reference, max_examples=size["evaluation_examples"], console=console,
+        table3 = evaluate_and_log(store, reference, max_examples=size["evaluation_examples"], console=console,
                                   picture_dir=result.experiment_dir)
         console.rule("[bold]3/4 serving: Ray Serve, one frozen model, the ensemble's prompts in one batched pass")
         task = get_task("sst2")

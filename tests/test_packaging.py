@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-LAYERS = ("core", "search", "ensemble", "serve")
+LAYERS = ("core", "store", "search", "ensemble", "serve")
 
 
 def test_layers_are_subpackages_and_nothing_bare_is_installed(tmp_path):

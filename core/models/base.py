@@ -86,16 +86,6 @@ class FamilyOps(Protocol):
         ...
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """What a loaded model reports about itself (family-specific configs subclass or wrap this)."""
-
-    family: str
-    d_model: int
-    vocab_size: int
-    num_params: int
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class FrozenModel:
     """A loaded frozen model: architecture, weights, tokenizer and fingerprint.
@@ -114,6 +104,11 @@ class FrozenModel:
     @property
     def family(self) -> str:
         return self.ops.family
+
+    @property
+    def dtype(self) -> str:
+        """The frozen weights' dtype name (`float32`, `bfloat16`)."""
+        return str(self.config.get("dtype", "float32"))
 
     @property
     def d_model(self) -> int:

@@ -1,7 +1,7 @@
 """Gemma 3 (decoder-only) in Flax linen, and its `FamilyOps` for prompt tuning.
 
 Written by hand because the PyPI `gemma` library cannot be used here (3.3.0 breaks against current
-kauldron and pulls TensorFlow; 4.x needs Python 3.12 — see DESIGN.md). Every detail follows
+kauldron and pulls TensorFlow; 4.x needs Python 3.12 — see docs/architecture.md). Every detail follows
 transformers' `Gemma3ForCausalLM`; tests/core/test_gemma3.py proves the logits equal.
 
 Shapes: B batch, S sequence, T target tokens, E d_model, N query heads, K key/value heads,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -31,7 +30,7 @@ import safetensors
 import safetensors.numpy
 import tokenizers
 
-from ..fingerprint import cached_fingerprint, compute_fingerprint
+from ..fingerprint import cached_fingerprint, compute_fingerprint, file_sha256
 from ..paths import model_cache_dir
 from .base import FrozenModel
 from .gemma3 import Gemma3Config, Gemma3Ops, Params
@@ -349,14 +348,6 @@ def _cache_complete(folder: Path) -> bool:
     return all((folder / name).exists() for name in CACHE_FILES)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_gemma3(source: str | Path = DEFAULT_MODEL, *, dtype: str = "float32") -> FrozenModel:
     """Load Gemma 3 as a FrozenModel.
 
@@ -370,7 +361,7 @@ def load_gemma3(source: str | Path = DEFAULT_MODEL, *, dtype: str = "float32") -
         name, folder, gguf_path = DEFAULT_MODEL, model_cache_dir(DEFAULT_MODEL), None
     elif path.suffix == ".gguf" and path.is_file():
         name, gguf_path = str(path), path
-        folder = model_cache_dir(f"gguf-{_file_sha256(path)[:16]}")
+        folder = model_cache_dir(f"gguf-{file_sha256(path)[:16]}")
     elif path.is_dir():
         return load_hf_directory(path, dtype=dtype)
     else:

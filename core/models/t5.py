@@ -2,7 +2,7 @@
 
 Hand-written in Flax linen because no ready-made JAX T5 is usable here: transformers 5 dropped
 its Flax models, T5X/flaxformer bring TensorFlow, seqio and gin, and the `gemma` library (not usable
-either, see DESIGN.md) has no T5. `tests/core/test_t5.py` proves this code equal to the
+either, see docs/architecture.md) has no T5. `tests/core/test_t5.py` proves this code equal to the
 `transformers` PyTorch T5 on the same weights.
 
 Architecture (from a Hugging Face `config.json`): pre-norm blocks with RMS norm (no bias, no mean);

@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple, Sequence
+
 import numpy as np
 
-from softprompt.core.inference import Query, ScoredRow, classify_scores, greedy_decode, score_rows
+from softprompt.core.batching import EncodedPair, make_batch
+from softprompt.core.inference import Query, classify_scores, greedy_decode
 from softprompt.core.multi_prompt import stack_prompts
 from softprompt.core.prompts import SoftPrompt
+from softprompt.core.scoring import sequence_log_likelihood
+
+
+# The slow reference: one row per (input, candidate target), each scored alone by its summed log-likelihood.
+class ScoredRow(NamedTuple):
+    """One row of a scoring pass: an input, a candidate target, and the prompt to use."""
+
+    input_ids: list[int]
+    target_ids: list[int]
+    prompt: int
+
+
+def score_rows(model, table, rows: Sequence[ScoredRow], *, max_rows: int = 64) -> np.ndarray:
+    """Summed target log-likelihood of every row: [R] float32."""
+    rows_per_pass = min(max_rows, len(rows))
+    scores = []
+    for start in range(0, len(rows), rows_per_pass):
+        chunk = rows[start: start + rows_per_pass]
+        batch = make_batch([EncodedPair(row.input_ids, row.target_ids, False) for row in chunk],
+                           pad_id=model.tokenizer.pad_id, prompt_index=[row.prompt for row in chunk],
+                           rows=rows_per_pass)
+        scores.append(np.asarray(sequence_log_likelihood(model.ops, model.params, table, batch))[: len(chunk)])
+    return np.concatenate(scores)
 
 
 def _setup(model):

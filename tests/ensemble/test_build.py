@@ -1,5 +1,6 @@
-"""A 5-member ensemble built from a real (tiny) campaign, registered, evaluated, and refused
-when a member's artifact or model does not match."""
+"""Ensembles built from a real (tiny) campaign that held out a selection split: greedy (the
+default) and top-N, registered as MLflow models, evaluated in the Table 3 layout, and refused
+when a member's artifact or model does not match or the report split is the selection split."""
 
 from __future__ import annotations
 
@@ -9,28 +10,37 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from softprompt.cli import app
+from softprompt.core.evaluation import encode_inputs
+from softprompt.core.models import load_model
+from softprompt.core.prompts import SoftPrompt
+from softprompt.core.tasks import get_task
+from softprompt.core.tasks.holdout import Holdout
 from softprompt.ensemble.build import build_ensemble
-from softprompt.ensemble.manifest import EnsembleError
-from softprompt.ensemble.registry import resolve
+from softprompt.ensemble.evaluate import prompt_answers
+from softprompt.ensemble.loaded import load_ensemble
+from softprompt.store import EnsembleError, Store
 
 BIN = Path(sys.executable).parent / "softprompt"
+HOLDOUT = Holdout(48, 7)
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory):
-    """A 5-trial campaign on RTE launched through the CLI with `ensemble: {top: 5}`."""
+    """A 6-trial campaign on RTE launched through the CLI, holding out 48 training records,
+    with `ensemble: {top: 5}` (greedy selection on them)."""
     folder = tmp_path_factory.mktemp("campaign")
     spec = {"name": "ens", "tasks": ["rte"], "model": "t5-tiny-random", "space": "table6",
             "fixed": {"learning_rate": 0.3, "parameter_scaling": False, "batch_size": 4, "steps": 6,
-                      "warmup_steps": 0, "decay_factor": None, "prompt_length": 4, "init": "sampled_vocab"},
-            "num_samples": 1, "seeds": 5, "scheduler": "none", "resources": {"cpu": 1},
+                      "warmup_steps": 0, "decay_factor": None, "prompt_length": 4, "init": "sampled_vocab",
+                      "selection_examples": HOLDOUT.size, "selection_seed": HOLDOUT.seed},
+            "num_samples": 1, "seeds": 6, "scheduler": "none", "resources": {"cpu": 1},
             "max_concurrent_trials": 2, "eval_every": 3, "max_eval_examples": 8, "storage_path": str(folder),
             "ensemble": {"top": 5}}
     (folder / "ens.yaml").write_text(yaml.safe_dump(spec))
@@ -39,49 +49,115 @@ def campaign(tmp_path_factory):
     done = subprocess.run([str(BIN), "search", "launch", str(folder / "ens.yaml")], capture_output=True, text=True,
                           timeout=900, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    built = json.loads(done.stdout.strip().splitlines()[-1])
-    return f"sqlite:///{folder / 'mlflow.db'}", built
+    lines = done.stdout.strip().splitlines()
+    assert [line for line in lines if line.startswith("{")] == lines[-1:], "ONE JSON line, the last"
+    return Store(f"sqlite:///{folder / 'mlflow.db'}"), json.loads(lines[-1])
 
 
-def test_campaign_end_registers_a_five_member_ensemble(campaign):
-    uri, built = campaign
-    client = MlflowClient(uri)
-    assert built["ensemble"] == "rte-ensemble" and len(built["members"]) == 5
-    model = client.get_registered_model("rte-ensemble")
+def test_campaign_end_registers_a_greedy_ensemble(campaign):
+    store, summary = campaign
+    [built] = summary["ensembles"]
+    assert built["name"] == "rte-ensemble" and summary["trials"] == 6
+    model = store.client.get_registered_model("rte-ensemble")
     assert {k: str(v) for k, v in model.aliases.items()} == {"production": built["version"]}
-    manifest = resolve(client, "rte-ensemble@production").manifest
-    assert manifest.target_format == "plain"  # the trials' own target format, recorded
-    metrics = [m.metric for m in manifest.members]
-    assert metrics == sorted(metrics, reverse=True) and len(set(m.run_id for m in manifest.members)) == 5
+    manifest = store.resolve_ensemble("rte-ensemble@production").manifest
+    selection = manifest.selection
+    assert selection["method"] == "greedy" and selection["split"] == "train"
+    assert selection["holdout"] == {"size": 48, "seed": 7} and selection["examples"] == 48
+    assert selection["score"] >= selection["best_member_score"]
+    assert 1 <= sum(manifest.weights) <= 5 and len(selection["candidates"]) == 6
+    assert manifest.target_format == "plain" and manifest.dtype == "float32"
 
 
-def test_ensemble_evaluate_prints_table3(campaign):
-    uri, _ = campaign
+def test_greedy_never_scores_below_its_best_member_on_its_selection_split(campaign, tiny_model, tmp_path):
+    """Recomputed independently: every candidate alone and the registered ensemble on the held-out records."""
+    store, _ = campaign
+    registered = store.resolve_ensemble("rte-ensemble@production")
+    task = get_task("rte")
+    examples = task.examples("train", holdout=HOLDOUT, held_out=True)
+    candidates = registered.manifest.selection["candidates"]
+    prompts = [SoftPrompt.load(store.fetch_prompt(c["artifact_uri"], tmp_path / c["run_id"]), model=tiny_model).embeddings
+               for c in candidates]
+    answers, vote = prompt_answers(tiny_model, prompts, task, encode_inputs(tiny_model, task, examples), rule="majority")
+    accuracy = [task.score(examples, predicted)["accuracy"] for predicted in answers]
+    chosen = np.array([next((m.multiplicity for m in registered.manifest.members if m.run_id == c["run_id"]), 0)
+                       for c in candidates])
+    ensemble = task.score(examples, vote(chosen))["accuracy"]
+    assert ensemble == pytest.approx(registered.manifest.selection["score"])
+    assert ensemble >= max(accuracy) == pytest.approx(registered.manifest.selection["best_member_score"])
+
+
+def test_selection_and_evaluation_splits_are_disjoint(campaign):
+    store, _ = campaign
+    task = get_task("rte")
+    held = {e.inputs for e in task.examples("train", holdout=HOLDOUT, held_out=True)}
+    trained = {e.inputs for e in task.examples("train", holdout=HOLDOUT)}
+    validation = {e.inputs for e in task.examples("validation")}
+    assert len(held) == 48 and not held & trained and not held & validation
+    refused = runner.invoke(app, ["ensemble", "evaluate", "rte-ensemble@production", "--split", "train",
+                                  "--tracking-uri", store.tracking_uri])
+    assert refused.exit_code == 2 and "was selected on the 'train' split" in refused.output
+
+
+def test_ensemble_evaluate_prints_table3_with_top_n_and_greedy_rows(campaign):
+    store, _ = campaign
     result = runner.invoke(app, ["ensemble", "evaluate", "rte-ensemble@production", "--max-examples", "16",
-                                 "--tracking-uri", uri])
+                                 "--tracking-uri", store.tracking_uri])
     assert result.exit_code == 0, result.output
     table = json.loads(result.output.strip().splitlines()[-1])
-    values = [m["accuracy"] for m in table["members"]]
-    assert len(values) == 5 and table["best"] == max(values)
-    assert table["average"] == pytest.approx(sum(values) / 5)
-    assert "ensemble (5, voted)" in result.output
+    assert set(table["ensembles"]) == {"ensemble (greedy)", "ensemble (top-5)"}
+    assert sum(table["weights"]["ensemble (top-5)"]) == 5
+    greedy_members = [v["accuracy"] for v, w in zip(table["members"], table["weights"]["ensemble (greedy)"]) if w]
+    assert table["best"] == max(greedy_members) and table["average"] == pytest.approx(np.mean(greedy_members))
+    assert 0.0 <= table["disagreement"]["ensemble (top-5)"] <= 1.0
+    assert "ensemble (greedy), disagreement" in result.output
 
 
-def test_too_few_runs_and_allow_fewer(campaign):
-    uri, _ = campaign
-    client = MlflowClient(uri)
-    with pytest.raises(EnsembleError, match="only 5 eligible"):
-        build_ensemble(client, task="rte", top=6, experiments=["ens"])
-    smaller = build_ensemble(client, task="rte", top=6, experiments=["ens"], name="rte-small", allow_fewer=True)
-    assert len(smaller.manifest.members) == 5
+def test_top_selection_too_few_runs_and_allow_fewer(campaign):
+    store, _ = campaign
+    top = build_ensemble(store, task="rte", top=3, experiments=["ens"], name="rte-top", select="top")
+    metrics = [m.metric for m in top.manifest.members]
+    assert metrics == sorted(metrics, reverse=True) and top.manifest.weights == (1, 1, 1)
+    assert top.manifest.selection["method"] == "top"
+    with pytest.raises(EnsembleError, match="only 6 eligible"):
+        build_ensemble(store, task="rte", top=7, experiments=["ens"], select="top")
+    smaller = build_ensemble(store, task="rte", top=7, experiments=["ens"], name="rte-small", allow_fewer=True,
+                             select="top")
+    assert len(smaller.manifest.members) == 6
 
 
-def test_a_changed_member_artifact_is_refused(campaign, tmp_path):
-    uri, _ = campaign
-    client = MlflowClient(uri)
-    registered = build_ensemble(client, task="rte", top=2, experiments=["ens"], name="rte-tampered", alias="prod")
+def test_a_named_selection_split_and_soft_votes(campaign):
+    store, _ = campaign
+    built = build_ensemble(store, task="rte", top=3, experiments=["ens"], name="rte-soft", vote_rule="soft",
+                           selection_split="validation", selection_limit=20)
+    assert built.manifest.selection["split"] == "validation" and built.manifest.selection["holdout"] is None
+    assert built.manifest.vote_rule == "soft"
+    refused = runner.invoke(app, ["ensemble", "evaluate", "rte-soft@production", "--tracking-uri", store.tracking_uri])
+    assert refused.exit_code == 2 and "selected on the 'validation' split" in refused.output
+
+
+def test_a_changed_member_artifact_is_refused(campaign):
+    store, _ = campaign
+    registered = build_ensemble(store, task="rte", top=2, experiments=["ens"], name="rte-tampered", alias="prod",
+                                select="top")
     member = registered.manifest.members[1]
-    path = Path(member.artifact_uri.removeprefix("file://")) / "prompt.safetensors"
-    path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
-    result = runner.invoke(app, ["ensemble", "evaluate", "rte-tampered@prod", "--tracking-uri", uri])
+    copy = Path(registered.source.removeprefix("file://")) / "data" / "ensemble" / "members" / "1" / "prompt.safetensors"
+    copy.write_bytes(copy.read_bytes()[:-8] + b"\0" * 8)
+    result = runner.invoke(app, ["ensemble", "evaluate", "rte-tampered@prod", "--tracking-uri", store.tracking_uri])
     assert result.exit_code == 2 and "sha256 differs" in result.output and member.run_id in result.output
+
+
+def test_a_run_without_its_prompt_is_skipped_and_the_build_goes_on(campaign, caplog):
+    store, _ = campaign
+    registered = build_ensemble(store, task="rte", top=6, experiments=["ens"], name="rte-all", select="top")
+    first = registered.manifest.members[0]
+    folder = Path(first.artifact_uri.removeprefix("file://"))
+    hidden = folder.with_name("prompt-hidden")
+    folder.rename(hidden)
+    try:
+        rebuilt = build_ensemble(store, task="rte", top=5, experiments=["ens"], name="rte-skip", select="top")
+    finally:
+        hidden.rename(folder)
+    assert first.run_id not in {m.run_id for m in rebuilt.manifest.members} and len(rebuilt.manifest.members) == 5
+    assert any(first.run_id in record.getMessage() for record in caplog.records)
+    assert load_ensemble(store, "rte-skip@production", load_model("t5-tiny-random")).members == 5

@@ -6,43 +6,44 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from softprompt.core.evaluation import evaluate_prompt
+from softprompt.core.fingerprint import file_sha256
 from softprompt.core.prompts import TENSOR_FILE, SoftPrompt
 from softprompt.core.sentinel import with_sentinel_targets
 from softprompt.core.tasks import get_task
-from softprompt.ensemble.evaluate import evaluate_ensemble
 from softprompt.ensemble.loaded import load_ensemble
-from softprompt.ensemble.manifest import EnsembleError, EnsembleManifest, Member
-from softprompt.ensemble.registry import file_sha256, register
+from softprompt.ensemble.report import ensemble_table
 from softprompt.serve.state import build_state
+from softprompt.store import EnsembleError, EnsembleManifest, Member, Store
+from softprompt.store.prompts import prompt_uri
 
 
 @pytest.fixture
 def client(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    client.create_experiment("formats", artifact_location=str(tmp_path / "artifacts"))
-    return client
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=(tmp_path / "artifacts").as_uri())
+    store.prepare_experiment("formats")
+    return store
 
 
 def _register(client, model, tmp_path, *, name: str, task: str, trained: str, declared: str) -> str:
     """Three untrained prompts recorded as trained with `trained` targets, registered as an
     ensemble whose manifest says `declared`; returns the reference."""
     spec = get_task(task)
-    experiment_id = client.get_experiment_by_name("formats").experiment_id
-    members = []
+    experiment_id = client.experiment_id("formats")
+    members, folders = [], []
     for seed in range(3):
         prompt = SoftPrompt.init(model, length=4, init="random_uniform", seed=seed, task=spec.name,
                                  label_words=spec.label_words)
         path = dataclasses.replace(prompt, hyperparameters={"target_format": trained}).save(tmp_path / f"{name}{seed}")
-        run = client.create_run(experiment_id)
-        client.log_artifacts(run.info.run_id, str(path), "prompt")
-        client.set_terminated(run.info.run_id)
-        members.append(Member(run.info.run_id, f"{run.info.artifact_uri}/prompt", file_sha256(path / TENSOR_FILE), 0.0))
+        run = client.client.create_run(experiment_id)
+        client.log_prompt(run.info.run_id, path)
+        client.end_run(run.info.run_id, "FINISHED")
+        members.append(Member(run.info.run_id, prompt_uri(run.info.artifact_uri), file_sha256(path / TENSOR_FILE), 0.0))
+        folders.append(path)
     manifest = EnsembleManifest(name=name, task=spec.name, model=model.name, model_fingerprint=model.fingerprint,
                                 metric="accuracy", members=tuple(members), target_format=declared)
-    register(client, manifest, experiment_id=experiment_id, alias="production")
+    client.register_ensemble(manifest, folders, experiment_id=experiment_id, alias="production")
     return f"{name}@production"
 
 
@@ -58,11 +59,12 @@ def test_a_manifest_without_target_format_reads_as_plain_and_unknown_formats_are
 
 
 def test_a_sentinel_ensemble_scores_each_member_with_sentinel_targets(client, tiny_model, tmp_path):
-    loaded = load_ensemble(client, _register(client, tiny_model, tmp_path, name="sst2-sentinel", task="sst2",
-                                             trained="sentinel", declared="sentinel"), tiny_model)
+    reference = _register(client, tiny_model, tmp_path, name="sst2-sentinel", task="sst2", trained="sentinel",
+                          declared="sentinel")
+    loaded = load_ensemble(client, reference, tiny_model)
     task = get_task("sst2")
     examples = task.examples("validation", limit=32)
-    table = evaluate_ensemble(tiny_model, loaded, task, examples)
+    table = ensemble_table(client, client.resolve_ensemble(reference), tiny_model, task, examples)
     sentinel_model = with_sentinel_targets(tiny_model)
     expected = [evaluate_prompt(sentinel_model, prompt.embeddings, task, examples)["accuracy"]
                 for prompt in loaded.prompts]
@@ -72,7 +74,7 @@ def test_a_sentinel_ensemble_scores_each_member_with_sentinel_targets(client, ti
 
     [served] = build_state(tiny_model, [("sst2-sentinel@production", loaded)]).ensembles
     sentinel = tiny_model.tokenizer.sentinel_id(0)
-    assert all(target[0] == sentinel for target in served.targets)
+    assert all(target[0] == sentinel for target in served.make_input([]).targets)
 
 
 def test_a_member_trained_with_another_format_is_refused(client, tiny_model, tmp_path):
@@ -85,5 +87,5 @@ def test_a_member_trained_with_another_format_is_refused(client, tiny_model, tmp
 def test_serving_refuses_a_free_text_sentinel_ensemble(client, tiny_model, tmp_path):
     loaded = load_ensemble(client, _register(client, tiny_model, tmp_path, name="squad-sentinel", task="squad",
                                              trained="sentinel", declared="sentinel"), tiny_model)
-    with pytest.raises(EnsembleError, match="free text with plain targets"):
+    with pytest.raises(EnsembleError, match="free text is decoded with plain targets"):
         build_state(tiny_model, [("squad-sentinel@production", loaded)])

@@ -25,7 +25,7 @@ import psutil
 import pytest
 import yaml
 
-from softprompt import tracking as tracking_lib
+from softprompt.store import Store, names
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -114,7 +114,7 @@ def _campaign_file(folder: Path, tracking_uri: str) -> Path:
                           "warmup_steps": 0, "decay_factor": None, "prompt_length": 4, "init": "sampled_vocab"},
                 "num_samples": 1, "seeds": 4, "scheduler": "none", "resources": {"cpu": 1},
                 "max_concurrent_trials": 2, "eval_every": 4, "max_eval_examples": 8,
-                "tracking_uri": tracking_uri, "storage_path": str(folder / "runs"), "ensemble": {"top": 3}}
+                "tracking_uri": tracking_uri, "storage_path": str(folder / "runs"), "ensemble": {"top": 3, "select": "top"}}
     path = folder / "two-nodes.yaml"
     path.write_text(yaml.safe_dump(campaign))
     return path
@@ -143,10 +143,10 @@ def test_campaign_lands_on_both_nodes_and_serve_deploy_answers(cluster, tmp_path
     launched = subprocess.run([str(BIN / "softprompt"), "search", "launch", str(_campaign_file(tmp_path, postgres_uri))],
                               env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
-    tracking = tracking_lib.Tracking(postgres_uri)
+    tracking = Store(postgres_uri)
     runs = tracking.trial_runs("two-nodes")
-    assert len(runs) == 4 and {run.info.status for run in runs} == {tracking_lib.FINISHED}
-    placed = {run.data.tags[tracking_lib.TAG_NODE_ID] for run in runs}
+    assert len(runs) == 4 and {run.status for run in runs} == {names.FINISHED}
+    placed = {run.tags[names.TAG_NODE_ID] for run in runs}
     assert placed == {node["id"] for node in nodes}, "the trials did not use both nodes"
 
     port = _free_ports(1)[0]
@@ -169,7 +169,7 @@ def test_campaign_lands_on_both_nodes_and_serve_deploy_answers(cluster, tmp_path
             assert prediction["label"] in prediction["votes"]
         loaded = httpx.get(f"{base}/v1/ensembles", timeout=30).json()
         members = {member["run_id"] for entry in loaded["ensembles"] for member in entry["members"]}
-        assert members <= {run.info.run_id for run in runs} and len(members) == 3
+        assert members <= {run.run_id for run in runs} and len(members) == 3
     finally:
         subprocess.run([str(BIN / "serve"), "shutdown", "--yes", "--address", dashboard], env=env,
                        capture_output=True, timeout=180)

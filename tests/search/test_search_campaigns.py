@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from softprompt import tracking as tracking_lib
 from softprompt.core.models import load_model
 from softprompt.core.prompts import SoftPrompt
 from softprompt.search import launch as launching
 from softprompt.search.campaign import parse_campaign
+from softprompt.store import Store, names
+
+import drills
 
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
@@ -56,33 +58,33 @@ def tiny_campaign(name: str, storage: Path, jax_cache: str, *, trials: int = 4, 
             "storage_path": str(storage), "jax_cache_dir": jax_cache} | changes
 
 
-def tracking_for(result) -> tracking_lib.Tracking:
-    return tracking_lib.Tracking(result.tracking_uri)
+def tracking_for(result) -> Store:
+    return Store(result.tracking_uri)
 
 
-def check_runs(tracking: tracking_lib.Tracking, campaign: str, *, trials: int, tmp_path: Path, steps: int = 8) -> list:
+def check_runs(tracking: Store, campaign: str, *, trials: int, tmp_path: Path, steps: int = 8) -> list:
     """Every trial has exactly one ended run with params, histories, best_ metrics and a prompt."""
     runs = tracking.trial_runs(campaign)
-    per_trial = collections.Counter(run.data.tags[tracking_lib.TAG_TRIAL_ID] for run in runs)
+    per_trial = collections.Counter(run.tags[names.TAG_TRIAL_ID] for run in runs)
     assert len(per_trial) == trials and set(per_trial.values()) == {1}, per_trial
     model = load_model("t5-tiny-random")
     for run in runs:
-        run_id = run.info.run_id
-        assert run.info.status in (tracking_lib.FINISHED, tracking_lib.KILLED), run.info.status
-        assert run.data.params["task"] == "rte" and run.data.params["decay_factor"] == "None"
-        assert run.data.params["steps"] == str(steps) and run.data.params["learning_rate"] == "0.3"
-        assert run.data.tags[tracking_lib.TAG_MODEL_FINGERPRINT] == model.fingerprint
-        assert run.data.tags[tracking_lib.TAG_CAMPAIGN] == campaign
+        run_id = run.run_id
+        assert run.status in (names.FINISHED, names.KILLED), run.status
+        assert run.params["task"] == "rte" and run.params["decay_factor"] == "None"
+        assert run.params["steps"] == str(steps) and run.params["learning_rate"] == "0.3"
+        assert run.tags[names.TAG_MODEL_FINGERPRINT] == model.fingerprint
+        assert run.tags[names.TAG_CAMPAIGN] == campaign
         scores = tracking.metric_history(run_id, "score")
         evaluated = [step for step, _ in scores]
         assert evaluated == sorted(set(evaluated)) and evaluated[0] == 4
         for name in ("score", "accuracy"):
             history = tracking.metric_history(run_id, name)
-            assert run.data.metrics[f"best_{name}"] == max(value for _, value in history)
+            assert run.metrics[f"best_{name}"] == max(value for _, value in history)
         assert len(tracking.metric_history(run_id, "loss")) == len(scores)
-        best_step = run.data.metrics["best_step"]
-        assert dict(scores)[int(best_step)] == run.data.metrics["best_score"]
-        if run.info.status == tracking_lib.FINISHED:
+        best_step = run.metrics["best_step"]
+        assert dict(scores)[int(best_step)] == run.metrics["best_score"]
+        if run.status == names.FINISHED:
             assert evaluated[-1] == steps
         prompt = SoftPrompt.load(tracking.download_prompt(run_id, tmp_path / run_id), model=model)
         assert prompt.embeddings.shape == (4, model.d_model) and prompt.step == best_step
@@ -90,20 +92,17 @@ def check_runs(tracking: tracking_lib.Tracking, campaign: str, *, trials: int, t
 
 
 def test_asha_campaign_on_rte_tracks_every_trial(ray_address, jax_cache, tmp_path):
-    campaign = parse_campaign(tiny_campaign("asha-rte", tmp_path / "runs", jax_cache, ensemble={"top": 2}))
+    campaign = parse_campaign(tiny_campaign("asha-rte", tmp_path / "runs", jax_cache))
     result = launching.launch(campaign)
     assert len(result.rows) == 4 and {row.status for row in result.rows} == {"TERMINATED"}
     assert all(row.curve and row.curve[0][0] == 4 for row in result.rows)
     assert result.tracking_uri == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
     runs = check_runs(tracking_for(result), "asha-rte", trials=4, tmp_path=tmp_path)
-    assert sorted(run.data.params["seed"] for run in runs) == ["0", "1", "2", "3"]
+    assert sorted(run.params["seed"] for run in runs) == ["0", "1", "2", "3"]
     assert result.curves.stat().st_size > 1000 and (result.experiment_dir / "trials.txt").exists()
-    [summary] = tracking_for(result).client.search_runs(
-        [tracking_for(result).experiment_id("asha-rte")], "tags.`softprompt.kind` = 'campaign'")
-    artifacts = {f.path for f in tracking_for(result).client.list_artifacts(summary.info.run_id)}
-    assert artifacts == {"curves.png", "trials.txt", "campaign.json"}
-    experiment = tracking_for(result).client.get_experiment_by_name("asha-rte")
-    assert experiment.tags[tracking_lib.TAG_ENSEMBLE_TOP] == "2"
+    [summary] = tracking_for(result).runs_of("asha-rte", ["tags.`softprompt.kind` = 'campaign'"])
+    artifacts = {f.path for f in tracking_for(result).client.list_artifacts(summary.run_id)}
+    assert artifacts == {"curves.png", "trials.txt", "trials.csv", "campaign.json"}
 
 
 def test_killed_driver_is_resumed_without_losing_or_duplicating_runs(ray_address, jax_cache, tmp_path):
@@ -115,7 +114,7 @@ def test_killed_driver_is_resumed_without_losing_or_duplicating_runs(ray_address
     env = os.environ | {"RAY_ADDRESS": ray_address, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     driver = subprocess.Popen([sys.executable, "-m", "softprompt.cli", "search", "launch", str(path)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    tracking = tracking_lib.Tracking(f"sqlite:///{storage / 'mlflow.db'}")
+    tracking = Store(f"sqlite:///{storage / 'mlflow.db'}")
     try:
         deadline = time.monotonic() + 240
         while not _mid_trial_checkpoint_saved(storage / "killed", checkpoints_per_trial=15):
@@ -125,7 +124,7 @@ def test_killed_driver_is_resumed_without_losing_or_duplicating_runs(ray_address
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    assert tracking.trial_runs("killed", status=tracking_lib.RUNNING), "the kill came after the campaign"
+    assert tracking.trial_runs("killed", status=names.RUNNING), "the kill came after the campaign"
 
     from typer.testing import CliRunner
 
@@ -134,7 +133,7 @@ def test_killed_driver_is_resumed_without_losing_or_duplicating_runs(ray_address
     outcome = CliRunner().invoke(app, ["search", "resume", "killed", "--storage-path", str(storage)])
     assert outcome.exit_code == 0, outcome.output
     runs = check_runs(tracking, "killed", trials=2, steps=60, tmp_path=tmp_path)
-    restored = [tracking.metric_history(run.info.run_id, tracking_lib.METRIC_RESTORED_FROM) for run in runs]
+    restored = [tracking.metric_history(run.run_id, names.METRIC_RESTORED_FROM) for run in runs]
     assert any(restored), "no trial continued from its checkpoint"
     shown = CliRunner().invoke(app, ["search", "status", "killed", "--storage-path", str(storage)])
     assert shown.exit_code == 0 and json.loads(shown.stdout.splitlines()[-1])["states"] == {"TERMINATED": 2}
@@ -157,16 +156,18 @@ def _mid_trial_checkpoint_saved(folder: Path, *, checkpoints_per_trial: int) -> 
 
 
 def test_a_trial_that_fails_once_is_retried_from_its_checkpoint(ray_address, jax_cache, tmp_path):
-    campaign = parse_campaign(tiny_campaign("fails-once", tmp_path / "runs", jax_cache, trials=1,
-                                            scheduler="none", fail_once_at_step=4))
-    result = launching.launch(campaign)
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(drills)   # the hook travels to the trial processes by value
+    campaign = parse_campaign(tiny_campaign("fails-once", tmp_path / "runs", jax_cache, trials=1, scheduler="none"))
+    result = launching.launch(campaign, trial_hook=drills.FailOnce(4, tmp_path / "drills"))
     [row] = result.rows
     assert row.status == "TERMINATED" and row.failures == 1 and row.step == 8
     tracking = tracking_for(result)
     [run] = check_runs(tracking, "fails-once", trials=1, tmp_path=tmp_path)
-    assert run.info.status == tracking_lib.FINISHED
-    assert tracking.metric_history(run.info.run_id, tracking_lib.METRIC_RESTORED_FROM) == [(4, 4.0)]
-    assert [step for step, _ in tracking.metric_history(run.info.run_id, "score")] == [4, 8]
+    assert run.status == names.FINISHED
+    assert tracking.metric_history(run.run_id, names.METRIC_RESTORED_FROM) == [(4, 4.0)]
+    assert [step for step, _ in tracking.metric_history(run.run_id, "score")] == [4, 8]
 
 
 def test_the_same_campaign_with_mlflow_on_postgresql(ray_address, jax_cache, tmp_path, postgres_uri):

@@ -1,4 +1,4 @@
-"""The tracking module and the driver-side MLflow callback, driven with stand-in trials (no cluster)."""
+"""The store's campaign runs and the driver-side MLflow callback, driven with stand-in trials (no cluster)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import types
 import numpy as np
 import pytest
 
-from softprompt import tracking as tracking_lib
+from softprompt.store import Store, default_artifact_root, names, resolve_tracking_uri
+from softprompt.store.trials import params_of
 from softprompt.core.prompts import SoftPrompt
 from softprompt.search.mlflow_callback import MlflowTrackingCallback, final_status
 from softprompt.search.trainable import BEST_PROMPT
@@ -20,7 +21,7 @@ CONFIG = {"task": "rte", "model": "t5-tiny-random", "learning_rate": 0.3, "steps
 def tracking(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    store = tracking_lib.Tracking(uri, artifact_root=(tmp_path / "artifacts").as_uri())
+    store = Store(uri, artifact_root=(tmp_path / "artifacts").as_uri())
     store.prepare_experiment("c")
     return store
 
@@ -43,14 +44,14 @@ def result(step: int, score: float, *, start: int = 0) -> dict:
 
 def test_tracking_uri_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking_lib.resolve_tracking_uri(storage_path=tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert resolve_tracking_uri(storage_path=tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere.db")
-    assert tracking_lib.resolve_tracking_uri(storage_path=tmp_path) == "sqlite:////elsewhere.db"
-    assert tracking_lib.resolve_tracking_uri("postgresql://x/y", storage_path=tmp_path) == "postgresql://x/y"
-    assert tracking_lib.default_artifact_root("http://mlflow:5000", storage_path=tmp_path) is None
-    assert tracking_lib.default_artifact_root("sqlite:///a.db", storage_path=tmp_path) == (
+    assert resolve_tracking_uri(storage_path=tmp_path) == "sqlite:////elsewhere.db"
+    assert resolve_tracking_uri("postgresql://x/y", storage_path=tmp_path) == "postgresql://x/y"
+    assert default_artifact_root("http://mlflow:5000", storage_path=tmp_path) is None
+    assert default_artifact_root("sqlite:///a.db", storage_path=tmp_path) == (
         tmp_path / "mlartifacts").as_uri()
-    assert tracking_lib.params_of({"a": None, "b": 0.5}) == {"a": "None", "b": "0.5"}
+    assert params_of({"a": None, "b": 0.5}) == {"a": "None", "b": "0.5"}
 
 
 def test_a_trial_has_one_run_across_restarts_and_ends_finished(tracking, tmp_path):
@@ -71,13 +72,13 @@ def test_a_trial_has_one_run_across_restarts_and_ends_finished(tracking, tmp_pat
     callback.on_trial_complete(0, [], trial)
 
     [run] = tracking.trial_runs("c")
-    run_id = run.info.run_id
-    assert run.info.status == "FINISHED" and run.data.tags[tracking_lib.TAG_TRIAL_ID] == "t1"
-    assert run.data.params["steps_per_decay"] == run.data.params["decay_factor"] == "None"  # decay off
+    run_id = run.run_id
+    assert run.status == "FINISHED" and run.tags[names.TAG_TRIAL_ID] == "t1"
+    assert run.params["steps_per_decay"] == run.params["decay_factor"] == "None"  # decay off
     assert tracking.metric_history(run_id, "score") == [(4, 50.0), (8, 75.0)]
-    assert tracking.metric_history(run_id, tracking_lib.METRIC_RESTORED_FROM) == [(4, 4.0)]
-    assert run.data.metrics["best_score"] == run.data.metrics["best_accuracy"] == 75.0
-    assert run.data.metrics["best_step"] == 8
+    assert tracking.metric_history(run_id, names.METRIC_RESTORED_FROM) == [(4, 4.0)]
+    assert run.metrics["best_score"] == run.metrics["best_accuracy"] == 75.0
+    assert run.metrics["best_step"] == 8
     loaded = SoftPrompt.load(tracking.download_prompt(run_id, tmp_path / "download"))
     np.testing.assert_array_equal(loaded.embeddings, np.ones((4, 8), np.float32))
 
@@ -102,6 +103,6 @@ def test_scheduler_stops_end_killed_errors_end_failed_and_nothing_stays_running(
     callback.on_trial_error(0, [], failed)
     finished.status, finished.last_result = "TERMINATED", result(8, 70.0)
     callback.on_experiment_end([stopped, failed, finished])  # `orphan` is unknown to this experiment
-    states = {run.data.tags[tracking_lib.TAG_TRIAL_ID]: run.info.status for run in tracking.trial_runs("c")}
+    states = {run.tags[names.TAG_TRIAL_ID]: run.status for run in tracking.trial_runs("c")}
     assert states == {"stopped": "KILLED", "failed": "FAILED", "orphan": "KILLED", "finished": "FINISHED"}
     assert not tracking.trial_runs("c", status="RUNNING")

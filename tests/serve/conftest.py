@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import pytest
-from mlflow.tracking import MlflowClient
+
+from softprompt.store import Store
 
 for _name, _value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
                       "RAY_AUTH_MODE": "disabled", "JAX_PLATFORMS": "cpu"}.items():
@@ -18,21 +19,20 @@ for _name, _value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS
 TOKEN = "serve-test-token"
 
 
-class Store(NamedTuple):
+class TrackingStore(NamedTuple):
     uri: str
-    client: MlflowClient
+    handle: Store
     experiment_id: str
     root: Path
 
 
 @pytest.fixture(scope="session")
-def store(tmp_path_factory) -> Store:
+def store(tmp_path_factory) -> TrackingStore:
     """A fresh SQLite tracking store (created here, in the driver, before any replica reads it)."""
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    experiment_id = client.create_experiment("serve-tests", artifact_location=str(root / "artifacts"))
-    return Store(uri, client, experiment_id, root)
+    handle = Store(uri, artifact_root=(root / "artifacts").as_uri())
+    return TrackingStore(uri, handle, handle.prepare_experiment("serve-tests"), root)
 
 
 SAMPLE_ENSEMBLES = {  # name -> (task, seeds, prompt length): untrained prompts, mixed lengths and tasks
@@ -46,9 +46,9 @@ SAMPLE_ENSEMBLES = {  # name -> (task, seeds, prompt length): untrained prompts,
 @pytest.fixture(scope="session")
 def ensembles(store, tiny_model) -> dict[str, str]:
     """SAMPLE_ENSEMBLES registered in `store` (alias `production`); name -> version."""
-    from softprompt.serve.sample import register_sample_ensemble
+    from sample_ensembles import register_sample_ensemble
 
-    return {name: register_sample_ensemble(store.client, tiny_model, name=name, task=task, seeds=seeds,
+    return {name: register_sample_ensemble(store.handle, tiny_model, name=name, task=task, seeds=seeds,
                                            length=length, experiment_id=store.experiment_id).version
             for name, (task, seeds, length) in SAMPLE_ENSEMBLES.items()}
 

@@ -15,10 +15,11 @@ import pytest
 
 from softprompt.core.evaluation import encode_inputs
 from softprompt.core.tasks import Example, get_task
-from softprompt.ensemble.evaluate import evaluate_ensemble
-from softprompt.ensemble.loaded import load_ensemble
-from softprompt.ensemble.predict import ensemble_predict
-from softprompt.serve.sample import register_sample_ensemble
+from softprompt.ensemble.evaluate import evaluate_ensembles
+from softprompt.ensemble.loaded import input_factory, load_ensemble
+from softprompt.ensemble.predict import vote_inputs
+
+from sample_ensembles import register_sample_ensemble
 
 MAX_INPUTS = 8
 SQUAD_RECORDS = [{"question": "Who went home?", "context": "Bob went home after the game."},
@@ -64,14 +65,15 @@ def client(server, auth):
 
 
 def _expected(store, model, name: str, version: str, task: str, records: list[dict]):
-    """What the ensemble predicts in-process, in one `ensemble_predict` pass."""
+    """What the ensemble predicts in-process, alone in one pass."""
     spec = get_task(task)
-    loaded = load_ensemble(store.client, f"{name}/{version}", model)
+    loaded = load_ensemble(store.handle, f"{name}/{version}", model)
     examples = [Example(spec.input_text(record), "", {}) for record in records]
-    return ensemble_predict(model, loaded.table, spec, encode_inputs(model, spec, examples))
+    make = input_factory(model, loaded, task=spec)
+    return vote_inputs(model, loaded.table, [make(ids) for ids in encode_inputs(model, spec, examples)])[0]
 
 
-def test_answers_equal_ensemble_predict_in_mixed_batches(server, client, store, tiny_model):
+def test_answers_equal_the_ensemble_alone_in_mixed_batches(server, client, store, tiny_model):
     requests = {"sst2": _records("sst2", 12), "rte": _records("rte", 6), "squad": SQUAD_RECORDS}
     # requests of 1-3 inputs, tasks interleaved and sent concurrently, so batches mix them
     chunks = [(task, index, records[index: index + 3]) for task, records in requests.items()
@@ -94,14 +96,16 @@ def test_answers_equal_ensemble_predict_in_mixed_batches(server, client, store, 
     names = {"sst2": "sst2-a", "rte": "rte-b", "squad": "squad-c"}
     for task, records in requests.items():
         expected = _expected(store, tiny_model, names[task], server.versions[names[task]], task, records)
-        got = [(p["label"], p["votes"], p["members"]) for p in served[task]]
-        assert got == [(v.label, v.votes, v.members) for v in expected], task
+        got = [(p["label"], p["votes"], p["members"], p["shares"]) for p in served[task]]
+        assert got == [(v.label, v.votes, v.members, v.shares) for v in expected], task
 
     # ... and the voted accuracy is the one `ensemble evaluate` (Table 3) reports
     spec = get_task("sst2")
     examples = spec.examples("validation", limit=12)
-    loaded = load_ensemble(store.client, f"sst2-a/{server.versions['sst2-a']}", tiny_model)
-    table3 = evaluate_ensemble(tiny_model, loaded, spec, examples)
+    loaded = load_ensemble(store.handle, f"sst2-a/{server.versions['sst2-a']}", tiny_model)
+    table3 = evaluate_ensembles(tiny_model, spec, examples, prompts=[p.embeddings for p in loaded.prompts],
+                                run_ids=[m.run_id for m in loaded.manifest.members],
+                                ensembles={"voted": list(loaded.manifest.weights)}, metric="accuracy")
     assert spec.score(examples, [p["label"] for p in served["sst2"]])["accuracy"] == table3.ensemble
 
 
@@ -150,7 +154,7 @@ def test_overlong_input_is_truncated_and_flagged(client):
 
 def test_reload_during_traffic_switches_version_without_failures(server, client, store, tiny_model):
     old = server.versions["sst2-live"]
-    new = register_sample_ensemble(store.client, tiny_model, name="sst2-live", task="sst2", seeds=(20, 21, 22),
+    new = register_sample_ensemble(store.handle, tiny_model, name="sst2-live", task="sst2", seeds=(20, 21, 22),
                                    length=4, experiment_id=store.experiment_id).version
     seen: list[tuple[float, int, str | None]] = []   # (send time, status, version)
     stop = threading.Event()

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from softprompt.serve.sample import register_sample_ensemble
+from sample_ensembles import register_sample_ensemble
 
 BIN = Path(sys.executable).parent / "softprompt"
 
@@ -35,7 +35,8 @@ def _ready_line(process: subprocess.Popen, log: Path, timeout: float) -> dict:
 
 
 def test_app_builder_and_tracking_uri_defaults(monkeypatch, tmp_path):
-    from softprompt.serve.app import AppArgs, app_builder, default_tracking_uri, token_digest
+    from softprompt.serve.app import AppArgs, app_builder, token_digest
+    from softprompt.store import resolve_tracking_uri as default_tracking_uri
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -56,7 +57,7 @@ def test_unknown_ensemble_is_a_clear_error_before_ray_starts(store):
 
 
 def test_serve_command_with_two_replicas_reload_and_ctrl_c(store, tiny_model, free_port, tmp_path):
-    first = register_sample_ensemble(store.client, tiny_model, name="cli-sst2", task="sst2", seeds=(0, 1, 2),
+    first = register_sample_ensemble(store.handle, tiny_model, name="cli-sst2", task="sst2", seeds=(0, 1, 2),
                                      experiment_id=store.experiment_id)
     port = free_port()
     env = os.environ | {"SOFTPROMPT_API_TOKEN": "cli-token", "JAX_PLATFORMS": "cpu"}
@@ -74,7 +75,7 @@ def test_serve_command_with_two_replicas_reload_and_ctrl_c(store, tiny_model, fr
             assert http.post("/v1/predict", json=body).json()["ensemble"]["version"] == first.version
             assert httpx.post(f"{ready['url']}/v1/predict", json=body).status_code == 401
 
-            second = register_sample_ensemble(store.client, tiny_model, name="cli-sst2", task="sst2",
+            second = register_sample_ensemble(store.handle, tiny_model, name="cli-sst2", task="sst2",
                                               seeds=(3, 4, 5), experiment_id=store.experiment_id)
             reloaded = http.post("/v1/ensembles/cli-sst2/reload").json()
             assert reloaded["version"] == second.version and reloaded["replicas"] == 2

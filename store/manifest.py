@@ -1,0 +1,103 @@
+"""The ensemble manifest: what a registered ensemble version holds (JSON, never pickle).
+
+    {"format": "softprompt.ensemble/v1", "name": "sst2-ensemble", "task": "sst2",
+     "model": "gemma3-270m", "dtype": "float32", "model_fingerprint": "…",
+     "vote_rule": "majority", "metric": "accuracy", "target_format": "plain",
+     "members": [{"run_id": "…", "artifact_uri": "…/prompt", "sha256": "…", "metric": 91.2,
+                  "multiplicity": 2}, …],
+     "selection": {"method": "greedy", "split": "train", "holdout": {"size": 500, "seed": 0},
+                   "examples": 500, "score": 92.4, "best_member_score": 91.0, "candidates": 12}}
+
+`sha256` is that of the member's `prompt.safetensors`: a member whose file changed since the
+ensemble was built is refused on load. `multiplicity` is the member's weight in the vote (greedy
+selection with replacement may pick a prompt more than once). `target_format` is the members'
+training target format (`plain`, or T5's `sentinel`, paper §2.2): an ensemble scores labels the
+way its members were trained. `selection` says how the members were chosen. Manifests written
+before a field existed read with its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping
+
+from softprompt.core.config import TARGET_FORMATS
+
+FORMAT = "softprompt.ensemble/v1"
+MANIFEST_FILE = "manifest.json"
+VOTE_RULES = ("majority", "soft", "mean_logprob")   # see softprompt.ensemble.voting
+DTYPES = ("float32", "bfloat16")
+
+
+class EnsembleError(ValueError):
+    """An ensemble cannot be built or loaded as asked (with the reason)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    run_id: str            # the MLflow run (trial) the prompt came from
+    artifact_uri: str      # where its prompt artifact folder lives
+    sha256: str            # of prompt.safetensors
+    metric: float          # its best validation metric (the trial's own selection metric)
+    multiplicity: int = 1  # its weight in the vote
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.multiplicity, int) or self.multiplicity < 1:
+            raise EnsembleError(f"member {self.run_id}: multiplicity must be an integer >= 1, got {self.multiplicity!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleManifest:
+    name: str
+    task: str
+    model: str
+    model_fingerprint: str
+    metric: str
+    members: tuple[Member, ...]
+    vote_rule: str = "majority"
+    target_format: str = "plain"
+    dtype: str = "float32"                        # the frozen weights' dtype (part of the fingerprint)
+    selection: dict[str, Any] | None = None       # how the members were chosen (see the module doc)
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise EnsembleError(f"ensemble {self.name!r} has no members")
+        if self.target_format not in TARGET_FORMATS:
+            raise EnsembleError(f"ensemble {self.name!r}: unknown target format {self.target_format!r} "
+                                f"({TARGET_FORMATS})")
+        if self.vote_rule not in VOTE_RULES:
+            raise EnsembleError(f"ensemble {self.name!r}: unknown vote rule {self.vote_rule!r} ({VOTE_RULES})")
+        if self.dtype not in DTYPES:
+            raise EnsembleError(f"ensemble {self.name!r}: unknown dtype {self.dtype!r} ({DTYPES})")
+
+    @property
+    def weights(self) -> tuple[int, ...]:
+        """Each member's multiplicity, in member order."""
+        return tuple(member.multiplicity for member in self.members)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, source: str = "manifest") -> "EnsembleManifest":
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+            raise EnsembleError(f"{source}: not a softprompt ensemble manifest (format {FORMAT!r})")
+        try:
+            members = tuple(Member(**member) for member in data["members"])
+            fields = {f.name: data[f.name] if f.default is dataclasses.MISSING else data.get(f.name, f.default)
+                      for f in dataclasses.fields(cls) if f.name != "members"}
+        except (KeyError, TypeError) as error:
+            raise EnsembleError(f"{source}: malformed ensemble manifest ({error!r})") from error
+        return cls(members=members, **fields)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True)
+
+    @classmethod
+    def loads(cls, text: str, *, source: str = "manifest") -> "EnsembleManifest":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise EnsembleError(f"{source}: manifest is not valid JSON ({error})") from error
+        return cls.from_json(data, source=source)

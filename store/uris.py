@@ -1,0 +1,66 @@
+"""Where a tracking store is: the URI, its default, where its artifacts go, and how it is shown.
+
+    explicit URI  >  $MLFLOW_TRACKING_URI  >  sqlite:///<storage_path>/mlflow.db
+
+A database store (SQLite, PostgreSQL, ...) keeps artifacts under `<storage_path>/mlartifacts`;
+a tracking server (`http(s)://`) keeps its own artifact root. A URI may carry a password
+(`postgresql+psycopg://user:PASSWORD@host/db`): it is used to connect and never shown —
+`masked` is what logs, files and printed output get.
+
+>>> masked("postgresql+psycopg://ana:s3cret@db.example:5432/mlflow")
+'postgresql+psycopg://ana:***@db.example:5432/mlflow'
+>>> masked("sqlite:////tmp/runs/mlflow.db")
+'sqlite:////tmp/runs/mlflow.db'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_STORAGE_PATH = "./runs"        # campaigns, the SQLite store and artifacts, unless told otherwise
+DEFAULT_DATABASE = "mlflow.db"
+DEFAULT_ARTIFACTS = "mlartifacts"
+SERVER_SCHEMES = ("http://", "https://", "databricks")
+MASK = "***"
+
+
+def resolve_tracking_uri(explicit: str | None = None, *,
+                         storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> str:
+    """The tracking URI: `explicit`, else `$MLFLOW_TRACKING_URI`, else an SQLite file under
+    `storage_path`. A relative SQLite or folder path is made absolute (processes that open the
+    store later, such as Serve replicas, may run in another working directory)."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return "sqlite:///" + str(Path(storage_path).resolve() / DEFAULT_DATABASE)
+    sqlite = "sqlite:///"
+    if uri.startswith(sqlite) and not uri[len(sqlite):].startswith("/"):
+        return sqlite + str(Path(uri[len(sqlite):]).resolve())
+    if ":" not in uri:   # a bare folder: MLflow's file store
+        return str(Path(uri).resolve())
+    return uri
+
+
+def default_artifact_root(tracking_uri: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> str | None:
+    """Where a new experiment's artifacts go: `<storage_path>/mlartifacts` for a database store;
+    None (the server's own default) for a tracking server."""
+    if tracking_uri.startswith(SERVER_SCHEMES):
+        return None
+    return (Path(storage_path).resolve() / DEFAULT_ARTIFACTS).as_uri()
+
+
+def masked(uri: str | None) -> str | None:
+    """`uri` with any password replaced by `***` (what may be logged, stored or printed)."""
+    if not uri or "@" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+
+
+def is_sqlite(uri: str) -> bool:
+    return uri.startswith("sqlite:")

@@ -1,0 +1,71 @@
+"""The layers' dependencies point downwards, read from the imports of every production module
+(function-local imports included): shell -> serve -> ensemble -> {core, store}; search -> {core,
+store}; store -> core; core imports nothing above it, no Ray and no MLflow; only store/ imports
+MLflow; nothing below the shell imports the command line or the demo."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = ("core", "store", "search", "ensemble", "serve", "softprompt")
+ALLOWED = {   # layer -> the softprompt layers it may import
+    "core": {"core"},
+    "store": {"store", "core"},
+    "search": {"search", "core", "store"},
+    "ensemble": {"ensemble", "core", "store"},
+    "serve": {"serve", "ensemble", "core", "store"},
+    "softprompt": set(LAYERS),
+}
+SHELL_MODULES = ("softprompt.cli", "softprompt.demo", "softprompt._cli")
+
+
+def imports_of(path: Path) -> list[str]:
+    """Every module a file imports, absolute or resolved from relative, anywhere in the file."""
+    package = ["softprompt", path.parent.relative_to(ROOT).parts[0]] if path.parent != ROOT / "softprompt" else ["softprompt"]
+    package += list(path.parent.relative_to(ROOT).parts[1:])
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                found.append(".".join(base + ([node.module] if node.module else [])))
+            else:
+                found.append(node.module)
+    return found
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "softprompt":
+        return None
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS[:-1] else "softprompt"
+
+
+MODULES = sorted(path for layer in LAYERS for path in (ROOT / layer).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_point_downwards(path):
+    layer = path.relative_to(ROOT).parts[0]
+    imported = imports_of(path)
+    upward = sorted({m for m in imported if layer_of(m) and layer_of(m) not in ALLOWED[layer]})
+    assert not upward, f"{layer}/ may import only {sorted(ALLOWED[layer])}: {upward}"
+    if layer != "store":
+        assert not [m for m in imported if m.split(".")[0] == "mlflow"], "only store/ imports mlflow"
+    if layer == "core":
+        assert not [m for m in imported if m.split(".")[0] == "ray"], "core/ imports no Ray"
+    if layer != "softprompt" or path.name == "__init__.py":
+        assert not [m for m in imported if m.startswith(SHELL_MODULES)], "only the shell imports the CLI or demo"
+
+
+def test_the_reader_sees_relative_and_local_imports():
+    modules = imports_of(ROOT / "ensemble" / "build.py")
+    assert "softprompt.ensemble.loaded" in modules and "softprompt.store" in modules
+    assert any(m.startswith("softprompt.ensemble.") for m in imports_of(ROOT / "serve" / "batcher.py"))
+    assert "mlflow.pyfunc" in imports_of(ROOT / "store" / "registry.py")
