@@ -233,7 +233,7 @@ def main() -> None:
     config = dict(tracking_uri=uri, max_inputs=64, max_batch_size=args.max_batch_size,
                   batch_wait_timeout_s=args.batch_wait_timeout_s, max_rows_per_pass=max_rows)
     serve.run(build_app(references, **config), name="served", route_prefix="/")
-    serve.run(NaiveServer.bind(ServeConfig(tuple(references), uri)), name="naive", route_prefix="/naive")
+    serve.run(NaiveServer.bind(ServeConfig(tuple(references), tuple(references), uri)), name="naive", route_prefix="/naive")
     urls = {"served": f"http://127.0.0.1:{args.port}/v1/predict", "naive": f"http://127.0.0.1:{args.port}/naive/v1/predict"}
     levels: dict[str, dict] = {}
     probes_all = list(sweep.values())

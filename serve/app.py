@@ -6,15 +6,20 @@ table of every loaded ensemble, behind a FastAPI ingress (OpenAPI at `/docs`).
     POST /v1/ensembles/{name}/reload  load the version the ensemble's alias points to now
     GET  /healthz                     liveness (never needs the token)
 
-Requests are admitted (validated, tokenised) on arrival; their inputs then join `@serve.batch`
-batches, one item per input, and every batch runs as one pass (`batcher.predict_batch`).
+Before any route: `guard.Guard` checks the bearer token and the body size on `/v1/*` and turns
+an unexpected failure into a 500 carrying only a request id. Requests are admitted (validated,
+tokenised, off the event loop); their inputs then join `@serve.batch` batches, one item per
+input, and every batch runs as one pass (`batcher.predict_batch`). A replica queues at most
+`max_queued_requests` requests; beyond that Ray Serve answers 503 with `Retry-After`.
 
-Reload: the replica that gets the POST resolves the alias once and broadcasts that exact
-version to every replica of the deployment; each loads it off the event loop and swaps its
-immutable `ServeState` in one assignment, so requests in flight finish on the old version.
+Versions: the driver resolves each `name@alias` once; every replica loads exactly those versions
+(`versions`). Reload is two-phase: the replica that gets the POST resolves the alias once, every
+replica loads that version beside the one it serves (prepare), and only when all succeeded does
+each swap its immutable `ServeState` in one assignment (commit) — otherwise all drop it, so every
+replica stays on the old version. Requests in flight finish on the version they started with.
 
-    app = build_app(["sst2-ensemble@production"], tracking_uri="sqlite:///runs/mlflow.db",
-                    max_inputs=64, max_batch_size=32, batch_wait_timeout_s=0.05)
+    app = build_app(["sst2-ensemble@production"], versions=["sst2-ensemble/3"],
+                    tracking_uri="sqlite:///runs/mlflow.db", max_inputs=64)
     serve.run(app)      # or: serve run softprompt.serve.app:app_builder ensembles=sst2-ensemble@production
 
 (No `from __future__ import annotations` here: FastAPI must see the route annotations as types.)
@@ -22,45 +27,51 @@ immutable `ServeState` in one assignment, so requests in flight finish on the ol
 
 import asyncio
 import dataclasses
-import hashlib
 import logging
-import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from fastapi import Depends, FastAPI, HTTPException
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import BackpressureConfig
 
 from softprompt.core.compilation_cache import use_compilation_cache
 from softprompt.core.models import load_model
 from softprompt.ensemble.loaded import load_ensemble
 from softprompt.ensemble.predict import DEFAULT_MAX_ROWS
 from softprompt.ensemble.voting import Vote
-from softprompt.store import EnsembleError, Store, resolve_tracking_uri
+from softprompt.store import EnsembleError, Store, parse_reference, resolve_tracking_uri
 
 from .admission import admit
 from .batcher import Item, predict_batch
+from .guard import DEFAULT_MAX_BODY_BYTES, Guard, GuardSettings, token_digest
 from .metrics import EnsembleStats, ServeMetrics
 from .schemas import (EnsembleInfo, EnsembleRef, EnsemblesResponse, Health, MemberInfo, Prediction,
                       PredictRequest, PredictResponse, ReloadResponse)
 from .state import NotServed, ServeState, load_state, resolve_all
+from .versions import apply_reloads, book_name, record_reload, reloaded_versions
 
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_ONGOING_REQUESTS = 256   # HTTP requests one replica holds at once (their inputs batch together)
+DEFAULT_MAX_QUEUED_REQUESTS = 512    # requests waiting for a replica; beyond: 503 + Retry-After
+RETRY_AFTER_S = 1                    # what a client turned away by the full queue is told to wait
 
-api = FastAPI(title="softprompt", summary="Voted soft-prompt ensembles on one frozen model.")
-bearer = HTTPBearer(auto_error=False, description="Only when the server was started with a token.")
+api = FastAPI(title="softprompt", summary="Voted soft-prompt ensembles on one frozen model.",
+              description="With a token, every /v1/ route needs `Authorization: Bearer <token>` (checked "
+                          "before the body is read). Bodies over the size limit get 413.")
+api.add_middleware(Guard, settings=lambda: getattr(api.state, "guard", None))
 
 
 @dataclasses.dataclass(frozen=True)
 class ServeConfig:
     """What every replica is built from (the token travels only as its sha256)."""
 
-    ensembles: tuple[str, ...]        # references: `name@alias`, `name/3`, `models:/name@alias`
+    ensembles: tuple[str, ...]        # references as asked: `name@alias`, `name/3` (what a reload re-resolves)
+    versions: tuple[str, ...]         # the exact `name/version` each reference resolved to, in the driver
+                                      # (the references themselves when the driver could not reach the store)
     tracking_uri: str
     model: str | None = None          # default: the model named in the first ensemble's manifest
     max_inputs: int = 64              # per request; more -> 413
@@ -68,12 +79,13 @@ class ServeConfig:
     batch_wait_timeout_s: float = 0.05
     max_rows_per_pass: int = DEFAULT_MAX_ROWS   # model rows (inputs x members) per forward chunk
     token_sha256: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     jax_cache_dir: str | None = None  # JAX's persistent compilation cache, shared by replicas and restarts
+    app_name: str = "softprompt"      # names this deployment's version book
 
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
+    @property
+    def book(self) -> str:
+        return book_name(self.app_name, self.versions)
 
 @serve.deployment(max_ongoing_requests=DEFAULT_MAX_ONGOING_REQUESTS)
 @serve.ingress(api)
@@ -85,24 +97,20 @@ class SoftPromptServer:
         if config.jax_cache_dir:
             use_compilation_cache(config.jax_cache_dir)
         self.store = Store(config.tracking_uri)
-        registered = resolve_all(self.store, config.ensembles)
+        versions = apply_reloads(config.versions, reloaded_versions(config.book))   # what the peers serve
+        registered = resolve_all(self.store, versions)
         self.model = load_model(config.model or registered[0].manifest.model, dtype=registered[0].manifest.dtype)
         self.state: ServeState = load_state(self.store, self.model, config.ensembles, registered)
+        self.pending: dict[tuple[str, str], ServeState] = {}   # prepared reloads, by (name, version)
         self.metrics = ServeMetrics()
         self.stats: dict[tuple[str, str], EnsembleStats] = {}
         self.reload_lock = asyncio.Lock()
         self.replica = serve.get_replica_context().replica_tag
         self._batched.set_max_batch_size(config.max_batch_size)
         self._batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        api.state.guard = GuardSettings(config.token_sha256, config.max_body_bytes)   # /v1/ opens now
 
     # ------------------------------------------------------------------------------ helpers
-
-    def _authorize(self, credentials: HTTPAuthorizationCredentials | None) -> None:
-        expected = self.config.token_sha256
-        if expected is None:
-            return
-        if credentials is None or not secrets.compare_digest(token_digest(credentials.credentials), expected):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     def _stats(self, name: str, version: str, members: int) -> EnsembleStats:
         return self.stats.setdefault((name, version), EnsembleStats(members))
@@ -133,21 +141,18 @@ class SoftPromptServer:
                       ensembles=[EnsembleRef(name=s.name, version=s.version) for s in self.state.ensembles])
 
     @api.post("/v1/predict", response_model=PredictResponse,
-              responses={401: {}, 404: {}, 413: {}, 422: {}, 500: {}})
-    async def predict(self, request: PredictRequest,
-                      credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> PredictResponse:
-        self._authorize(credentials)
+              responses={401: {}, 404: {}, 413: {}, 422: {}, 500: {}, 503: {}})
+    async def predict(self, request: PredictRequest) -> PredictResponse:
         started = time.perf_counter()
         state = self.state                        # this request's version, whatever reloads happen
-        admitted = admit(state, self.model, request, max_inputs=self.config.max_inputs)
+        admitted = await asyncio.to_thread(admit, state, self.model, request, max_inputs=self.config.max_inputs)
         served = admitted.ensemble
         try:
             votes = await asyncio.gather(*(self._predict_one(Item(state, served, pair.input_ids))
                                            for pair in admitted.encoded))
-        except Exception as error:  # noqa: BLE001 - fail this request only; the replica goes on
-            logger.exception("prediction failed")
+        except Exception:  # the guard answers 500 with a request id; the replica goes on
             self.metrics.request(served.name, served.version, 500, time.perf_counter() - started)
-            raise HTTPException(500, f"prediction failed: {type(error).__name__}: {error}") from None
+            raise
         self._stats(served.name, served.version, served.members).record(votes)
         self.metrics.request(served.name, served.version, 200, time.perf_counter() - started, votes)
         return PredictResponse(task=request.task, ensemble=EnsembleRef(name=served.name, version=served.version),
@@ -156,8 +161,7 @@ class SoftPromptServer:
                                             for v, pair in zip(votes, admitted.encoded)])
 
     @api.get("/v1/ensembles", response_model=EnsemblesResponse, responses={401: {}})
-    async def ensembles(self, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> EnsemblesResponse:
-        self._authorize(credentials)
+    async def ensembles(self) -> EnsemblesResponse:
         listing = []
         for served in self.state.ensembles:
             manifest = served.loaded.manifest
@@ -174,9 +178,7 @@ class SoftPromptServer:
 
     @api.post("/v1/ensembles/{name}/reload", response_model=ReloadResponse,
               responses={401: {}, 404: {}, 409: {}, 503: {}})
-    async def reload(self, name: str,
-                     credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ReloadResponse:
-        self._authorize(credentials)
+    async def reload(self, name: str) -> ReloadResponse:
         try:
             served = self.state.named(name)
         except NotServed as error:
@@ -185,23 +187,30 @@ class SoftPromptServer:
             registered = await asyncio.to_thread(self.store.resolve_ensemble, served.reference)
         except EnsembleError as error:
             raise HTTPException(409, f"cannot reload {name!r}: {error}") from None
-        except Exception as error:  # noqa: BLE001 - the tracking store is unreachable or failing
-            raise HTTPException(503, f"cannot reach the tracking store to reload {name!r}: {error}") from None
-        handle = serve.get_deployment_handle(serve.get_replica_context().deployment,
-                                             serve.get_replica_context().app_name)
-        results = await handle.broadcast("apply_version", name, registered.version).results_async(
-            return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
+        except Exception:  # noqa: BLE001 - the tracking store is unreachable or failing
+            logger.exception("reload of %s: the tracking store failed", name)
+            raise HTTPException(503, f"cannot reach the tracking store to reload {name!r}",
+                                headers={"Retry-After": "5"}) from None
+        version = registered.version
+        context = serve.get_replica_context()
+        handle = serve.get_deployment_handle(context.deployment, context.app_name)
+        prepared = await handle.broadcast("prepare_version", name, version).results_async(return_exceptions=True)
+        failures = [r for r in prepared if isinstance(r, BaseException)]
         if failures:
-            raise HTTPException(409, f"reload of {name!r} to version {registered.version} failed on "
-                                     f"{len(failures)} of {len(results)} replica(s): {failures[0]}")
+            await handle.broadcast("abort_version", name, version).results_async(return_exceptions=True)
+            logger.error("reload of %s to version %s failed on %d replica(s): %s", name, version, len(failures),
+                         failures[0])
+            raise HTTPException(409, f"reload of {name!r} to version {version} failed on {len(failures)} of "
+                                     f"{len(prepared)} replica(s); every replica stays on version {served.version}")
+        await asyncio.to_thread(record_reload, self.config.book, name, version)   # replicas started later
+        committed = await handle.broadcast("commit_version", name, version).results_async(return_exceptions=True)
         return ReloadResponse(name=name, reference=served.reference, previous_version=served.version,
-                              version=registered.version, replicas=len(results))
+                              version=version, replicas=sum(not isinstance(r, BaseException) for r in committed))
 
     # ----------------------------------------------------------------- replica control (handle)
 
-    async def apply_version(self, name: str, version: str) -> dict[str, Any]:
-        """Serve `version` of ensemble `name` from now on (called on every replica by a reload)."""
+    async def prepare_version(self, name: str, version: str) -> dict[str, Any]:
+        """Loads `version` of ensemble `name` beside the served state (phase 1 of a reload)."""
         async with self.reload_lock:
             if self.state.named(name).version == version:
                 return {"replica": self.replica, "version": version, "changed": False}
@@ -210,24 +219,51 @@ class SoftPromptServer:
                 loaded = load_ensemble(self.store, f"{name}/{version}", self.model)
                 return self.state.replaced(self.model, loaded)
 
-            self.state = await asyncio.to_thread(rebuild)   # one assignment: the swap
-        logger.info("replica %s now serves %s version %s", self.replica, name, version)
+            self.pending[(name, version)] = await asyncio.to_thread(rebuild)
         return {"replica": self.replica, "version": version, "changed": True}
 
+    async def commit_version(self, name: str, version: str) -> dict[str, Any]:
+        """Serves the prepared `version` from now on: one assignment, the swap (phase 2)."""
+        async with self.reload_lock:
+            prepared = self.pending.pop((name, version), None)
+            if prepared is not None:
+                self.state = prepared
+        logger.info("replica %s serves %s version %s", self.replica, name, self.state.named(name).version)
+        return {"replica": self.replica, "version": self.state.named(name).version}
 
-def build_app(ensembles: list[str], *, tracking_uri: str | None = None, model: str | None = None, max_inputs: int = 64,
-              max_batch_size: int = 32, batch_wait_timeout_s: float = 0.05, token: str | None = None,
-              replicas: int = 1, max_rows_per_pass: int = 32, replica_cpus: float = 1.0,
-              jax_cache_dir: str | None = None) -> Application:
-    """The bound application (pass it to `serve.run`). `token`: require `Authorization: Bearer`."""
+    async def abort_version(self, name: str, version: str) -> None:
+        """Drops a prepared reload (another replica could not load it)."""
+        async with self.reload_lock:
+            self.pending.pop((name, version), None)
+
+
+def build_app(ensembles: Sequence[str], *, versions: Sequence[str] | None = None, tracking_uri: str | None = None,
+              model: str | None = None, max_inputs: int = 64, max_batch_size: int = 32,
+              batch_wait_timeout_s: float = 0.05, token: str | None = None, replicas: int = 1,
+              max_rows_per_pass: int = DEFAULT_MAX_ROWS, replica_cpus: float = 1.0, jax_cache_dir: str | None = None,
+              max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS,
+              app_name: str = "softprompt") -> Application:
+    """The bound application (pass it to `serve.run`). `versions`: the exact `name/version` of each
+    reference, resolved once here when not given. `token`: require `Authorization: Bearer`."""
     if not ensembles:
         raise EnsembleError("give at least one ensemble to serve (NAME@ALIAS)")
-    config = ServeConfig(tuple(ensembles), resolve_tracking_uri(tracking_uri), model=model, max_inputs=max_inputs,
+    if token is not None and not token.strip():
+        raise ValueError("the token is empty: give a real token, or none to serve without authentication")
+    uri = resolve_tracking_uri(tracking_uri)
+    if versions is None:
+        versions = [registered.reference for registered in resolve_all(Store(uri), ensembles)]
+    if [parse_reference(v)[0] for v in versions] != [parse_reference(r)[0] for r in ensembles]:
+        raise EnsembleError(f"versions {list(versions)} do not match the references {list(ensembles)}")
+    config = ServeConfig(tuple(ensembles), tuple(versions), uri, model=model, max_inputs=max_inputs,
                          max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s,
                          max_rows_per_pass=max_rows_per_pass, token_sha256=token_digest(token) if token else None,
+                         max_body_bytes=max_body_bytes, app_name=app_name,
                          jax_cache_dir=str(Path(jax_cache_dir).resolve()) if jax_cache_dir else None)
     ongoing = max(DEFAULT_MAX_ONGOING_REQUESTS, 2 * max_batch_size)
     return SoftPromptServer.options(num_replicas=replicas, max_ongoing_requests=ongoing,
+                                    max_queued_requests=max_queued_requests,
+                                    backpressure_config=BackpressureConfig(status_code=503,
+                                                                           retry_after_s=RETRY_AFTER_S),
                                     ray_actor_options={"num_cpus": replica_cpus}).bind(config)
 
 
@@ -235,6 +271,8 @@ class AppArgs(BaseModel):
     """`serve run softprompt.serve.app:app_builder ensembles=a@production,b@production ...` (or a config)."""
 
     ensembles: list[str] | str = Field(description="References, a list or comma-separated.")
+    versions: list[str] | str | None = Field(None, description="Their exact `name/version`s [default: resolved "
+                                                               "here, once].")
     tracking_uri: str | None = Field(None, description="Default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db.")
     model: str | None = None
     max_inputs: int = 64
@@ -242,15 +280,17 @@ class AppArgs(BaseModel):
     batch_wait_timeout_s: float = 0.05
     token: str | None = None
     replicas: int = 1
-    max_rows_per_pass: int = 32
+    max_rows_per_pass: int = DEFAULT_MAX_ROWS
     replica_cpus: float = 1.0
     jax_cache_dir: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS
 
 
 def app_builder(args: AppArgs) -> Application:
     """Ray Serve application builder (typed args)."""
     fields = args.model_dump()
-    ensembles = fields.pop("ensembles")
-    if isinstance(ensembles, str):
-        ensembles = [part.strip() for part in ensembles.split(",") if part.strip()]
-    return build_app(ensembles, **fields)
+    for key in ("ensembles", "versions"):
+        if isinstance(fields[key], str):
+            fields[key] = [part.strip() for part in fields[key].split(",") if part.strip()]
+    return build_app(fields.pop("ensembles"), **fields)

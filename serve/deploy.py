@@ -15,15 +15,25 @@ from __future__ import annotations
 
 import os
 
+from softprompt.store import Store, resolve_tracking_uri
+
 from .app import build_app
+from .state import resolve_all
 
 DEFAULT_ENSEMBLES = "sst2-ensemble@production"
 
 
 def app_from_environment():
+    """The application; the ensembles' versions are resolved here, once, when the store answers
+    (on the cluster: in the Serve controller), else by the first replica of each start."""
     references = [r.strip() for r in os.environ.get("SOFTPROMPT_ENSEMBLES", DEFAULT_ENSEMBLES).split(",") if r.strip()]
-    return build_app(references, tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
-                     token=os.environ.get("SOFTPROMPT_API_TOKEN") or None,
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        versions = [r.reference for r in resolve_all(Store(resolve_tracking_uri(uri)), references)]
+    except Exception:  # noqa: BLE001 - `serve build` on a machine without the store: each replica resolves
+        versions = references
+    return build_app(references, versions=versions, tracking_uri=uri,
+                     token=os.environ.get("SOFTPROMPT_API_TOKEN"),   # set but empty: refused by build_app
                      max_inputs=int(os.environ.get("SOFTPROMPT_MAX_INPUTS", "64")))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import List, Optional
@@ -13,13 +14,13 @@ from ._cli_common import print_json, user_errors
 APP_NAME = "softprompt"
 
 
-def _wait_for_stop_signal() -> None:
-    """Blocks until SIGINT or SIGTERM."""
+def _stop_on_signal() -> threading.Event:
+    """An event set by SIGINT or SIGTERM (installed before the ready line: a client may stop the
+    server the moment it reads it)."""
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        pass
+    return stop
 
 
 def serve(
@@ -32,11 +33,15 @@ def serve(
     tracking_uri: Optional[str] = typer.Option(
         None, help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db]."),
     token: Optional[str] = typer.Option(None, envvar="SOFTPROMPT_API_TOKEN",
-                                        help="Require 'Authorization: Bearer TOKEN' on /v1/*."),
+                                        help="Require 'Authorization: Bearer TOKEN' on /v1/* (an empty token "
+                                             "is refused)."),
     max_inputs: int = typer.Option(64, min=1, help="Inputs per request; more is refused with 413."),
     max_batch_size: int = typer.Option(32, min=1, help="Inputs gathered into one batched pass."),
     batch_wait_timeout_s: float = typer.Option(0.05, min=0.0, help="How long a batch waits to fill."),
     max_rows_per_pass: int = typer.Option(32, min=1, help="Model rows (inputs x members) per forward chunk."),
+    max_body_bytes: int = typer.Option(1 << 20, min=1, help="Request bodies over this size get 413 (unread)."),
+    max_queued_requests: int = typer.Option(512, min=1, help="Requests waiting per deployment; beyond: 503 + "
+                                                              "Retry-After."),
     model: Optional[str] = typer.Option(None, help="Frozen model [default: the ensembles' own]."),
     replica_cpus: float = typer.Option(1.0, min=0.0, help="Ray CPUs reserved per replica."),
     jax_cache_dir: str = typer.Option("runs/jax_cache", help="JAX compilation cache shared by replicas."),
@@ -57,16 +62,20 @@ def serve(
         if not references:
             raise ValueError(f"no ensemble to serve: none registered with a 'production' alias in "
                              f"{store.display_uri} (pass --ensemble NAME@ALIAS)")
-        registered = resolve_all(store, references)       # fail fast, before Ray starts
-        app = build_app(references, tracking_uri=uri, model=model, max_inputs=max_inputs,
-                        max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s, token=token,
-                        max_rows_per_pass=max_rows_per_pass,
-                        replicas=replicas, replica_cpus=replica_cpus, jax_cache_dir=jax_cache_dir)
+        registered = resolve_all(store, references)       # once, here: every replica loads these versions
+        app = build_app(references, versions=[r.reference for r in registered], tracking_uri=uri, model=model,
+                        max_inputs=max_inputs, max_batch_size=max_batch_size,
+                        batch_wait_timeout_s=batch_wait_timeout_s, token=token, max_rows_per_pass=max_rows_per_pass,
+                        replicas=replicas, replica_cpus=replica_cpus, jax_cache_dir=jax_cache_dir,
+                        max_body_bytes=max_body_bytes, max_queued_requests=max_queued_requests, app_name=APP_NAME)
 
     import ray
     from ray import serve as ray_serve
 
-    metrics = {"_metrics_export_port": metrics_port} if metrics_port and not ray_address else {}
+    from softprompt.serve.versions import drop_book
+
+    shared = bool(ray_address or os.environ.get("RAY_ADDRESS"))   # joining a cluster others may use
+    metrics = {"_metrics_export_port": metrics_port} if metrics_port and not shared else {}
     ray.init(address=ray_address, include_dashboard=False, logging_level="warning", **metrics)
     try:
         ray_serve.start(http_options={"host": host, "port": port})
@@ -75,12 +84,15 @@ def serve(
         except RuntimeError as error:   # a replica failed to start: its traceback is in the log above
             typer.echo(f"error: the application did not start: {error}", err=True)
             raise typer.Exit(code=1) from error
+        stop = _stop_on_signal()
         print_json({"url": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs", "replicas": replicas,
                     "ensembles": [{"name": r.name, "version": r.version, "task": r.manifest.task}
                                   for r in registered], "auth": bool(token)})
-        _wait_for_stop_signal()
+        while not stop.wait(0.5):
+            pass
     finally:
-        if ray_address:        # a shared cluster: remove only this application
+        drop_book(app._bound_deployment.init_args[0].book)
+        if shared:             # a shared cluster: remove only this application, never the others'
             ray_serve.delete(APP_NAME)
         else:
             ray_serve.shutdown()

@@ -68,9 +68,11 @@ _CONTROL_PIECE = re.compile(
 
 
 class GemmaTokenizer:
-    """`base.Tokenizer` over a `tokenizers` tokenizer.json; `encode` adds no special tokens."""
+    """`base.Tokenizer` over a `tokenizers` tokenizer.json; `encode` adds no special tokens, and text
+    spelling one (`<bos>`, `<start_of_turn>`) is tokenised as the text it is."""
 
     def __init__(self, tokenizer: tokenizers.Tokenizer, *, bos_id: int = 2, eos_id: int = 1, pad_id: int = 0):
+        tokenizer.encode_special_tokens = True   # "<bos>" in text is text: only code adds special tokens
         self._tokenizer = tokenizer
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
@@ -23,10 +22,11 @@ from .t5 import T5Config, T5Ops
 class SentencePieceTokenizer:
     """T5's tokenizer: a SentencePiece model (pad 0, eos 1, unk 2, no bos) plus `extra_ids`
     sentinels `<extra_id_0>`.. appended after its pieces, `<extra_id_0>` being the LAST id
-    (the Hugging Face T5 convention). `<extra_id_k>` in text encodes to its sentinel."""
+    (the Hugging Face T5 convention). Text is always text: `<extra_id_0>`, `</s>` or `<pad>`
+    typed in an input encode as their characters (as Hugging Face's `split_special_tokens=True`);
+    sentinel ids enter targets only through `sentinel_id`."""
 
     bos_id = None
-    _SENTINEL = re.compile(r"(<extra_id_\d+>)")
 
     def __init__(self, model_file: str | Path, *, extra_ids: int = 100):
         self._sp = spm.SentencePieceProcessor(model_file=str(model_file))
@@ -44,13 +44,7 @@ class SentencePieceTokenizer:
         return self.vocab_size - 1 - k
 
     def encode(self, text: str) -> list[int]:
-        ids = []
-        for part in self._SENTINEL.split(text):
-            if self._SENTINEL.fullmatch(part):
-                ids.append(self.sentinel_id(int(part[len("<extra_id_"):-1])))
-            elif part:
-                ids.extend(self._sp.encode(part))
-        return ids
+        return self._sp.encode(text)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of the ordinary pieces; pad, eos, control pieces and sentinels are skipped."""

@@ -124,6 +124,14 @@ class TaskSpec:
                 f"{self.name}: record is missing field(s) {', '.join(map(repr, missing))}; "
                 f"the task needs {', '.join(map(repr, self.fields))}"
             )
+        for name in self.fields:
+            value = record[name]
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as error:
+                    raise TaskDataError(f"{self.name}: field {name!r} is not valid Unicode text "
+                                        f"({error.reason} at position {error.start})") from None
         self.input_text(record)
 
     def input_text(self, record: Mapping[str, Any]) -> str:

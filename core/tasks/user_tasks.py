@@ -50,6 +50,9 @@ _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _CLASSIFICATION_METRICS = ("accuracy", "f1", "macro_f1")
 _FREE_TEXT_METRICS = ("accuracy", "qa_exact_match", "qa_f1")
 _TEMPLATE_VALUE_TYPES = (str, int, float)
+# Upper bounds: a request's work is bounded by them (each generated token reruns the forward).
+MAX_INPUT_TOKENS = 4_096
+MAX_TARGET_TOKENS = 128
 
 
 # ------------------------------------------------------------------------------------ templates
@@ -119,10 +122,10 @@ class _Checker:
             raise self.error(key, f"must be a non-empty string, got {value!r}")
         return value
 
-    def positive_int(self, key: str, *, default: int) -> int:
+    def positive_int(self, key: str, *, default: int, most: int) -> int:
         value = self.config.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.error(key, f"must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= most:
+            raise self.error(key, f"must be an integer from 1 to {most}, got {value!r}")
         return value
 
     def words(self, key: str) -> tuple[str, ...]:
@@ -239,8 +242,9 @@ def parse_user_task(config: Any, *, base_dir: Path, origin: str = "<task>") -> T
         format_targets=format_targets,
         label_words=label_words,
         metrics=metrics,
-        max_input_tokens=check.positive_int("max_input_tokens", default=512),
-        max_target_tokens=check.positive_int("max_target_tokens", default=8 if label_words else 32),
+        max_input_tokens=check.positive_int("max_input_tokens", default=512, most=MAX_INPUT_TOKENS),
+        max_target_tokens=check.positive_int("max_target_tokens", default=8 if label_words else 32,
+                                             most=MAX_TARGET_TOKENS),
     )
 
 

@@ -140,9 +140,11 @@ def test_tokenizer_matches_transformers(model, gguf_path):
     assert len(cases) >= 180
     for text in cases:
         ids = model.tokenizer.encode(text)
-        assert ids == reference.encode(text, add_special_tokens=False), text
+        assert ids == reference.encode(text, add_special_tokens=False, split_special_tokens=True), text
         assert model.tokenizer.decode(ids) == reference.decode(ids, skip_special_tokens=True), text
     assert model.tokenizer.encode("The capital of France is") == [818, 5279, 529, 7001, 563]
+    typed = model.tokenizer.encode("<bos> and <eos> as text <start_of_turn>")     # text, never special ids
+    assert not {0, 1, 2, 105} & set(typed) and model.tokenizer.decode(typed) == "<bos> and <eos> as text <start_of_turn>"
     tokenizer = model.tokenizer
     assert (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id, tokenizer.vocab_size) == (2, 1, 0, 262_144)
     assert model.ops.format_target([818]) == [818, tokenizer.eos_id]

@@ -204,9 +204,10 @@ def test_tokenizer(tiny_dir):
     assert tok.sentinel_id(0) == 2099 and tok.sentinel_id(99) == 2000
     with pytest.raises(ValueError):
         tok.sentinel_id(100)
-    ids = tok.encode("<extra_id_0> positive<extra_id_1>")
-    assert ids[0] == 2099 and ids[-1] == 2098
-    assert tok.decode(ids + [tok.eos_id, tok.pad_id]) == "positive"
+    special = "<extra_id_0> positive<extra_id_100></s><pad>"          # typed text, not special tokens
+    ids = tok.encode(special)
+    assert max(ids) < tok.num_pieces and tok.eos_id not in ids and tok.pad_id not in ids
+    assert tok.decode([tok.sentinel_id(0)] + tok.encode("positive") + [tok.eos_id, tok.pad_id]) == "positive"
     for label in ("entailment", "positive", "negative", "True", "False", "neutral", "contradiction"):
         assert len(tok.encode(label)) == 1, label  # the shipped corpus makes labels whole pieces
     ordinary = tok.ordinary_ids()
@@ -216,9 +217,11 @@ def test_tokenizer(tiny_dir):
 def test_tokenizer_matches_transformers(tiny_dir):
     reference = transformers.AutoTokenizer.from_pretrained(tiny_dir)
     tok = SentencePieceTokenizer(tiny_dir / "spiece.model")
-    for text in ["Hello world!", "<extra_id_0> entailment <extra_id_7>", "  spaces   and\ttabs ",
-                 "naïve café — 42%", "premise: It rained. hypothesis: The grass is wet."]:
+    for text in ["Hello world!", "  spaces   and\ttabs ", "naïve café — 42%",
+                 "premise: It rained. hypothesis: The grass is wet."]:
         assert tok.encode(text) == reference(text, add_special_tokens=False).input_ids, text
+    # Hugging Face turns typed "<extra_id_7>" into the sentinel; softprompt keeps typed text text
+    assert max(tok.encode("<extra_id_0> entailment <extra_id_7>")) < tok.num_pieces
 
 
 MISSING = {"no_weights": "model.safetensors", "no_spiece": "spiece.model", "no_config": "config.json"}

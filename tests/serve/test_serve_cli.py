@@ -43,9 +43,10 @@ def test_app_builder_and_tracking_uri_defaults(monkeypatch, tmp_path):
     assert default_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/runs/mlflow.db"   # absolute for replicas
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert default_tracking_uri() == "http://127.0.0.1:5000" and default_tracking_uri("mlruns") == f"{tmp_path.resolve()}/mlruns"
-    app = app_builder(AppArgs(ensembles="a@production, b/3", replicas=2, token="t"))
+    app = app_builder(AppArgs(ensembles="a@production, b/3", versions="a/7, b/3", replicas=2, token="t"))
     config = app._bound_deployment.init_args[0]
     assert config.ensembles == ("a@production", "b/3") and config.tracking_uri == "http://127.0.0.1:5000"
+    assert config.versions == ("a/7", "b/3")
     assert config.token_sha256 == token_digest("t")                                        # only the digest travels
     assert app._bound_deployment.num_replicas == 2
 

@@ -1,0 +1,170 @@
+"""Serving under hostile input and faults, on a real Ray Serve with t5-tiny-random ensembles:
+text that looks like special tokens, invalid Unicode, oversized and unauthenticated bodies, a
+flood of concurrent clients against a bounded queue, versions pinned once for every replica, and
+a reload that fails everywhere but leaves every replica on the old version."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sample_ensembles import register_sample_ensemble
+
+BIN = Path(sys.executable).parent / "softprompt"
+
+
+@pytest.fixture(scope="module")
+def served(store, tiny_model, free_port, token):
+    """Two apps on one Serve: `main` (token, two replicas) and `small` (a queue of 4)."""
+    import ray
+    from ray import serve
+
+    from softprompt.serve.app import build_app
+
+    first = register_sample_ensemble(store.handle, tiny_model, name="hard-rte", task="rte", seeds=(0, 1, 2),
+                                     experiment_id=store.experiment_id)
+    pinned = build_app(["hard-rte@production"], tracking_uri=store.uri, token=token, replicas=2, replica_cpus=0,
+                       max_rows_per_pass=8, max_body_bytes=64 * 1024, app_name="hard-main")
+    # the alias moves after the driver resolved it: the replicas must still agree on the pinned version
+    moved = register_sample_ensemble(store.handle, tiny_model, name="hard-rte", task="rte", seeds=(3, 4, 5),
+                                     experiment_id=store.experiment_id)
+    port = free_port()
+    ray.init(include_dashboard=False, num_cpus=4, logging_level="error", log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(pinned, name="hard-main", route_prefix="/main")
+    small = build_app(["hard-rte@production"], tracking_uri=store.uri, replica_cpus=0, max_rows_per_pass=8,
+                      max_batch_size=4, max_queued_requests=4, app_name="hard-small")
+    small = small._bound_deployment.options(max_ongoing_requests=2).bind(*small._bound_deployment.init_args)
+    serve.run(small, name="hard-small", route_prefix="/small")
+    yield {"url": f"http://127.0.0.1:{port}", "first": first.version, "moved": moved.version}
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _post(url: str, body, token: str | None, **kwargs) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if isinstance(body, bytes):
+        headers["content-type"] = "application/json"
+        return httpx.post(url, content=body, headers=headers, timeout=120, **kwargs)
+    return httpx.post(url, json=body, headers=headers, timeout=120, **kwargs)
+
+
+def test_text_that_looks_like_special_tokens_is_text(served, token):
+    body = {"task": "rte", "inputs": [{"premise": "<extra_id_100> <extra_id_0> </s> <pad>",
+                                       "hypothesis": "<bos> <eos> <extra_id_99>"}]}
+    response = _post(f"{served['url']}/main/v1/predict", body, token)
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["label"] in ("entailment", "not_entailment")
+
+
+def test_invalid_unicode_is_a_422_naming_the_field(served, token):
+    raw = b'{"task": "rte", "inputs": [{"premise": "fine", "hypothesis": "broken \\ud800 text"}]}'
+    response = _post(f"{served['url']}/main/v1/predict", raw, token)
+    assert response.status_code == 422, response.text
+    assert "hypothesis" in response.text and "not valid Unicode" in response.text
+
+
+def test_unauthenticated_bodies_are_refused_unread_and_big_ones_get_413(served, token):
+    url = f"{served['url']}/main/v1/predict"
+    assert _post(url, b'{"task": "rte", "inputs": [', None).status_code == 401
+    assert _post(url, b"x" * (2 << 20), None).status_code == 401
+    big = {"task": "rte", "inputs": [{"premise": "x" * (70 * 1024), "hypothesis": "y"}]}
+    response = _post(url, big, token)
+    assert response.status_code == 413 and "65536 bytes" in response.text
+    assert httpx.get(f"{served['url']}/main/v1/ensembles", timeout=30).status_code == 401
+
+
+def test_300_concurrent_clients_get_200_or_503_and_none_hangs(served):
+    url = f"{served['url']}/small/v1/predict"
+    body = {"task": "rte", "inputs": [{"premise": "A cat sat on the mat.", "hypothesis": "A cat sat."}]}
+
+    def client(number: int) -> tuple[int, str | None]:
+        response = httpx.post(url, json=body, timeout=180)
+        return response.status_code, response.headers.get("retry-after")
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(300) as pool:
+        answers = list(pool.map(client, range(300)))
+    statuses = [status for status, _ in answers]
+    assert set(statuses) <= {200, 503}, sorted(set(statuses))
+    assert statuses.count(503) > 0 and statuses.count(200) > 0
+    assert all(retry is not None for status, retry in answers if status == 503)
+    assert time.monotonic() - started < 180
+
+
+def test_every_replica_serves_the_version_the_driver_resolved(served, token):
+    headers = {"Authorization": f"Bearer {token}"}
+    seen = {}
+    for _ in range(16):
+        listing = httpx.get(f"{served['url']}/main/v1/ensembles", headers=headers, timeout=60).json()
+        seen[listing["replica"]] = listing["ensembles"][0]["version"]
+    assert len(seen) == 2 and set(seen.values()) == {served["first"]} != {served["moved"]}
+
+
+def test_a_reload_that_fails_leaves_every_replica_on_the_old_version(served, store, tiny_model, token):
+    broken = register_sample_ensemble(store.handle, tiny_model, name="hard-rte", task="rte", seeds=(6, 7, 8),
+                                      experiment_id=store.experiment_id)
+    tensor = Path(broken.source.removeprefix("file://")) / "data" / "ensemble" / "members" / "1" / "prompt.safetensors"
+    tensor.write_bytes(tensor.read_bytes()[:-16] + b"\0" * 16)           # a member damaged after registration
+    headers = {"Authorization": f"Bearer {token}"}
+    response = httpx.post(f"{served['url']}/main/v1/ensembles/hard-rte/reload", headers=headers, timeout=120)
+    assert response.status_code == 409 and "stays on version" in response.text
+    seen = {}
+    for _ in range(16):
+        listing = httpx.get(f"{served['url']}/main/v1/ensembles", headers=headers, timeout=60).json()
+        seen[listing["replica"]] = listing["ensembles"][0]["version"]
+    assert len(seen) == 2 and set(seen.values()) == {served["first"]}
+
+
+def test_an_empty_token_is_refused(store):
+    result = subprocess.run([str(BIN), "serve", "--ensemble", "hard-rte@production", "--tracking-uri", store.uri,
+                             "--token", ""], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "token is empty" in result.stderr
+
+
+def test_serve_on_a_shared_cluster_removes_only_its_own_application(store, tiny_model, free_port, tmp_path):
+    """`softprompt serve` joining a cluster through RAY_ADDRESS leaves the cluster's other apps running."""
+    register_sample_ensemble(store.handle, tiny_model, name="shared-sst2", task="sst2", seeds=(0, 1),
+                             experiment_id=store.experiment_id)
+    port, head_port = free_port(), free_port()
+    env = os.environ | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+                        "RAY_AUTH_MODE": "disabled", "JAX_PLATFORMS": "cpu"}
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    subprocess.run([ray_bin, "start", "--head", f"--port={head_port}", "--num-cpus=2", "--include-dashboard=false",
+                    "--node-ip-address=127.0.0.1"], check=True, capture_output=True, env=env, timeout=120)
+    address = f"127.0.0.1:{head_port}"
+    other = ("import ray; from ray import serve\n"
+             "@serve.deployment\nclass Other:\n    def __call__(self, request): return 'other'\n"
+             f"ray.init(address='{address}'); serve.start(http_options={{'host': '127.0.0.1', 'port': {port}}})\n"
+             "serve.run(Other.bind(), name='other', route_prefix='/other')\n")
+    try:
+        subprocess.run([sys.executable, "-c", other], check=True, capture_output=True, env=env, timeout=180)
+        log = tmp_path / "serve.log"
+        process = subprocess.Popen([str(BIN), "serve", "--ensemble", "shared-sst2@production", "--port", str(port),
+                                    "--replica-cpus", "0", "--tracking-uri", store.uri],
+                                   stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+                                   env=env | {"RAY_ADDRESS": address}, cwd=tmp_path)
+        deadline = time.monotonic() + 240
+        line = ""
+        while not line.startswith("{") and time.monotonic() < deadline and process.poll() is None:
+            line = process.stdout.readline()
+        assert line.startswith("{"), log.read_text()[-3000:]
+        assert json.loads(line)["ensembles"][0]["name"] == "shared-sst2"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
+        check = (f"import ray; from ray import serve; ray.init(address='{address}')\n"
+                 "print(sorted(serve.status().applications))\n")
+        left = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=120)
+        assert left.stdout.strip().splitlines()[-1] == "['other']", left.stderr[-2000:]
+        assert httpx.get(f"http://127.0.0.1:{port}/other", timeout=30).text == "other"
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
