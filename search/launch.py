@@ -77,7 +77,8 @@ def ensure_ray(campaign: Campaign) -> None:
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env)
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
+            # address="local": a new local Ray, never a cluster someone else started on this machine
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
     check_resources(campaign, ray.cluster_resources())
 
 

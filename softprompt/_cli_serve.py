@@ -74,9 +74,10 @@ def serve(
 
     from softprompt.serve.versions import drop_book
 
-    shared = bool(ray_address or os.environ.get("RAY_ADDRESS"))   # joining a cluster others may use
+    address = ray_address or os.environ.get("RAY_ADDRESS") or "local"   # "local": our own, never another's
+    shared = address != "local"                                        # joining a cluster others may use
     metrics = {"_metrics_export_port": metrics_port} if metrics_port and not shared else {}
-    ray.init(address=ray_address, include_dashboard=False, logging_level="warning", **metrics)
+    ray.init(address=address, include_dashboard=False, logging_level="warning", **metrics)
     try:
         ray_serve.start(http_options={"host": host, "port": port})
         try:
