@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -17,6 +16,8 @@ import jax
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
+
+from .atomic import recover_folder, replace_folder, staging_folder
 
 ARRAYS = "arrays.safetensors"
 STATE = "state.json"
@@ -40,11 +41,9 @@ class TrainState(NamedTuple):
 
 
 def save_checkpoint(state: TrainState, directory: str | os.PathLike, *, config: dict[str, Any]) -> Path:
-    """Writes `state` into `directory`, replacing any checkpoint there atomically."""
+    """Writes `state` into `directory`, replacing any checkpoint there as one (see `core.atomic`)."""
     directory = Path(directory)
-    staging = directory.with_name(directory.name + ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = staging_folder(directory)
     leaves = jax.tree_util.tree_leaves(state.opt_state)
     arrays = {"prompt": np.asarray(state.prompt), "best_prompt": np.asarray(state.best_prompt)}
     arrays |= {f"opt/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
@@ -54,12 +53,12 @@ def save_checkpoint(state: TrainState, directory: str | os.PathLike, *, config: 
             "best_metrics": state.best_metrics, "history": state.history,
             "opt_leaves": len(leaves), "config": config}
     (staging / STATE).write_text(json.dumps(meta, indent=1))
-    retired = directory.with_name(directory.name + ".retired")
-    if directory.exists():
-        os.replace(directory, retired)
-    os.replace(staging, directory)
-    shutil.rmtree(retired, ignore_errors=True)
-    return directory
+    return replace_folder(staging, directory)
+
+
+def checkpoint_exists(directory: str | os.PathLike) -> bool:
+    """Whether a complete checkpoint is at `directory` (recovering one a crash left mid-swap)."""
+    return recover_folder(directory)
 
 
 def load_checkpoint(directory: str | os.PathLike, *, opt_state_template: Any, config: dict[str, Any]) -> TrainState:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from . import prompt_init
+from .atomic import recover_folder, replace_folder, staging_folder
 from .fingerprint import file_sha256
 from .models.base import FrozenModel
 
@@ -102,22 +102,20 @@ class SoftPrompt:
                 "metrics": {k: float(v) for k, v in self.metrics.items()}}
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Writes `prompt.safetensors` and `prompt.json` into `directory` atomically."""
+        """Writes `prompt.safetensors` and `prompt.json` as one folder `directory`: a crash leaves
+        the previous artifact or the new one, never a tensor and metadata that disagree."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensor_tmp = _temp_path(directory, TENSOR_FILE)
-        save_file({"prompt": np.ascontiguousarray(self.embeddings, dtype=np.float32)}, str(tensor_tmp))
-        meta = self.metadata() | {"sha256": file_sha256(tensor_tmp)}
-        meta_tmp = _temp_path(directory, META_FILE)
-        meta_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-        os.replace(tensor_tmp, directory / TENSOR_FILE)
-        os.replace(meta_tmp, directory / META_FILE)
-        return directory
+        staging = staging_folder(directory)
+        save_file({"prompt": np.ascontiguousarray(self.embeddings, dtype=np.float32)}, str(staging / TENSOR_FILE))
+        meta = self.metadata() | {"sha256": file_sha256(staging / TENSOR_FILE)}
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        return replace_folder(staging, directory)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, *, model: FrozenModel | None = None) -> "SoftPrompt":
         """Reads a prompt artifact; with `model`, refuses one trained on another model."""
         directory = Path(directory)
+        recover_folder(directory)
         meta = read_metadata(directory)
         tensor_path = directory / TENSOR_FILE
         if not tensor_path.exists():
@@ -162,10 +160,3 @@ def check_fingerprint(fingerprint: str, model: FrozenModel, *, source: Any) -> N
         raise FingerprintMismatchError(
             f"{source}: prompt was trained on a model with fingerprint {fingerprint[:12]}…, "
             f"not on {model.name!r} (fingerprint {model.fingerprint[:12]}…)")
-
-
-def _temp_path(directory: Path, name: str) -> Path:
-    handle, path = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-    os.close(handle)
-    return Path(path)
-

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from .batching import encode_pair, make_batch
-from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .checkpoint import TrainState, checkpoint_exists, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .evaluation import encode_inputs, evaluate_prompt
 from .models import load_model
@@ -176,7 +176,7 @@ def _initial_state(prompt: np.ndarray, optimizer, config: TrainConfig, checkpoin
     prompt = jax.numpy.asarray(prompt)
     opt_state = optimizer.init(prompt)
     folder = Path(checkpoint_dir) / CHECKPOINT_FOLDER if checkpoint_dir else None
-    if folder is not None and folder.exists():
+    if folder is not None and checkpoint_exists(folder):
         return load_checkpoint(folder, opt_state_template=opt_state, config=config.to_dict())
     return TrainState(prompt=prompt, opt_state=opt_state, step=0, epoch=0, offset=0,
                       best_prompt=np.asarray(prompt), best_score=-math.inf, best_step=0,

@@ -24,17 +24,18 @@ import os
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
-from softprompt.store import DEFAULT_STORAGE_PATH, Store, default_artifact_root, resolve_tracking_uri
+from softprompt.store import DEFAULT_STORAGE_PATH, Store, default_artifact_root, masked, resolve_tracking_uri
+from softprompt.store.resilience import StoreUnreachable, check_reachable
 
 from . import report as report_lib
 from .baselines import BaselineScore, recorded_baselines, score_baselines
 from .campaign import Campaign, CampaignError, check_resources
 from .ray_env import apply_ray_env_defaults
+from .state import PENDING_FILE, STATE_FILE, Stored, driver_lock, read_state, write_state
 from .trainable import TrialRuntime, run_trial, share_model
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "campaign.json"
 TrialHook = Callable[[str, int], None]   # (trial id, step) after each report, in the trial process
 
 
@@ -45,15 +46,12 @@ class CampaignResult(NamedTuple):
     rows: list[report_lib.TrialRow]
     curves: Path | None              # the validation-curve PNG
     baselines: list[BaselineScore]   # the designed prompts, best first
+    finished: bool = False           # every trial ended (terminated or errored)
+    ensembles: tuple[dict, ...] = ()  # built when it ended (recorded by the shell)
 
-
-class _Stored(NamedTuple):
-    """What `campaign.json` holds."""
-
-    campaign: Campaign
-    tracking_uri: str
-    artifact_root: str | None
-    model_fingerprint: str
+    @property
+    def all_failed(self) -> bool:
+        return bool(self.rows) and all(row.status == "ERROR" for row in self.rows)
 
 
 def experiment_dir(name: str, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> Path:
@@ -85,61 +83,82 @@ def ensure_ray(campaign: Campaign) -> None:
 def launch(campaign: Campaign, *, storage_path: str | os.PathLike | None = None,
            trial_hook: TrialHook | None = None) -> CampaignResult:
     """Runs a new campaign to the end and returns its trial table. `trial_hook(trial_id, step)`
-    runs inside each trial after each report (Ray pickles it to the trial processes)."""
+    runs inside each trial after each report (Ray pickles it to the trial processes).
+
+    An unreachable tracking store is refused before anything is written."""
     if storage_path is not None:
         campaign = campaign.replace(storage_path=str(storage_path))
     folder = experiment_dir(campaign.name, campaign.storage_path)
     if (folder / STATE_FILE).exists():
         raise CampaignError("name", f"campaign {campaign.name!r} already exists in {folder}: "
                             f"`softprompt search resume {campaign.name}` continues it, or choose another --name")
-    ensure_ray(campaign)
     tracking_uri = resolve_tracking_uri(campaign.tracking_uri, storage_path=campaign.storage_path)
+    _check_store(tracking_uri)
+    ensure_ray(campaign)
     store = Store(tracking_uri, artifact_root=default_artifact_root(tracking_uri, storage_path=campaign.storage_path))
-    folder.mkdir(parents=True, exist_ok=True)
-    store.prepare_experiment(campaign.name)  # before any trial: creates the database too
-    model = _load_model(campaign)
-    stored = _Stored(campaign, tracking_uri, store.artifact_root, model.fingerprint)
-    _write_state(folder, stored)
-    score_baselines(campaign, model, store)
-    tuner = _new_tuner(stored, store, model=model, trial_hook=trial_hook)
-    del model  # the trials' copy is in the object store now
-    tuner.fit()
-    return _finish(stored, store, folder)
+    with driver_lock(folder):
+        store.prepare_experiment(campaign.name)  # before any trial: creates the database too
+        model = _load_model(campaign)
+        stored = Stored(campaign, tracking_uri, store.artifact_root, model.fingerprint)
+        write_state(folder, stored)
+        score_baselines(campaign, model, store)
+        tuner = _new_tuner(stored, store, model=model, trial_hook=trial_hook)
+        del model  # the trials' copy is in the object store now
+        tuner.fit()
+        return _finish(stored, store, folder)
 
 
 def resume(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH,
            trial_hook: TrialHook | None = None) -> CampaignResult:
-    """Continues a campaign whose driver stopped: unfinished and errored trials resume from their
-    last checkpoints, finished ones are kept. Logs to the tracking store recorded at launch."""
-    from ray import tune
-
+    """Continues a campaign whose driver stopped, at whatever moment it stopped: unfinished and
+    errored trials resume from their last checkpoints, finished ones are kept; a campaign killed
+    before Tune saved any state starts its trials afresh. Logs to the store recorded at launch.
+    A finished campaign is reported as it is, and nothing changes."""
     folder = experiment_dir(name, storage_path)
-    stored = _read_state(folder)
+    stored = read_state(folder)
+    if stored.finished:
+        return _result(stored, Store(stored.tracking_uri), folder)
+    _check_store(stored.tracking_uri)
     ensure_ray(stored.campaign)
     env_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if env_uri and env_uri != stored.tracking_uri:
+    if env_uri and masked(env_uri) != masked(stored.tracking_uri):
         logger.warning("MLFLOW_TRACKING_URI differs from the store this campaign was launched with; "
-                       "its runs stay in %s", stored.tracking_uri)
+                       "its runs stay in %s", masked(stored.tracking_uri))
     store = Store(stored.tracking_uri, artifact_root=stored.artifact_root)
-    store.prepare_experiment(name)
-    model = _load_model(stored.campaign)
-    score_baselines(stored.campaign, model, store)
-    trainable = _trainable(stored.campaign, folder, model=model, trial_hook=trial_hook)
-    del model
-    tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
-    tuner.fit()
-    return _finish(stored, store, folder)
+    with driver_lock(folder):
+        store.prepare_experiment(name)
+        model = _load_model(stored.campaign)
+        if model.fingerprint != stored.model_fingerprint:
+            raise CampaignError("model", f"{stored.campaign.model!r} now loads with fingerprint "
+                                f"{model.fingerprint[:12]}…, but the campaign's trials were trained on "
+                                f"{stored.model_fingerprint[:12]}… (the model files changed)")
+        score_baselines(stored.campaign, model, store)
+        if _tune_state_saved(folder):
+            from ray import tune
+
+            trainable = _trainable(stored.campaign, folder, model=model, trial_hook=trial_hook)
+            tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
+        else:   # the driver died after campaign.json, before Tune's first state: start the trials
+            tuner = _new_tuner(stored, store, model=model, trial_hook=trial_hook)
+        del model
+        tuner.fit()
+        return _finish(stored, store, folder)
 
 
-def stored_campaign(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> Campaign:
-    """The validated campaign a stored campaign folder was launched with."""
-    return _read_state(experiment_dir(name, storage_path)).campaign
+def record_ensembles(folder: Path, ensembles: list[dict]) -> None:
+    """Remembers in the campaign `folder` the ensembles built when it ended (a later `resume` builds none)."""
+    write_state(folder, read_state(folder)._replace(ensembles=tuple(ensembles)))
+
+
+def stored_campaign(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> Stored:
+    """What a stored campaign folder records: the campaign, its store, whether it finished."""
+    return read_state(experiment_dir(name, storage_path))
 
 
 def stored_tracking_uri(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> str | None:
     """The tracking store a campaign folder records, or None when there is no such folder."""
     folder = experiment_dir(name, storage_path)
-    return _read_state(folder).tracking_uri if (folder / STATE_FILE).exists() else None
+    return read_state(folder).tracking_uri if (folder / STATE_FILE).exists() else None
 
 
 def status(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH
@@ -147,16 +166,42 @@ def status(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH
     """The campaign's trials as Tune last recorded them (configuration, state, best score, steps),
     and its designed prompts' scores."""
     folder = experiment_dir(name, storage_path)
-    stored = _read_state(folder)
-    return report_lib.trial_rows(folder), recorded_baselines(name, Store(stored.tracking_uri))
+    stored = read_state(folder)
+    rows = report_lib.trial_rows(folder) if _tune_state_saved(folder) else []
+    return rows, recorded_baselines(name, Store(stored.tracking_uri))
 
 
-def _finish(stored: _Stored, store: Store, folder: Path) -> CampaignResult:
+def _check_store(uri: str) -> None:
+    try:
+        check_reachable(uri)
+    except StoreUnreachable as error:
+        raise CampaignError("tracking_uri", str(error)) from None
+
+
+def _ended(rows: list[report_lib.TrialRow], folder: Path) -> bool:
+    """Every trial ended, and every MLflow write reached the store (nothing pending)."""
+    pending = folder / PENDING_FILE
+    complete = not pending.exists() or json.loads(pending.read_text() or "[]") == []
+    return bool(rows) and all(row.status in ("TERMINATED", "ERROR") for row in rows) and complete
+
+
+def _tune_state_saved(folder: Path) -> bool:
+    return any(folder.glob("experiment_state-*.json")) and (folder / "tuner.pkl").exists()
+
+
+def _result(stored: Stored, store: Store, folder: Path) -> CampaignResult:
     rows = report_lib.trial_rows(folder)
-    curves = report_lib.write_report(folder, rows, store=store, campaign=stored.campaign.name,
-                                     extra=[folder / STATE_FILE])
-    return CampaignResult(stored.campaign.name, folder, stored.tracking_uri, rows, curves,
-                          recorded_baselines(stored.campaign.name, store))
+    return CampaignResult(stored.campaign.name, folder, stored.tracking_uri, rows, folder / report_lib.CURVES_FILE,
+                          recorded_baselines(stored.campaign.name, store), stored.finished, stored.ensembles)
+
+
+def _finish(stored: Stored, store: Store, folder: Path) -> CampaignResult:
+    rows = report_lib.trial_rows(folder)
+    finished = _ended(rows, folder)
+    stored = stored._replace(finished=finished)
+    write_state(folder, stored)
+    report_lib.write_report(folder, rows, store=store, campaign=stored.campaign.name, extra=[folder / STATE_FILE])
+    return _result(stored, store, folder)
 
 
 def _load_model(campaign: Campaign):
@@ -187,16 +232,18 @@ def _trainable(campaign: Campaign, folder: Path, *, model, trial_hook: TrialHook
     return tune.with_resources(bound, tune.PlacementGroupFactory([bundle]))
 
 
-def _new_tuner(stored: _Stored, store: Store, *, model, trial_hook: TrialHook | None) -> Any:
+def _new_tuner(stored: Stored, store: Store, *, model, trial_hook: TrialHook | None) -> Any:
     from ray import tune
 
     from .mlflow_callback import MlflowTrackingCallback
     from .schedulers import make_scheduler, make_search_alg
 
     campaign = stored.campaign
-    callback = MlflowTrackingCallback(store, campaign=campaign.name, model_fingerprint=stored.model_fingerprint)
+    folder = experiment_dir(campaign.name, campaign.storage_path)
+    callback = MlflowTrackingCallback(store, campaign=campaign.name, model_fingerprint=stored.model_fingerprint,
+                                      folder=folder)
     return tune.Tuner(
-        _trainable(campaign, experiment_dir(campaign.name, campaign.storage_path), model=model, trial_hook=trial_hook),
+        _trainable(campaign, folder, model=model, trial_hook=trial_hook),
         param_space=campaign.param_space(),
         tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=campaign.num_samples,
                                     scheduler=make_scheduler(campaign), search_alg=make_search_alg(campaign),
@@ -208,18 +255,3 @@ def _new_tuner(stored: _Stored, store: Store, *, model, trial_hook: TrialHook | 
             # PBT copies other trials' checkpoints: pruning them breaks Tune's bookkeeping, so keep all
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None if campaign.scheduler.type == "pbt" else 2),
             callbacks=[callback], verbose=1))
-
-
-def _write_state(folder: Path, stored: _Stored) -> None:
-    state = {"campaign": stored.campaign.to_dict(), "tracking_uri": stored.tracking_uri,
-             "artifact_root": stored.artifact_root, "model_fingerprint": stored.model_fingerprint}
-    (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
-
-
-def _read_state(folder: Path) -> _Stored:
-    try:
-        state = json.loads((folder / STATE_FILE).read_text())
-    except FileNotFoundError:
-        raise CampaignError("name", f"no campaign in {folder} (launch it first, or pass --storage-path)") from None
-    return _Stored(Campaign.model_validate(state["campaign"]), state["tracking_uri"], state["artifact_root"],
-                   state["model_fingerprint"])

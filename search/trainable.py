@@ -2,8 +2,9 @@
 
 Each report carries the trial's metrics and a checkpoint folder: core's resumable checkpoint
 (`arrays.safetensors` + `state.json`) plus `best_prompt/`, the best prompt artifact so far — the
-driver logs that folder to MLflow when the trial ends. A retried or resumed trial copies Tune's
-latest checkpoint into its working folder and continues from that step.
+driver logs that folder to MLflow when the trial ends. The trial works in a scratch folder
+outside the folders Ray copies; a retried or resumed trial copies Tune's latest checkpoint there
+and continues from that step.
 
 The frozen weights come from the driver through the object store (`share_model` there,
 `unshare_model` here): on CPU, `jax.device_put` of the object store's read-only numpy arrays does
@@ -21,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -32,7 +34,7 @@ from softprompt.core.train import CHECKPOINT_FOLDER, EvalReport, train
 from .space import train_config
 
 BEST_PROMPT = "best_prompt"       # the best prompt artifact inside every reported checkpoint
-WORK_FOLDER = "softprompt"        # inside the trial folder: checkpoint/ and best_prompt/
+WORK_FOLDER = "softprompt"        # in the trial's scratch folder: checkpoint/ and best_prompt/
 
 
 class TrialRuntime(NamedTuple):
@@ -66,7 +68,8 @@ def run_trial(config: dict[str, Any], *, model: FrozenModel | None = None,
 
     use_compilation_cache(runtime.jax_cache_dir)
     train_settings = train_config(config)
-    work = Path(tune.get_context().get_trial_dir()) / WORK_FOLDER
+    context = tune.get_context()
+    work = scratch_folder(Path(context.get_trial_dir()).parent.name, context.get_trial_id())
     start_step = _restore(tune.get_checkpoint(), work, train_settings.to_dict(),
                           adopt=runtime.adopt_checkpoints)
     trial_id = tune.get_context().get_trial_id()
@@ -82,6 +85,13 @@ def run_trial(config: dict[str, Any], *, model: FrozenModel | None = None,
     train(train_settings, out_dir=work / BEST_PROMPT, checkpoint_dir=work,
           model=unshare_model(model) if model is not None else None,
           on_evaluation=on_evaluation, progress=False)
+    shutil.rmtree(work, ignore_errors=True)   # everything kept is in Tune's checkpoints now
+
+
+def scratch_folder(experiment: str, trial_id: str) -> Path:
+    """Where a trial writes as it trains: the machine's temporary folder, outside every folder Ray
+    copies (Ray copying a trial folder while a prompt is being replaced fails its state save)."""
+    return Path(tempfile.gettempdir()) / "softprompt-trials" / f"{experiment}-{trial_id}" / WORK_FOLDER
 
 
 def _metrics(report: EvalReport, *, start_step: int, steps: int) -> dict[str, Any]:

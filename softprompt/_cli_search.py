@@ -85,11 +85,22 @@ def _build_ensembles(campaign, result) -> list[dict]:
 
 
 def _finish(campaign, result) -> None:
-    """The trial table on stderr, ensembles built, then ONE JSON line on stdout."""
+    """The trial table on stderr, ensembles built (once per campaign), then ONE JSON line on
+    stdout; exit status 1 when every trial failed."""
+    from softprompt.search import launch as launching
+
     _show(result.rows, result.baselines, title=result.name)
-    with user_errors():
-        ensembles = _build_ensembles(campaign, result)
+    ensembles = list(result.ensembles)
+    if result.finished and not ensembles and not result.all_failed:
+        with user_errors():
+            ensembles = _build_ensembles(campaign, result)
+        if ensembles:
+            launching.record_ensembles(result.experiment_dir, ensembles)
     print_json(_result_json(result) | ({"ensembles": ensembles} if ensembles else {}))
+    if result.all_failed:
+        typer.echo(f"error: every trial of campaign {result.name!r} failed; their errors are in "
+                   f"{result.experiment_dir}", err=True)
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -115,7 +126,7 @@ def resume(name: str = typer.Argument(..., help="Campaign name."),
 
     with user_errors():
         result = launching.resume(name, storage_path=storage_path)
-    _finish(launching.stored_campaign(name, storage_path=storage_path), result)
+    _finish(launching.stored_campaign(name, storage_path=storage_path).campaign, result)
 
 
 @app.command()

@@ -4,13 +4,15 @@ layer's reads go through. Runs leave the store as `RunRecord`s — plain values,
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
 from .names import TAG_CAMPAIGN
-from .uris import masked
+from .resilience import RetryingClient, creating_sqlite_store
+from .uris import masked, unmasked
 
 PAGE_SIZE = 1000   # runs per search page (MLflow's own limit is 50,000; pages keep memory flat)
 
@@ -47,7 +49,9 @@ class StoreBase:
       tracking_uri: the store.
       artifact_root: artifact location of experiments this object creates (a folder URI), or None.
 
-    Picklable: only the URI and artifact root travel; the client is rebuilt on first use.
+    Picklable: only the URI (its password masked) and the artifact root travel; the client is
+    rebuilt on first use, the password taken from $MLFLOW_TRACKING_URI. Calls that fail with a
+    transient error (SQLite locked, a dropped connection) are retried with backoff.
     """
 
     def __init__(self, tracking_uri: str, *, artifact_root: str | None = None) -> None:
@@ -56,10 +60,11 @@ class StoreBase:
         self._client: MlflowClient | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"tracking_uri": self.tracking_uri, "artifact_root": self.artifact_root}
+        return {"tracking_uri": masked(self.tracking_uri), "artifact_root": self.artifact_root}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["tracking_uri"], artifact_root=state["artifact_root"])
+        uri = unmasked(state["tracking_uri"], os.environ.get("MLFLOW_TRACKING_URI"))
+        self.__init__(uri, artifact_root=state["artifact_root"])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({masked(self.tracking_uri)!r})"
@@ -72,7 +77,10 @@ class StoreBase:
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            with creating_sqlite_store(self.tracking_uri):   # one process at a time migrates a fresh file
+                client = MlflowClient(tracking_uri=self.tracking_uri)
+                client.search_experiments(max_results=1)
+            self._client = RetryingClient(client)
         return self._client
 
     # Experiments -------------------------------------------------------------------------------

@@ -64,10 +64,6 @@ class TrialRuns(StoreBase):
         runs = self.runs_of(campaign, [f"tags.`{TAG_TRIAL_ID}` = {quoted(trial_id)}"])
         return min(runs, key=lambda run: run.start_time, default=None)
 
-    def last_logged_step(self, run_id: str) -> int:
-        """The last step whose evaluation is logged (0 when none)."""
-        return max((step for step, _ in self.metric_history(run_id, METRIC_SCORE)), default=0)
-
     # Writing -----------------------------------------------------------------------------------
 
     def start_trial_run(self, campaign: str, *, trial_id: str, run_name: str, config: Mapping[str, Any],

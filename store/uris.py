@@ -62,5 +62,34 @@ def masked(uri: str | None) -> str | None:
     return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
 
 
+def password_of(uri: str | None) -> str | None:
+    if not uri or "@" not in uri:
+        return None
+    return urlsplit(uri).password
+
+
+def scrubbed(text: str, uri: str | None) -> str:
+    """`text` with `uri` and its password (if any) replaced by their masked forms."""
+    password = password_of(uri)
+    if uri:
+        text = text.replace(uri, masked(uri))
+    return text.replace(password, MASK) if password else text
+
+
+def unmasked(stored: str, environment: str | None) -> str:
+    """The full URI for a masked `stored` one: `environment` (e.g. $MLFLOW_TRACKING_URI) when it
+    is the same store with its password; a URI without a mask is returned as it is.
+
+    Raises:
+      ValueError: naming the store, when its password is nowhere to be found.
+    """
+    if masked(stored) != stored or f":{MASK}@" not in stored:
+        return stored
+    if environment and masked(environment) == stored:
+        return environment
+    raise ValueError(f"the tracking store {stored} needs its password, which softprompt never writes down: "
+                     "set MLFLOW_TRACKING_URI to the full URI")
+
+
 def is_sqlite(uri: str) -> bool:
     return uri.startswith("sqlite:")

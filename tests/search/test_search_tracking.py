@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -60,7 +63,7 @@ def test_a_trial_has_one_run_across_restarts_and_ends_finished(tracking, tmp_pat
     from ray.tune import Checkpoint
 
     trial = make_trial("t1", checkpoint=Checkpoint.from_directory(str(tmp_path / "checkpoint")))
-    callback = MlflowTrackingCallback(tracking, campaign="c", model_fingerprint="f" * 64)
+    callback = MlflowTrackingCallback(tracking, campaign="c", model_fingerprint="f" * 64, folder=tmp_path)
     callback.on_trial_start(0, [], trial)
     callback.on_trial_result(0, [], trial, result(4, 50.0))
     # the driver dies and a new one (an unpickled callback) resumes the trial from step 4
@@ -89,8 +92,8 @@ def pickle_roundtrip(obj):
     return pickle.loads(pickle.dumps(obj))
 
 
-def test_scheduler_stops_end_killed_errors_end_failed_and_nothing_stays_running(tracking):
-    callback = MlflowTrackingCallback(tracking, campaign="c", model_fingerprint="f" * 64)
+def test_scheduler_stops_end_killed_errors_end_failed_and_nothing_stays_running(tracking, tmp_path):
+    callback = MlflowTrackingCallback(tracking, campaign="c", model_fingerprint="f" * 64, folder=tmp_path)
     stopped, failed, orphan, finished = (make_trial(name) for name in ("stopped", "failed", "orphan", "finished"))
     for trial in (stopped, failed, orphan, finished):
         callback.on_trial_start(0, [], trial)
@@ -106,3 +109,54 @@ def test_scheduler_stops_end_killed_errors_end_failed_and_nothing_stays_running(
     states = {run.tags[names.TAG_TRIAL_ID]: run.status for run in tracking.trial_runs("c")}
     assert states == {"stopped": "KILLED", "failed": "FAILED", "orphan": "KILLED", "finished": "FINISHED"}
     assert not tracking.trial_runs("c", status="RUNNING")
+
+
+def test_writes_that_fail_while_the_store_is_locked_are_completed_when_the_trial_ends(tmp_path, monkeypatch):
+    """A real second process holds SQLite's exclusive lock while a result arrives: the write fails
+    past MLflow's 20 s wait and the retries, the trial is recorded as pending, and its run is
+    completed from Tune's records (result.json) when the trial ends."""
+    monkeypatch.setenv("SOFTPROMPT_STORE_RETRY_S", "1")
+    database = tmp_path / "mlflow.db"
+    store = Store(f"sqlite:///{database}", artifact_root=(tmp_path / "artifacts").as_uri())
+    store.prepare_experiment("c")
+    trial_dir = tmp_path / "trial"
+    trial_dir.mkdir()
+    prompt_dir = tmp_path / "checkpoint" / BEST_PROMPT
+    SoftPrompt(np.ones((4, 8), np.float32), "f" * 64, task="rte").save(prompt_dir)
+    from ray.tune import Checkpoint
+
+    trial = make_trial("locked", checkpoint=Checkpoint.from_directory(tmp_path / "checkpoint"))
+    trial.local_path, trial.path = str(trial_dir), str(trial_dir)
+    callback = MlflowTrackingCallback(store, campaign="c", model_fingerprint="f" * 64, folder=tmp_path)
+    callback.on_trial_start(0, [], trial)
+
+    def report(step: int, score: float) -> None:
+        with (trial_dir / "result.json").open("a") as results:   # what Tune records beside the trial
+            results.write(json.dumps(result(step, score)) + "\n")
+        callback.on_trial_result(0, [], trial, result(step, score))
+
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(database)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        report(4, 50.0)                                           # fails: the store is locked
+        assert json.loads((tmp_path / "mlflow-pending.json").read_text()) == ["locked"]
+    finally:
+        holder.kill()
+        holder.wait()
+    report(8, 75.0)                                               # the store answers again
+    trial.status, trial.last_result = "TERMINATED", result(8, 75.0)
+    callback.on_trial_complete(0, [], trial)
+    [run] = store.trial_runs("c")
+    assert run.status == "FINISHED" and store.metric_history(run.run_id, "score") == [(4, 50.0), (8, 75.0)]
+    assert run.metrics["best_score"] == 75.0
+    assert SoftPrompt.load(store.download_prompt(run.run_id, tmp_path / "download")).embeddings.shape == (4, 8)
+    assert json.loads((tmp_path / "mlflow-pending.json").read_text()) == []
+
+
+LOCK_HOLDER = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(600)
+"""

@@ -1,0 +1,130 @@
+"""Riding out a store that is briefly unavailable: SQLite locked by another process, a database
+connection dropped, a tracking server restarting.
+
+- `RetryingClient` wraps `MlflowClient`: a call failing with a transient error is retried with
+  exponential backoff for up to `deadline_s`; any other error, or a transient one past the
+  deadline, is raised as it came. (MLflow's SQLite sessions already wait 20 s for a lock.)
+- `creating_sqlite_store` serialises the creation (schema migrations) of a fresh SQLite database
+  across processes: MLflow's migrations race when several processes create one at once.
+- `check_reachable` answers in seconds whether a database store accepts connections (MLflow's own
+  engine creation retries for ~100 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .uris import is_sqlite, masked, scrubbed
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_MARKERS = ("database is locked", "database table is locked", "could not connect", "connection refused",
+                     "server closed the connection", "connection reset", "connection aborted",
+                     "temporarily unavailable", "max retries exceeded", "timed out", "bad gateway",
+                     "service unavailable", "too many connections")
+
+def _seconds(variable: str, default: float) -> float:
+    return float(os.environ.get(variable, default))
+
+
+def retry_deadline_s() -> float:
+    """How long a failing store call is retried ($SOFTPROMPT_STORE_RETRY_S, default 60)."""
+    return _seconds("SOFTPROMPT_STORE_RETRY_S", 60)
+
+
+class StoreUnreachable(RuntimeError):
+    """The tracking store does not answer (the message names it, password masked)."""
+
+
+def is_transient(error: BaseException) -> bool:
+    text = f"{type(error).__name__}: {error}".lower()
+    return any(marker in text for marker in TRANSIENT_MARKERS)
+
+
+def retrying(call: Callable, *, deadline_s: float, first_wait_s: float = 0.2) -> Callable:
+    """`call` retried on transient errors with exponential backoff until `deadline_s` has passed."""
+
+    @functools.wraps(call)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        give_up = time.monotonic() + deadline_s
+        wait = first_wait_s
+        while True:
+            try:
+                return call(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - only transient errors are retried
+                if not is_transient(error) or time.monotonic() + wait > give_up:
+                    raise
+                logger.warning("store call %s failed (%s); retrying in %.1f s", getattr(call, "__name__", call),
+                               type(error).__name__, wait)
+                time.sleep(wait)
+                wait = min(wait * 2, 5.0)
+
+    return wrapped
+
+
+class RetryingClient:
+    """An MlflowClient whose methods retry transient failures (see `retrying`)."""
+
+    def __init__(self, client: Any, *, deadline_s: float | None = None) -> None:
+        self._client = client
+        self._deadline_s = retry_deadline_s() if deadline_s is None else deadline_s
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        return retrying(attribute, deadline_s=self._deadline_s) if callable(attribute) else attribute
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of an SQLite URI (None for other stores)."""
+    if not is_sqlite(uri):
+        return None
+    return Path(uri.split("sqlite:///", 1)[1].split("?", 1)[0])
+
+
+@contextlib.contextmanager
+def creating_sqlite_store(uri: str) -> Iterator[None]:
+    """Holds `<database>.lock` while a process creates or migrates an SQLite store."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def check_reachable(uri: str, *, timeout_s: float = 10.0) -> None:
+    """Raises StoreUnreachable unless the store accepts a connection within about `timeout_s`."""
+    try:
+        if uri.startswith(("http://", "https://")):
+            import httpx
+
+            httpx.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
+        elif (path := sqlite_path(uri)) is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not os.access(path.parent, os.W_OK):
+                raise PermissionError(f"{path.parent} is not writable")
+        elif "://" in uri and not uri.startswith("file:"):
+            import sqlalchemy
+
+            arguments = {"connect_timeout": int(timeout_s)} if uri.startswith(("postgresql", "mysql")) else {}
+            engine = sqlalchemy.create_engine(uri, connect_args=arguments, poolclass=sqlalchemy.pool.NullPool)
+            try:
+                with engine.connect():
+                    pass
+            finally:
+                engine.dispose()
+    except Exception as error:  # noqa: BLE001 - whatever the driver raises, the store is not there
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StoreUnreachable(f"cannot reach the tracking store {masked(uri)}: {scrubbed(reason, uri)}") from None
