@@ -28,11 +28,13 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 
+from softprompt.core.prompts import PromptArtifactError
+
 from .client import StoreBase
 from .manifest import MANIFEST_FILE, EnsembleError, EnsembleManifest
 from .names import (ENSEMBLE_ARTIFACT_PATH, FINISHED, KIND_ENSEMBLE, KIND_ENSEMBLE_EVAL, TAG_ENSEMBLE, TAG_KIND,
                     TAG_MODEL_FINGERPRINT, TAG_TASK)
-from .prompts import PromptArtifacts
+from .prompts import PromptArtifacts, verified_prompt
 
 LOADER_MODULE = "softprompt.ensemble.pyfunc"   # named, not imported: the store sits below the ensemble layer
 DATA_FOLDER = "data/ensemble"   # inside the model: pyfunc copies the data folder under data/<its name>
@@ -110,9 +112,30 @@ class Registry(PromptArtifacts, StoreBase):
         version = self.client.create_model_version(manifest.name, source=source, run_id=run_id,
                                                    tags={TAG_TASK: manifest.task,
                                                          "members": str(len(manifest.members))})
+        registered = RegisteredEnsemble(manifest.name, str(version.version), manifest, run_id, source)
+        self.verify_ensemble(registered)            # an alias never points at a version that cannot load
         if alias:
             self.client.set_registered_model_alias(manifest.name, alias, version.version)
-        return RegisteredEnsemble(manifest.name, str(version.version), manifest, run_id, source)
+        return registered
+
+    def verify_ensemble(self, registered: RegisteredEnsemble) -> None:
+        """Fetches the version's member prompts and checks each against the manifest (checksum,
+        model fingerprint, target format); EnsembleError names the first that does not match."""
+        manifest = registered.manifest
+        with tempfile.TemporaryDirectory() as folder:
+            for number, path in enumerate(self.fetch_member_prompts(registered, folder)):
+                member = manifest.members[number]
+                try:
+                    prompt = verified_prompt(path, sha256=member.sha256)
+                except PromptArtifactError as error:
+                    raise EnsembleError(f"{registered.reference} member {number} (run {member.run_id}): "
+                                        f"{error}") from error
+                trained_with = prompt.hyperparameters.get("target_format", "plain")
+                if prompt.model_fingerprint != manifest.model_fingerprint or trained_with != manifest.target_format:
+                    raise EnsembleError(f"{registered.reference} member {number} (run {member.run_id}): trained on "
+                                        f"model {prompt.model_fingerprint[:12]}… with {trained_with!r} targets; the "
+                                        f"ensemble is for {manifest.model_fingerprint[:12]}… with "
+                                        f"{manifest.target_format!r} targets")
 
     def resolve_ensemble(self, reference: str) -> RegisteredEnsemble:
         """The ensemble version a reference names, with its manifest."""

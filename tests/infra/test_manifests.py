@@ -71,3 +71,26 @@ def test_rayservice_is_generated_from_the_real_application():
     done = subprocess.run([sys.executable, str(INFRA / "generate_rayservice.py"), "--check"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.relative_to(INFRA).as_posix())
+def test_no_secret_in_a_manifest_and_no_open_listener_without_a_policy(path):
+    text = path.read_text()
+    code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())       # comments may show placeholders
+    assert not re.search(r"://[^/\s:@]+:[^@\s]+@", code), "a URI with a password"
+    documents = _documents(path)
+    assert all(host == "127.0.0.1" for document in documents for host in _walk(document, "dashboard-host"))
+    if "0.0.0.0" in code:
+        kinds = {document.get("kind") for document in documents}
+        assert "NetworkPolicy" in kinds and "0.0.0.0" in text.split("apiVersion", 1)[0], \
+            "a listener on 0.0.0.0 needs a NetworkPolicy and a comment saying why"
+
+
+def test_the_serving_token_comes_from_a_secret():
+    [service, _] = _documents(INFRA / "kuberay" / "rayservice.yaml")
+    containers = [c for group in [service["spec"]["rayClusterConfig"]["headGroupSpec"],
+                                  *service["spec"]["rayClusterConfig"]["workerGroupSpecs"]]
+                  for c in group["template"]["spec"]["containers"]]
+    for container in containers:
+        [token] = [e for e in container["env"] if e["name"] == "SOFTPROMPT_API_TOKEN"]
+        assert token["valueFrom"]["secretKeyRef"]["name"] == "softprompt-serving"
