@@ -1,4 +1,5 @@
-# Everything bootstraps its own .venv from the pinned dependencies in pyproject.toml.
+# Everything bootstraps its own .venv from the lock (constraints.txt: the exact tested versions of
+# pyproject.toml's ranges).
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
@@ -8,9 +9,9 @@ PY := $(VENV)/bin/python
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -41,7 +41,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))   # the sample ensemble lives there

@@ -19,6 +19,7 @@ from .explain import Neighbour, nearest_tokens
 from .models import load_model
 from .models.base import FrozenModel
 from .multi_prompt import stack_prompts
+from .progress import work_progress
 from .prompts import SoftPrompt, read_metadata
 from .tasks import get_task
 from .train import TrainResult, train
@@ -40,13 +41,15 @@ def load_prompt(directory: str | os.PathLike, *, model: str | None = None) -> tu
 
 
 def evaluate(directory: str | os.PathLike, *, task: str, model: str | None = None, split: str = "validation",
-             max_examples: int | None = None, data_dir: str | None = None) -> dict[str, float]:
+             max_examples: int | None = None, data_dir: str | None = None,
+             data_source: str = "jsonl") -> dict[str, float]:
     """The task's metrics for a saved prompt — also zero-shot on another task with the same label
     space (domain transfer, e.g. a QQP prompt on MRPC)."""
     prompt, frozen = load_prompt(directory, model=model)
-    spec = get_task(task)
+    spec = get_task(task, source=data_source)
     examples = spec.examples(split, data_dir=data_dir, limit=max_examples)
-    return evaluate_prompt(frozen, prompt.embeddings, spec, examples)
+    with work_progress(f"evaluate on {spec.name} {split}", total=len(examples)):
+        return evaluate_prompt(frozen, prompt.embeddings, spec, examples)
 
 
 def predict(directory: str | os.PathLike, texts: Sequence[str], *, task: str, model: str | None = None) -> list[str]:
@@ -66,9 +69,9 @@ def explain(directory: str | os.PathLike, *, top_k: int = 5, model: str | None =
 
 def evaluate_text_prompt(*, task: str, model: str, template: str, shots: int = 0, seed: int = 0,
                          split: str = "validation", max_examples: int | None = None,
-                         data_dir: str | None = None) -> dict[str, float]:
+                         data_dir: str | None = None, data_source: str = "jsonl") -> dict[str, float]:
     """The task's metrics for a designed text prompt, zero- or few-shot (see `core.text_prompts`)."""
     from .text_prompts import evaluate_text_prompt as run
 
-    return run(load_model(model), get_task(task), template=template.replace("\\n", "\n"), shots=shots,
-               seed=seed, split=split, max_examples=max_examples, data_dir=data_dir)
+    return run(load_model(model), get_task(task, source=data_source), template=template.replace("\\n", "\n"),
+               shots=shots, seed=seed, split=split, max_examples=max_examples, data_dir=data_dir)

@@ -11,6 +11,7 @@ from .optim import OptimizerConfig
 from .tasks.holdout import Holdout
 
 TARGET_FORMATS = ("plain", "sentinel")
+SELECTION_SPLIT = "selection"   # eval_split naming the held-out selection split (needs selection_examples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +21,7 @@ class TrainConfig:
     model: str = "t5-tiny-random"           # built-in model name, .gguf file or HF directory
     dtype: str = "float32"                  # frozen weights: float32 or bfloat16 (prompt stays float32)
     data_dir: str | None = None             # JSONL data folder; None: $SOFTPROMPT_DATA_DIR, then shipped data
+    data_source: str = "jsonl"              # jsonl | tfds | tfds:NAME (then data_dir is TFDS's folder)
     # The prompt (paper §3.2; default length 100 in the paper, 20 here to suit a laptop).
     prompt_length: int = 20
     init: str = "class_labels"              # random_uniform | sampled_vocab | class_labels | from_text | from_file
@@ -39,7 +41,7 @@ class TrainConfig:
     # Evaluation and checkpoint selection (early stopping on the validation metric).
     eval_every: int = 1_000
     max_eval_examples: int | None = None
-    eval_split: str = "validation"
+    eval_split: str = "validation"          # or "selection": the held-out training records pick checkpoints
     train_split: str = "train"
     seed: int = 0
     # The selection split (ensemble selection, `ensemble build --select greedy`): training records
@@ -55,8 +57,12 @@ class TrainConfig:
         _check(self.learning_rate > 0, "learning_rate", "must be > 0")
         _check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         _check(self.selection_examples >= 0, "selection_examples", "must be >= 0")
+        _check(self.eval_split != SELECTION_SPLIT or self.selection_examples > 0, "eval_split",
+               "'selection' needs selection_examples > 0 (the held-out records it evaluates on)")
         _check(self.target_format in TARGET_FORMATS, "target_format", f"must be one of {TARGET_FORMATS}")
         _check(self.dtype in ("float32", "bfloat16"), "dtype", "must be float32 or bfloat16")
+        _check(self.data_source in ("jsonl", "tfds") or self.data_source.startswith("tfds:"), "data_source",
+               "must be jsonl, tfds or tfds:NAME")
         _check((self.decay_factor is None) == (self.steps_per_decay is None), "decay_factor",
                "and steps_per_decay are set together or not at all")
 

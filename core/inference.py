@@ -22,6 +22,7 @@ import numpy as np
 from .batching import Batch, EncodedPair, bucket_length, make_batch, pad_rows
 from .models.base import FrozenModel
 from .multi_prompt import PromptTable
+from .progress import advance_work
 from .scoring import candidate_log_likelihood, first_target_log_probs, greedy_step_logits
 
 DEFAULT_MAX_ROWS = 64  # rows per forward pass; fixed, so the batch dimension compiles once
@@ -62,6 +63,7 @@ def _single_token_scores(model: FrozenModel, table: PromptTable, queries: Sequen
             label_ids[row, : len(ids)] = ids
         picked = np.asarray(first_target_log_probs(model.ops, model.params, table, batch, label_ids))
         scores += [picked[row, : len(ids)] for row, ids in enumerate(chunk_labels)]
+        advance_work(len(chunk))
     return scores
 
 
@@ -99,6 +101,7 @@ def _candidate_scores(model: FrozenModel, table: PromptTable, queries: Sequence[
         flat = np.asarray(candidate_log_likelihood(model.ops, model.params, table, query_batch, candidate_batch))
         bounds = np.cumsum([0] + [len(candidates) for candidates in chunk_labels])
         scores += [flat[bounds[i]: bounds[i + 1]] for i in range(len(chunk))]
+        advance_work(len(chunk))
     return scores
 
 
@@ -155,6 +158,7 @@ def greedy_decode(model: FrozenModel, table: PromptTable, queries: Sequence[Quer
             ids = ids[: ids.index(tokenizer.eos_id)] if tokenizer.eos_id in ids else ids
             texts.append(tokenizer.decode(ids))
         likelihoods += total[: len(chunk)].tolist()
+        advance_work(len(chunk))
     return texts, np.asarray(likelihoods, np.float32)
 
 

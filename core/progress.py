@@ -1,10 +1,48 @@
-"""A rich progress bar for training: step, loss, validation score, steps per second."""
+"""Rich progress bars: training (step, loss, validation score, steps per second), and long
+forward-only work (evaluation, ensemble scoring, model conversion) that the loops doing it advance
+without knowing who shows the bar."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
+from typing import Callable, Iterator
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+# The bar of the innermost `work_progress` block in this context, as an `advance(count)` function.
+_advance: contextvars.ContextVar[Callable[[int], None] | None] = contextvars.ContextVar("advance", default=None)
+
+
+@contextlib.contextmanager
+def work_progress(description: str, total: int, *, enabled: bool = True) -> Iterator[None]:
+    """Shows a bar on stderr (a terminal only: logs stay clean) while the block runs; the loops
+    inside advance it with `advance_work` in the block's own unit (queries, tensors)."""
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal or _advance.get() is not None:   # nested: the outer bar shows
+        token = _advance.set(None)
+        try:
+            yield
+        finally:
+            _advance.reset(token)
+        return
+    with Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        token = _advance.set(lambda count: progress.advance(task, count))
+        try:
+            yield
+        finally:
+            _advance.reset(token)
+
+
+def advance_work(count: int = 1) -> None:
+    """Advances the bar of the enclosing `work_progress` block, if any."""
+    advance = _advance.get()
+    if advance is not None:
+        advance(count)
 
 
 class TrainProgress:

@@ -17,6 +17,7 @@ import numpy as np
 from .inference import Query, label_log_likelihoods, label_targets
 from .models.base import FrozenModel
 from .multi_prompt import PromptTable
+from .progress import work_progress
 from .tasks import TaskDataError
 
 MAX_TEXT_PROMPT_TOKENS = 2_048
@@ -85,7 +86,8 @@ def evaluate_text_prompt(model: FrozenModel, task, *, template: str, shots: int 
     empty = PromptTable(jnp.zeros((1, 0, model.d_model), jnp.float32), jnp.zeros((1, 0), bool))
     queries = [Query(model.ops.format_input(model.tokenizer.encode(prefix + render(template, record)))
                      [-MAX_TEXT_PROMPT_TOKENS:], 0) for record, _ in evaluation]
-    scores = label_log_likelihoods(model, empty, queries, _continuations(model, task.label_words), max_rows=16)
+    with work_progress(f"designed prompt on {task.name}", total=len(queries)):
+        scores = label_log_likelihoods(model, empty, queries, _continuations(model, task.label_words), max_rows=16)
     predictions = [task.label_words[i] for i in scores.argmax(axis=1)]
     examples = [task.preprocess(record)[0] for record, _ in evaluation]
     return task.score(examples, predictions)

@@ -21,7 +21,7 @@ import optax
 
 from .batching import encode_pair, make_batch
 from .checkpoint import TrainState, checkpoint_exists, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import SELECTION_SPLIT, TrainConfig
 from .evaluation import encode_inputs, evaluate_prompt
 from .models import load_model
 from .models.base import FrozenModel
@@ -91,6 +91,16 @@ def _make_step(ops, parameter_scaling: bool):
     return step
 
 
+def evaluation_examples(task, config: TrainConfig) -> list:
+    """The examples that pick the checkpoint: the first `max_eval_examples` of `eval_split`, or
+    with eval_split "selection", of the held-out selection split (training records never trained
+    on), so the validation split is left to the final report."""
+    if config.eval_split == SELECTION_SPLIT:
+        return task.examples(config.train_split, data_dir=config.data_dir, holdout=config.selection_holdout(),
+                             held_out=True, limit=config.max_eval_examples)
+    return task.examples(config.eval_split, data_dir=config.data_dir, limit=config.max_eval_examples)
+
+
 def prepare_model(config: TrainConfig, model: FrozenModel | None = None) -> FrozenModel:
     """The frozen model for `config`, with sentinel-prefixed targets when asked for."""
     model = model or load_model(config.model, dtype=config.dtype)
@@ -111,10 +121,10 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
       >>> result.prompt.embeddings.shape
       (20, 64)
     """
-    task = get_task(config.task)
+    task = get_task(config.task, source=config.data_source)
     model = prepare_model(config, model)
     train_examples = task.examples(config.train_split, data_dir=config.data_dir, holdout=config.selection_holdout())
-    eval_examples = task.examples(config.eval_split, data_dir=config.data_dir, limit=config.max_eval_examples)
+    eval_examples = evaluation_examples(task, config)
     if not train_examples or not eval_examples:
         raise ValueError(f"task {task.name!r} has no {config.train_split if not train_examples else config.eval_split} examples")
     pairs = [encode_pair(model, ex.inputs, ex.targets, max_input_tokens=task.max_input_tokens,

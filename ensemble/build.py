@@ -113,7 +113,8 @@ def eligible_runs(store: Store, *, task: str, metric: str, experiments: Sequence
 def task_of(runs: Sequence[RunRecord], task: str) -> TaskSpec:
     """The task spec the runs were trained on (a user task by the YAML path its campaign named)."""
     source = runs[0].tags.get(TAG_TASK_SOURCE) or runs[0].params.get("task") if runs else None
-    return get_task(source or task)
+    data_source = runs[0].params.get("data_source", "jsonl") if runs else "jsonl"
+    return get_task(source or task, source=data_source)
 
 
 def fetch_candidates(store: Store, runs: Sequence[RunRecord], metric: str, folder: Path, *,
@@ -151,7 +152,8 @@ def recorded_selection_split(runs: Sequence[RunRecord]) -> SelectionSplit | None
 
 def _same_holdout(run: RunRecord, first: RunRecord) -> bool:
     keys = ("selection_examples", "selection_seed", "train_split", "data_dir")
-    return all(run.params.get(key) == first.params.get(key) for key in keys)
+    same_source = run.params.get("data_source", "jsonl") == first.params.get("data_source", "jsonl")  # older runs: jsonl
+    return same_source and all(run.params.get(key) == first.params.get(key) for key in keys)
 
 
 def candidate_model(runs: Sequence[RunRecord], model: FrozenModel | None) -> FrozenModel:

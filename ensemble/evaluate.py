@@ -13,6 +13,7 @@ from softprompt.core.evaluation import encode_inputs
 from softprompt.core.inference import label_targets
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.multi_prompt import stack_prompts
+from softprompt.core.progress import work_progress
 from softprompt.core.tasks import TaskSpec
 
 from .predict import EnsembleInput, member_answers, member_scores
@@ -70,7 +71,9 @@ def evaluate_ensembles(model: FrozenModel, task: TaskSpec, examples: Sequence, *
     first ensemble is the one evaluated; its members give the average and best rows."""
     if not examples:
         raise ValueError(f"no {task.name} examples to evaluate the ensemble on")
-    answers, vote = prompt_answers(model, prompts, task, encode_inputs(model, task, examples), rule=rule)
+    with work_progress(f"{len(prompts)} prompts on {len(examples)} {task.name} examples",
+                       total=len(prompts) * len(examples)):
+        answers, vote = prompt_answers(model, prompts, task, encode_inputs(model, task, examples), rule=rule)
     values = [metric_of(task, task.score(examples, predicted), metric) for predicted in answers]
     scores, weights, disagreement = {}, {}, {}
     for row, votes in ensembles.items():

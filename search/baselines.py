@@ -35,7 +35,7 @@ def score_baselines(campaign: Campaign, model: FrozenModel, store: Store) -> lis
     recorded (a resumed campaign); returns all of them."""
     experiment = store.prepare_experiment(campaign.name)
     for task_name in campaign.tasks:
-        task = get_task(task_name)
+        task = get_task(task_name, source=campaign.data_source)
         done = {BaselineScore.of(run).name for run in store.baseline_runs([experiment], task=task.name)}
         for baseline in campaign.baselines:
             if baseline.label in done:

@@ -32,7 +32,7 @@ from softprompt.store.uris import DEFAULT_STORAGE_PATH
 from . import space as space_lib
 
 # TrainConfig fields a campaign sets elsewhere (tasks, model, ...) rather than in `fixed`.
-_TOP_LEVEL = ("task", "model", "dtype", "data_dir", "eval_every", "max_eval_examples", "seed")
+_TOP_LEVEL = ("task", "model", "dtype", "data_dir", "data_source", "eval_every", "max_eval_examples", "seed")
 FIXABLE = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _TOP_LEVEL)
 
 
@@ -141,6 +141,7 @@ class Campaign(_Strict):
     model: str = "t5-tiny-random"
     dtype: Literal["float32", "bfloat16"] = "float32"
     data_dir: str | None = None
+    data_source: str = "jsonl"                       # jsonl | tfds | tfds:NAME (data_dir: TFDS's folder)
     space: Literal["table6", "none"] = "table6"
     overrides: dict[str, AxisSpec] = Field(default_factory=dict)
     fixed: dict[str, Any] = Field(default_factory=dict)
@@ -198,7 +199,7 @@ class Campaign(_Strict):
 
     def constants(self) -> dict[str, Any]:
         """Settings every trial shares: model, evaluation cadence, and the `fixed` section."""
-        return {"model": self.model, "dtype": self.dtype, "data_dir": self.data_dir,
+        return {"model": self.model, "dtype": self.dtype, "data_dir": self.data_dir, "data_source": self.data_source,
                 "eval_every": self.eval_every, "max_eval_examples": self.max_eval_examples} | self.fixed
 
     def grid(self) -> dict[str, list]:
@@ -254,7 +255,7 @@ def load_campaign(path: str | os.PathLike, **changes: Any) -> Campaign:
 def _check_tasks(campaign: Campaign) -> None:
     for index, task in enumerate(campaign.tasks):
         try:
-            spec = get_task(task)
+            spec = get_task(task, source=campaign.data_source)
         except UnknownTaskError as error:
             raise CampaignError(f"tasks.{index}", str(error)) from None
         except (ValueError, OSError) as error:
@@ -313,6 +314,9 @@ def _check_hyperparameters(campaign: Campaign) -> None:
     if campaign.ensemble and campaign.ensemble.select == "greedy" and not campaign.fixed.get("selection_examples"):
         raise CampaignError("ensemble.select", "greedy selection scores candidates on training records the trials "
                             "hold out: set fixed.selection_examples (e.g. 200), or use select: top")
+    if campaign.fixed.get("eval_split") == "selection" and not campaign.fixed.get("selection_examples"):
+        raise CampaignError("fixed.eval_split", "'selection' picks checkpoints on the held-out selection split: "
+                            "set fixed.selection_examples (e.g. 200)")
     if campaign.scheduler.type == "pbt" and not isinstance(axes.get("learning_rate"), (
             space_lib.Choice, space_lib.LogUniform, space_lib.Uniform)):
         raise CampaignError("scheduler.type", "pbt perturbs learning_rate, so learning_rate must be searched")
@@ -341,6 +345,8 @@ def _check_value(campaign: Campaign, field: str, name: str, value: Any) -> None:
         if value is None:
             return
         probe = {"decay_factor": 0.5, "steps_per_decay": 1, name: value}
+    elif name == "eval_split":     # its tie to selection_examples is checked on the campaign as a whole
+        probe = {"eval_split": value, "selection_examples": 1}
     else:
         probe = {name: value}
     try:

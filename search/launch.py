@@ -30,7 +30,7 @@ from softprompt.store.resilience import StoreUnreachable, check_reachable
 from . import report as report_lib
 from .baselines import BaselineScore, recorded_baselines, score_baselines
 from .campaign import Campaign, CampaignError, check_resources
-from .ray_env import apply_ray_env_defaults
+from .ray_env import apply_ray_env_defaults, ray_log_options
 from .state import PENDING_FILE, STATE_FILE, Stored, driver_lock, read_state, write_state
 from .trainable import TrialRuntime, run_trial, share_model
 
@@ -73,10 +73,11 @@ def ensure_ray(campaign: Campaign) -> None:
         apply_ray_env_defaults()
         runtime_env = {"env_vars": accelerator_env(campaign)}
         if os.environ.get("RAY_ADDRESS"):
-            ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env)
+            ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, **ray_log_options())
         else:
             # address="local": a new local Ray, never a cluster someone else started on this machine
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env,
+                     **ray_log_options())
     check_resources(campaign, ray.cluster_resources())
 
 

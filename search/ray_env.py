@@ -15,3 +15,34 @@ def apply_ray_env_defaults() -> None:
     """Sets each of RAY_ENV_DEFAULTS unless the environment already has it."""
     for key, value in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+VERBOSE_ENV = "SOFTPROMPT_VERBOSE"   # "1": Ray's own INFO lines and the workers' output on the terminal
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def ray_log_options() -> dict:
+    """`ray.init` keywords: unless verbose, Ray's INFO lines (raylet, controller, proxy) and the
+    workers' output stay in the session's log folder instead of interleaving with ours."""
+    if verbose():
+        return {}
+    import logging
+
+    for name in ("ray", "ray.serve", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return {"logging_level": "warning", "log_to_driver": False}
+
+
+def quiet_serve_logger() -> None:
+    """Serve sets its driver-side logger to INFO when it starts: back to WARNING unless verbose."""
+    if not verbose():
+        import logging
+
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+
+
+# Ray's documented default; a cluster started with --temp-dir keeps them elsewhere.
+RAY_LOGS = "/tmp/ray/session_latest/logs"

@@ -49,7 +49,7 @@ def serve(
     metrics_port: Optional[int] = typer.Option(None, help="Prometheus port of a local Ray [default: Ray's choice]."),
 ) -> None:
     """Serve voted predictions over HTTP until Ctrl-C (or SIGTERM); prints one JSON line when ready."""
-    from softprompt.search.ray_env import apply_ray_env_defaults
+    from softprompt.search.ray_env import RAY_LOGS, apply_ray_env_defaults, quiet_serve_logger, ray_log_options
     from softprompt.serve.app import build_app
     from softprompt.serve.state import resolve_all
     from softprompt.store import Store
@@ -77,13 +77,14 @@ def serve(
     address = ray_address or os.environ.get("RAY_ADDRESS") or "local"   # "local": our own, never another's
     shared = address != "local"                                        # joining a cluster others may use
     metrics = {"_metrics_export_port": metrics_port} if metrics_port and not shared else {}
-    ray.init(address=address, include_dashboard=False, logging_level="warning", **metrics)
+    ray.init(address=address, include_dashboard=False, **ray_log_options(), **metrics)
     try:
         ray_serve.start(http_options={"host": host, "port": port})
+        quiet_serve_logger()
         try:
             ray_serve.run(app, name=APP_NAME, route_prefix="/")
-        except RuntimeError as error:   # a replica failed to start: its traceback is in the log above
-            typer.echo(f"error: the application did not start: {error}", err=True)
+        except RuntimeError as error:   # a replica failed to start: Serve's message carries its traceback
+            typer.echo(f"error: the application did not start: {error} (Ray's logs: {RAY_LOGS})", err=True)
             raise typer.Exit(code=1) from error
         stop = _stop_on_signal()
         print_json({"url": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs", "replicas": replicas,

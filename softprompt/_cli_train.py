@@ -15,6 +15,8 @@ def train(
     model: str = typer.Option("t5-tiny-random", help="Built-in model name, .gguf file or HF directory."),
     out: Path = typer.Option(..., help="Folder for prompt.safetensors + prompt.json (the best prompt)."),
     data_dir: Optional[str] = typer.Option(None, help="JSONL data folder [default: $SOFTPROMPT_DATA_DIR, then shipped data]."),
+    data_source: str = typer.Option("jsonl", help="jsonl | tfds (the task's TFDS dataset) | tfds:NAME "
+                                    "(e.g. one made by `softprompt data prepare-tfds`); --data-dir is then TFDS's folder."),
     prompt_length: int = typer.Option(20, min=1),
     init: str = typer.Option("class_labels", help="random_uniform | sampled_vocab | class_labels | from_text | from_file"),
     init_text: Optional[str] = typer.Option(None, help="Text for --init from_text."),
@@ -40,7 +42,8 @@ def train(
 
     with user_errors():
         config = TrainConfig(
-            task=task, model=model, dtype=dtype, data_dir=data_dir, prompt_length=prompt_length, init=init,
+            task=task, model=model, dtype=dtype, data_dir=data_dir, data_source=data_source,
+            prompt_length=prompt_length, init=init,
             init_text=init_text, init_path=str(init_path) if init_path else None, target_format=target_format,
             learning_rate=learning_rate, parameter_scaling=parameter_scaling, batch_size=batch_size,
             steps=steps, warmup_steps=warmup_steps, decay_factor=decay_factor, steps_per_decay=steps_per_decay,
@@ -58,6 +61,8 @@ def evaluate(
     split: str = typer.Option("validation"),
     max_examples: Optional[int] = typer.Option(None, min=1),
     data_dir: Optional[str] = typer.Option(None),
+    data_source: str = typer.Option("jsonl", help="jsonl | tfds (the task's TFDS dataset) | tfds:NAME "
+                                    "(e.g. one made by `softprompt data prepare-tfds`); --data-dir is then TFDS's folder."),
     text_prompt: Optional[str] = typer.Option(None, help="A designed text prompt, e.g. 'Review: {sentence}\\nSentiment:'."),
     shots: int = typer.Option(0, min=0, help="With --text-prompt: training examples shown first."),
     seed: int = typer.Option(0, help="With --shots: which training examples are drawn."),
@@ -69,12 +74,12 @@ def evaluate(
         if text_prompt is not None:
             metrics = api.evaluate_text_prompt(task=task, model=model or "t5-tiny-random", template=text_prompt,
                                                shots=shots, seed=seed, split=split, max_examples=max_examples,
-                                               data_dir=data_dir)
+                                               data_dir=data_dir, data_source=data_source)
         else:
             if prompt is None:
                 raise ValueError("give --prompt DIR (a tuned prompt) or --text-prompt TEMPLATE")
             metrics = api.evaluate(prompt, task=task, model=model, split=split, max_examples=max_examples,
-                                   data_dir=data_dir)
+                                   data_dir=data_dir, data_source=data_source)
     print_json(metrics)
 
 

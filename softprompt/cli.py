@@ -10,12 +10,36 @@ import typer
 # (also in the Ray workers and Serve replicas, which inherit this environment).
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from . import _cli_demo, _cli_ensemble, _cli_model, _cli_search, _cli_serve, _cli_train
+from . import _cli_data, _cli_demo, _cli_ensemble, _cli_model, _cli_search, _cli_serve, _cli_train
 
 app = typer.Typer(
     help="Prompt tuning as a service: search campaigns, voted soft-prompt ensembles, serving.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"softprompt {version('softprompt')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    verbose: bool = typer.Option(False, "--verbose", "-v", envvar="SOFTPROMPT_VERBOSE",
+                                 help="Show Ray's own log lines and the workers' output here "
+                                      "(otherwise they stay in /tmp/ray/session_latest/logs)."),
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Prompt tuning as a service: search campaigns, voted soft-prompt ensembles, serving."""
+    if verbose:
+        os.environ["SOFTPROMPT_VERBOSE"] = "1"   # read where Ray starts, also in child processes
+
+
 app.add_typer(_cli_model.app, name="model")
+app.add_typer(_cli_data.app, name="data")
 app.add_typer(_cli_search.app, name="search")
 app.add_typer(_cli_ensemble.app, name="ensemble")
 app.command("train")(_cli_train.train)

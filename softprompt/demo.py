@@ -1,20 +1,23 @@
 """`softprompt demo`: the whole service on one machine, end to end.
 
-1. a search campaign of prompt-tuning trials on SST-2 (Ray Tune, ASHA), tracked in a local
-   MLflow (SQLite file + artifact folder under the demo folder);
-2. the top 3 prompts registered as a voted ensemble (`sst2-demo@production`), scored in the
-   paper's Table 3 layout;
+1. a search campaign on SST-2 (Ray Tune), tracked in a local MLflow (SQLite file + artifact folder
+   under the demo folder): three prompts of one configuration and three seeds, trained on the
+   training sentences less a held-out *selection split* that picks each prompt's checkpoint;
+   beside them the best designed text prompts we could write (label words named, few-shot);
+2. an ensemble chosen by greedy forward selection on the selection split (`sst2-demo@production`),
+   scored in the paper's Table 3 layout with the top-N ensemble and the designed prompts as rows,
+   on validation sentences no choice was made on;
 3. Ray Serve started with that ensemble; real validation sentences sent over HTTP;
-4. a final summary — trials, Table 3, voted predictions with their votes, the PNGs, how to
-   open the MLflow UI — and everything shut down.
+4. a final summary — trials, Table 3, the verdict (ensemble vs best prompt vs designed prompt),
+   voted predictions with their vote shares, the PNGs, how to open the MLflow UI — and everything
+   shut down.
 
 `--quick` runs the same path on t5-tiny-random in a couple of minutes (a CI test does);
-the default runs the real Gemma 3 270M, sized for ~20 minutes on 2 CPU cores.
+the default runs the real Gemma 3 270M, sized for ~15 minutes on 2 CPU cores (bfloat16 weights).
 """
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from pathlib import Path
@@ -26,13 +29,21 @@ from rich.table import Table
 ENSEMBLE_NAME = "sst2-demo"
 SENTENCES_SENT = 6
 
-# The campaigns, scaled to this machine (the paper: Table 6 with 10k-30k steps at batch 32-512).
-QUICK = {"model": "t5-tiny-random", "num_samples": 3, "overrides": {"learning_rate": [0.3, 0.1],
-         "steps": [24], "batch_size": [8], "prompt_length": [8]}, "eval_every": 12, "max_eval_examples": 32,
-         "evaluation_examples": 64}
-REAL = {"model": "gemma3-270m", "num_samples": 4, "overrides": {"learning_rate": {"loguniform": [0.1, 0.5]},
-        "steps": [60], "batch_size": [8], "prompt_length": [20]}, "eval_every": 30, "max_eval_examples": 64,
-        "evaluation_examples": 160}
+# The best designed prompt we found for SST-2 on Gemma 3 270M (examples/campaigns/paper/fig1-designed.yaml).
+DESIGNED = "Review: {sentence}\nSentiment (positive or negative):"
+
+# The campaigns, scaled to this machine (the paper: 30k steps at batch 32, prompt length 100).
+# Checkpoints are picked on the held-out selection split (eval_split "selection"), which also picks
+# the ensemble, so no validation sentence is seen before the final report. At lr 0.3 a prompt's
+# accuracy still swings by 20-30 points between steps 100 and 150 (examples/campaigns/
+# sst2-short-budget.yaml); by step 300 it has settled in most seeds (paper/table3.yaml).
+QUICK = {"model": "t5-tiny-random", "dtype": "float32", "seeds": 3, "steps": 24, "eval_every": 12,
+         "prompt_length": 8, "selection_examples": 48, "evaluation_examples": 64,
+         "baselines": [{"name": "review+labels 0-shot", "template": DESIGNED}]}
+REAL = {"model": "gemma3-270m", "dtype": "bfloat16", "seeds": 3, "steps": 300, "eval_every": 100,
+        "prompt_length": 20, "selection_examples": 200, "evaluation_examples": 300,
+        "baselines": [{"name": "review+labels 4-shot", "template": DESIGNED, "shots": 4},
+                      {"name": "review+labels 8-shot", "template": DESIGNED, "shots": 8}]}
 
 
 class DemoResult(NamedTuple):
@@ -42,21 +53,30 @@ class DemoResult(NamedTuple):
     predictions: list[dict]
     pictures: list[Path]
 
+    def verdict(self) -> dict[str, float]:
+        """The comparison the demo is for: the voted ensemble, the best single tuned prompt and
+        the best designed prompt, on the same validation sentences."""
+        metric = self.table3["metric"]
+        return {"ensemble": self.table3["ensemble"],
+                "best tuned prompt": max(m[metric] for m in self.table3["members"]),
+                "best designed prompt": max(self.table3["baselines"].values(), default=float("nan"))}
+
 
 def demo_campaign(*, quick: bool, name: str, storage_path: Path):
-    """The demo's campaign: SST-2, a few Table 6 trials (learning rate searched), ASHA."""
+    """The demo's campaign: SST-2, one configuration (the paper's lr 0.3, class-label init) and
+    three seeds, a selection split held out, designed prompts as baselines."""
     from softprompt.search.campaign import parse_campaign
 
     size = QUICK if quick else REAL
     return parse_campaign({
-        "name": name, "tasks": ["sst2"], "model": size["model"], "space": "table6",
-        "overrides": size["overrides"],
-        "fixed": {"init": "class_labels", "parameter_scaling": False, "warmup_steps": 0,
-                  "decay_factor": None, "steps_per_decay": None},
-        "num_samples": size["num_samples"], "search": {"type": "random", "seed": 0},
-        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        "name": name, "tasks": ["sst2"], "model": size["model"], "dtype": size["dtype"], "space": "none",
+        "fixed": {"batch_size": 8, "steps": size["steps"], "prompt_length": size["prompt_length"],
+                  "init": "class_labels", "learning_rate": 0.3, "selection_examples": size["selection_examples"],
+                  "selection_seed": 0, "eval_split": "selection"},
+        "num_samples": 1, "seeds": size["seeds"], "seed": 0, "scheduler": {"type": "none"},
         "resources": {"cpu": 1}, "max_concurrent_trials": 2, "eval_every": size["eval_every"],
-        "max_eval_examples": size["max_eval_examples"], "storage_path": str(storage_path),
+        "max_eval_examples": size["selection_examples"], "storage_path": str(storage_path),
+        "baselines": size["baselines"],
     }, source="demo")
 
 
@@ -86,10 +106,12 @@ def _serve_and_ask(reference: str, tracking_uri: str, records: list[dict], *, ja
     """Starts Ray Serve with the ensemble, sends `records` over HTTP, shuts Serve down."""
     from ray import serve
 
+    from softprompt.search.ray_env import quiet_serve_logger
     from softprompt.serve.app import build_app
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    quiet_serve_logger()
     try:
         serve.run(build_app([reference], tracking_uri=tracking_uri, jax_cache_dir=jax_cache_dir),
                   name="softprompt-demo", route_prefix="/")
@@ -113,12 +135,14 @@ def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo", con
     storage_path = Path(storage_path).resolve()
     name = f"demo-{'quick' if quick else 'sst2'}-{time.strftime('%Y%m%d-%H%M%S')}"
     size = QUICK if quick else REAL
-    console.rule(f"[bold]1/4 search campaign {name}: {size['num_samples']} trials on SST-2 with {size['model']}")
+    console.rule(f"[bold]1/4 search campaign {name}: {size['seeds']} prompts x {size['steps']} steps on SST-2 "
+                 f"with {size['model']}, designed prompts beside them")
     try:
         result = launch(demo_campaign(quick=quick, name=name, storage_path=storage_path))
         store = Store(result.tracking_uri)
-        console.rule("[bold]2/4 ensemble: the top 3 prompts, majority vote")
-        registered = build_ensemble(store, task="sst2", top=3, name=ENSEMBLE_NAME, experiments=[name], select="top")
+        console.rule("[bold]2/4 ensemble: greedy selection on the held-out selection split, majority vote")
+        registered = build_ensemble(store, task="sst2", top=size["seeds"], name=ENSEMBLE_NAME, experiments=[name],
+                                    select="greedy")
         reference = f"{registered.name}/{registered.version}"
         table3 = evaluate_and_log(store, reference, max_examples=size["evaluation_examples"], console=console,
                                   picture_dir=result.experiment_dir)
@@ -138,17 +162,26 @@ def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo", con
 
 
 def _print_summary(console: Console, rows, trial_table, summary: DemoResult) -> None:
-    console.print(trial_table(rows, title="trials (Ray Tune + ASHA)"))
-    table3 = Table("prompt", summary.table3["metric"], title=f"Table 3 layout ({summary.table3['examples']} validation examples)")
-    for number, member in enumerate(summary.table3["members"]):
-        table3.add_row(f"member {number} ({member['run_id'][:8]})", f"{member[summary.table3['metric']]:.2f}")
-    for key in ("average", "best", "ensemble"):
-        table3.add_row(key, f"{summary.table3[key]:.2f}", style="bold" if key == "ensemble" else None)
-    console.print(table3)
-    voted = Table("sentence", "voted", "votes", "members", title="voted predictions over HTTP (POST /v1/predict)")
+    console.print(trial_table(rows, title="trials (Ray Tune)"))
+    table3, metric = summary.table3, summary.table3["metric"]
+    view = Table("prompt", metric, title=f"Table 3 layout ({table3['examples']} validation sentences)")
+    for number, member in enumerate(table3["members"]):
+        view.add_row(f"tuned prompt {number} ({member['run_id'][:8]})", f"{member[metric]:.2f}")
+    for name, value in table3["baselines"].items():
+        view.add_row(name, f"{value:.2f}")
+    for name, value in table3["ensembles"].items():
+        view.add_row(f"{name}, votes {table3['weights'][name]}", f"{value:.2f}", style="bold")
+    console.print(view)
+    verdict = summary.verdict()
+    for rival in ("best tuned prompt", "best designed prompt"):
+        gap = verdict["ensemble"] - verdict[rival]
+        word = "beats" if gap > 0 else "ties" if gap == 0 else "loses to"
+        console.print(f"the voted ensemble {verdict['ensemble']:.2f} {word} the {rival} {verdict[rival]:.2f} "
+                      f"({gap:+.2f})")
+    voted = Table("sentence", "voted", "vote shares", title="voted predictions over HTTP (POST /v1/predict)")
     for prediction in summary.predictions:
-        voted.add_row(prediction["sentence"][:70], prediction["label"], json.dumps(prediction["votes"]),
-                      ", ".join(prediction["members"]))
+        shares = ", ".join(f"{label} {share:.2f}" for label, share in prediction["shares"].items())
+        voted.add_row(prediction["sentence"][:70], prediction["label"], shares)
     console.print(voted)
     for picture in summary.pictures:
         console.print(f"picture: {picture}")
@@ -159,5 +192,6 @@ def _print_summary(console: Console, rows, trial_table, summary: DemoResult) -> 
 
 def summary_json(summary: DemoResult) -> dict[str, Any]:
     return {"folder": str(summary.folder), "tracking_uri": summary.tracking_uri, "table3": summary.table3,
+            "verdict": summary.verdict(),
             "predictions": summary.predictions, "pictures": [str(p) for p in summary.pictures]}
 

@@ -30,16 +30,25 @@ def test_quick_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     table3 = summary["table3"]
+    # three tuned prompts (the greedy members and the rest of the top 3), the designed prompt, two ensembles
     assert len(table3["members"]) == 3 and table3["examples"] == 64
-    assert table3["best"] == max(m["accuracy"] for m in table3["members"])
+    assert list(table3["ensembles"]) == ["ensemble (greedy)", "ensemble (top-3)"]
+    assert list(table3["baselines"]) == ["designed: review+labels 0-shot"]
+    greedy = table3["weights"]["ensemble (greedy)"]
+    assert 1 <= sum(greedy) <= 3 and table3["weights"]["ensemble (top-3)"] == [1, 1, 1]
+    verdict = summary["verdict"]
+    assert verdict["best tuned prompt"] == max(m["accuracy"] for m in table3["members"])
+    assert verdict["ensemble"] == table3["ensembles"]["ensemble (greedy)"]
+    assert verdict["best designed prompt"] == table3["baselines"]["designed: review+labels 0-shot"]
     assert len(summary["predictions"]) == 6
     for prediction in summary["predictions"]:
-        assert prediction["label"] in ("negative", "positive") and len(prediction["members"]) == 3
-        assert sum(prediction["votes"].values()) == 3
+        assert prediction["label"] in ("negative", "positive")
+        assert sum(prediction["votes"].values()) == sum(greedy)
+        assert abs(sum(prediction["shares"].values()) - 1) < 1e-6
     names = {Path(p).name for p in summary["pictures"]}
     assert {"curves.png", "table3.png"} <= names and all(Path(p).stat().st_size > 0 for p in summary["pictures"])
     assert summary["tracking_uri"].startswith("sqlite:///" + str(tmp_path))
-    for heading in ("trials", "Table 3", "voted predictions", "MLflow UI"):
+    for heading in ("trials", "Table 3", "the voted ensemble", "voted predictions", "MLflow UI"):
         assert heading in done.stdout
     started = _ray_sessions() - before
     assert started, "the demo started its own local Ray"

@@ -32,6 +32,7 @@ import tokenizers
 
 from ..fingerprint import cached_fingerprint, compute_fingerprint, file_sha256
 from ..paths import model_cache_dir
+from ..progress import advance_work, work_progress
 from .base import FrozenModel
 from .gemma3 import Gemma3Config, Gemma3Ops, Params
 
@@ -167,6 +168,7 @@ def gguf_state_dict(reader) -> dict[str, np.ndarray]:
 
     state = {}
     for tensor in reader.tensors:
+        advance_work()
         name = _hf_tensor_name(tensor.name)
         weights = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
         state[name] = weights - 1.0 if name.endswith("norm.weight") else weights
@@ -193,7 +195,8 @@ def convert_gguf(gguf_path: Path | str, folder: Path) -> None:
     reader = gguf.GGUFReader(str(gguf_path))
     config = gguf_hf_config(reader)
     tokenizer = gguf_tokenizer(reader)
-    state = gguf_state_dict(reader)
+    with work_progress("dequantise the GGUF (once)", total=len(reader.tensors)):
+        state = gguf_state_dict(reader)
     del reader
     _write_atomically(folder / "tokenizer.json", lambda p: tokenizer.save(str(p)))
     _write_atomically(folder / "model.safetensors",

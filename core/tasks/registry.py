@@ -13,7 +13,7 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 from softprompt.core.tasks import preprocessors as pre
 from softprompt.core.tasks.errors import TaskDataError, UnknownTaskError
@@ -188,30 +188,36 @@ def _is_task_file(name_or_path: str | os.PathLike) -> bool:
     return name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path or os.sep in name_or_path
 
 
-def get_task(name_or_path: str | os.PathLike, *, source: Literal["jsonl", "tfds"] = "jsonl") -> TaskSpec:
+def get_task(name_or_path: str | os.PathLike, *, source: str = "jsonl") -> TaskSpec:
     """A built-in task by name, or a user task from the path of its YAML file.
 
     Args:
       name_or_path: e.g. `"rte"`, `"sst2"`, or `"examples/tasks/topics.yaml"`.
-      source: for built-in tasks, read JSONL files (`<data_dir>/<task>/<split>.jsonl`) or TFDS
-        (`super_glue/rte`, ...; needs the optional tensorflow-datasets).
+      source: where the records come from — `"jsonl"`: a built-in task's JSONL files
+        (`<data_dir>/<task>/<split>.jsonl`) or a task file's own files; `"tfds"`: a built-in
+        task's TFDS dataset (`super_glue/rte`, ...); `"tfds:NAME"`: the TFDS dataset NAME, e.g.
+        one prepared from JSONL by `prepare_tfds` (`softprompt_rte`). TFDS needs the optional
+        tensorflow-datasets; `data_dir` is then TFDS's data folder.
 
     Raises:
       UnknownTaskError: the name is not a built-in task (the message lists them).
       TaskDataError: the YAML file is malformed (the message names the field).
     """
-    if source not in ("jsonl", "tfds"):
-        raise ValueError(f"source must be 'jsonl' or 'tfds', got {source!r}")
+    if source not in ("jsonl", "tfds") and not (source.startswith("tfds:") and len(source) > 5):
+        raise ValueError(f"data source must be 'jsonl', 'tfds' or 'tfds:NAME', got {source!r}")
     if _is_task_file(name_or_path):
-        if source != "jsonl":
-            raise ValueError("source='tfds' is for built-in tasks; a user task reads its YAML's files")
+        if source == "tfds":
+            raise ValueError("data source 'tfds' names a built-in task's TFDS dataset; for a task file use "
+                             "'tfds:NAME' or its `data: {tfds: NAME}`")
         spec = load_user_task(Path(name_or_path))
         if spec.name in _BUILTINS:
             raise TaskDataError(f"{name_or_path}: name {spec.name!r} is a built-in task's; choose another")
-        return spec
-    if name_or_path not in _BUILTINS:
+    elif name_or_path not in _BUILTINS:
         raise UnknownTaskError(name_or_path, _BUILTINS)
-    builtin = _BUILTINS[name_or_path]
-    if source == "tfds":
-        return dataclasses.replace(builtin.spec, source=TfdsSource(builtin.tfds_name))
-    return builtin.spec
+    else:
+        spec = _BUILTINS[name_or_path].spec
+        if source == "tfds":
+            return dataclasses.replace(spec, source=TfdsSource(_BUILTINS[name_or_path].tfds_name))
+    if source.startswith("tfds:"):
+        return dataclasses.replace(spec, source=TfdsSource(source[len("tfds:"):]))
+    return spec

@@ -4,8 +4,8 @@ A classification task (see `examples/tasks/topics.yaml`)::
 
     name: topics
     data:                          # one file per split, relative to this YAML file
-      train: topics/train.jsonl
-      validation: topics/validation.csv
+      train: topics/train.jsonl     # (or `data: {tfds: NAME}`: a TFDS dataset, e.g. one
+      validation: topics/validation.csv   # prepared by `softprompt data prepare-tfds`)
     input_template: "headline: {headline}"   # record fields in braces
     label_field: topic             # holds a label word, or its index in label_words
     label_words: [business, science, sports]
@@ -31,7 +31,7 @@ import yaml
 from softprompt.core.tasks import preprocessors as pre
 from softprompt.core.tasks.errors import TaskDataError
 from softprompt.core.tasks.metrics import METRIC_NAMES
-from softprompt.core.tasks.sources import FileSource
+from softprompt.core.tasks.sources import FileSource, TfdsSource
 from softprompt.core.tasks.spec import TaskSpec
 
 _REQUIRED_KEYS = ("name", "data", "input_template")
@@ -203,7 +203,13 @@ def parse_user_task(config: Any, *, base_dir: Path, origin: str = "<task>") -> T
         raise check.error("name", f"must be letters, digits, '_', '.' or '-', got {name!r}")
     check.text("description")
     input_template, fields = check.template("input_template")
-    source = FileSource(check.data_files("data", base_dir=base_dir))
+    data = config.get("data")
+    if isinstance(data, Mapping) and set(data) == {"tfds"}:          # data: {tfds: NAME}
+        if not isinstance(data["tfds"], str) or not data["tfds"].strip():
+            raise check.error("data.tfds", f"must name a TFDS dataset, e.g. softprompt_topics, got {data['tfds']!r}")
+        source = TfdsSource(data["tfds"])
+    else:
+        source = FileSource(check.data_files("data", base_dir=base_dir))
 
     target = check.template("target_template")
     if target is not None:

@@ -123,3 +123,22 @@ def test_bad_configuration_names_the_field():
         TrainConfig(task="rte", decay_factor=0.5)
     with pytest.raises(ValueError, match="unknown training setting"):
         TrainConfig.from_dict({"task": "rte", "lr": 0.3})
+
+
+def test_checkpoints_can_be_picked_on_the_selection_split_leaving_validation_untouched(tiny_model):
+    from softprompt.core.tasks import get_task
+    from softprompt.core.tasks.holdout import Holdout
+    from softprompt.core.train import evaluation_examples
+
+    task = get_task("rte")
+    config = TrainConfig(**SMALL | {"max_eval_examples": 12}, steps=4, eval_every=2, selection_examples=12,
+                         selection_seed=3, eval_split="selection")
+    picked = evaluation_examples(task, config)
+    held = task.examples("train", holdout=Holdout(12, 3), held_out=True)
+    kept = {e.inputs for e in task.examples("train", holdout=Holdout(12, 3))}
+    assert [e.inputs for e in picked] == [e.inputs for e in held] and not {e.inputs for e in picked} & kept
+    assert not {e.inputs for e in picked} & {e.inputs for e in task.examples("validation")}
+    result = train(config, model=tiny_model, progress=False)
+    assert result.steps == 4 and len(result.history) == 2
+    with pytest.raises(ValueError, match="eval_split 'selection' needs selection_examples"):
+        TrainConfig(task="rte", eval_split="selection")

@@ -51,6 +51,8 @@ def campaign(tmp_path_factory):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert [line for line in lines if line.startswith("{")] == lines[-1:], "ONE JSON line, the last"
+    # without --verbose, Ray's own lines and the trial workers' output stay in Ray's log folder
+    assert "pid=" not in done.stdout + done.stderr and "(raylet)" not in done.stderr
     return Store(f"sqlite:///{folder / 'mlflow.db'}"), json.loads(lines[-1])
 
 

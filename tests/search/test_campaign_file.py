@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from softprompt.core.tasks import get_task
 from softprompt.search import space as space_lib
 from softprompt.search.campaign import CampaignError, check_resources, load_campaign, parse_campaign
 
@@ -28,6 +29,14 @@ def test_example_campaigns_are_valid(name):
     campaign = load_campaign(EXAMPLES / name)
     assert campaign.num_samples * campaign.seeds * len(campaign.tasks) in (4, 8)
     assert campaign.scheduler.type == "asha"
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("*.yaml")), ids=lambda p: str(p.relative_to(EXAMPLES)))
+def test_every_shipped_campaign_file_parses_from_the_repository_root(path, monkeypatch):
+    monkeypatch.chdir(EXAMPLES.parents[1])            # task files are named from the repository root
+    campaign = load_campaign(path)
+    assert campaign.model in ("gemma3-270m", "t5-tiny-random")
+    assert all(get_task(task).label_words for task in campaign.tasks)
 
 
 def test_unknown_task_is_rejected_naming_the_field():
@@ -105,3 +114,9 @@ def test_fractional_gpus_turn_xla_preallocation_off():
     whole = parse_campaign({"name": "g", "tasks": ["rte"], "resources": {"cpu": 1, "gpu": 1}})
     assert accelerator_env(shared) == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     assert accelerator_env(whole) == {}
+
+
+def test_checkpoints_on_the_selection_split_need_records_held_out():
+    assert "selection_examples" in rejected("fixed.eval_split", fixed={"eval_split": "selection"})
+    campaign = parse_campaign(BASE | {"fixed": {"eval_split": "selection", "selection_examples": 8}}, source="t")
+    assert campaign.constants()["eval_split"] == "selection"
