@@ -80,7 +80,7 @@ def time_mode(mode: str, k: int, dtype: str) -> dict:
     return {"seconds": seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-def cost_model(dtype: str) -> list[dict]:
+def cost_model(dtype: str, ks: tuple[int, ...] = (1, 4, 16, 64)) -> list[dict]:
     """XLA's cost analysis of K separate steps and one fused step, and the implied accelerator times."""
     from softprompt.core.batching import make_batch
     from softprompt.core.fused import _fused_value_and_grad, fuse_batches
@@ -93,7 +93,7 @@ def cost_model(dtype: str) -> list[dict]:
     pad = model.tokenizer.pad_id
     separate_step = jax.jit(jax.value_and_grad(prompt_loss), static_argnums=1)
     rows = []
-    for k in (1, 4, 16, 64):
+    for k in ks:
         batches, prompts = trial_batches(model, k), trial_prompts(model, k)
         one = separate_step.lower(jnp.asarray(prompts[0]), model.ops, params,
                                   make_batch(batches[0], pad_id=pad)).compile()
@@ -125,13 +125,14 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     parser.add_argument("--model-only", action="store_true")
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 4, 16, 64], help="K values of --model-only")
     parser.add_argument("--mode", choices=["separate", "fused"], help=argparse.SUPPRESS)   # one child process
     args = parser.parse_args()
     if args.mode:
         print(json.dumps(time_mode(args.mode, args.k, args.dtype)))
         return
     if args.model_only:
-        rows = cost_model(args.dtype)
+        rows = cost_model(args.dtype, tuple(args.ks))
         emit({"accelerator": ACCELERATOR["name"], "launch_s": LAUNCH_S, "rows": rows})
         return
     measured = {}

@@ -129,6 +129,11 @@ class EnsembleSettings(_Strict):
     vote: Literal["majority", "soft", "mean_logprob"] = "majority"
 
 
+def _absolute(path: str) -> str:
+    """A relative path that exists from here, made absolute: trials run in folders of their own."""
+    return str(Path(path).resolve()) if not os.path.isabs(path) and os.path.exists(path) else path
+
+
 def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, (str, int)) else value
 
@@ -173,7 +178,16 @@ class Campaign(_Strict):
     @field_validator("tasks", mode="before")
     @classmethod
     def _tasks(cls, value: Any) -> Any:
-        return _one_or_many(value)
+        value = _one_or_many(value)
+        if not isinstance(value, list):
+            return value
+        return [_absolute(task) if isinstance(task, str) and task.endswith((".yaml", ".yml")) else task
+                for task in value]
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir(cls, value: Any) -> Any:
+        return _absolute(value) if isinstance(value, str) else value
 
     @field_validator("overrides", mode="before")
     @classmethod
@@ -205,6 +219,13 @@ class Campaign(_Strict):
     def grid(self) -> dict[str, list]:
         """Axes every sampled configuration is repeated over: the tasks and the seeds."""
         return {"task": list(self.tasks), "seed": list(range(self.seed, self.seed + self.seeds))}
+
+    def distinguishing_axes(self) -> list[str]:
+        """The config keys that tell this campaign's trials apart: searched axes, and the task
+        and seed when there are several."""
+        repeated = [name for name, values in self.grid().items() if len(values) > 1]
+        return [name for name in ("task",) if name in repeated] + list(self.axes()) + \
+            [name for name in ("seed",) if name in repeated]
 
     def param_space(self) -> dict[str, Any]:
         """The Ray Tune `param_space`."""

@@ -30,7 +30,7 @@ from softprompt.store.resilience import StoreUnreachable, check_reachable
 from . import report as report_lib
 from .baselines import BaselineScore, recorded_baselines, score_baselines
 from .campaign import Campaign, CampaignError, check_resources
-from .ray_env import apply_ray_env_defaults, ray_log_options
+from .ray_env import apply_ray_env_defaults, ray_log_options, verbose
 from .state import PENDING_FILE, STATE_FILE, Stored, driver_lock, read_state, write_state
 from .trainable import TrialRuntime, run_trial, share_model
 
@@ -237,12 +237,15 @@ def _new_tuner(stored: Stored, store: Store, *, model, trial_hook: TrialHook | N
     from ray import tune
 
     from .mlflow_callback import MlflowTrackingCallback
+    from .progress_lines import TrialLines
     from .schedulers import make_scheduler, make_search_alg
 
     campaign = stored.campaign
     folder = experiment_dir(campaign.name, campaign.storage_path)
     callback = MlflowTrackingCallback(store, campaign=campaign.name, model_fingerprint=stored.model_fingerprint,
                                       folder=folder)
+    # Tune's own status table unless verbose; one short line per trial event otherwise
+    shown = [callback] if verbose() else [callback, TrialLines(campaign.distinguishing_axes())]
     return tune.Tuner(
         _trainable(campaign, folder, model=model, trial_hook=trial_hook),
         param_space=campaign.param_space(),
@@ -255,4 +258,4 @@ def _new_tuner(stored: Stored, store: Store, *, model, trial_hook: TrialHook | N
             failure_config=tune.FailureConfig(max_failures=campaign.max_failures),
             # PBT copies other trials' checkpoints: pruning them breaks Tune's bookkeeping, so keep all
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None if campaign.scheduler.type == "pbt" else 2),
-            callbacks=[callback], verbose=1))
+            callbacks=shown, verbose=1 if verbose() else 0))

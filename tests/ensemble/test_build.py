@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,12 @@ def campaign(tmp_path_factory):
     assert [line for line in lines if line.startswith("{")] == lines[-1:], "ONE JSON line, the last"
     # without --verbose, Ray's own lines and the trial workers' output stay in Ray's log folder
     assert "pid=" not in done.stdout + done.stderr and "(raylet)" not in done.stderr
+    # ... and progress is one short line per trial event, not Tune's wide table
+    progress = [line for line in done.stderr.splitlines() if line.startswith("trial ")]
+    assert "Trial status" not in done.stderr
+    assert [line for line in progress if re.fullmatch(r"trial 00005 .*seed=5 \| step 6/6 score [\d.]+ \(best [\d.]+\)",
+                                                      line)]
+    assert sum(line.endswith("| finished") for line in progress) == 6 and max(map(len, progress)) <= 80
     return Store(f"sqlite:///{folder / 'mlflow.db'}"), json.loads(lines[-1])
 
 

@@ -120,3 +120,12 @@ def test_checkpoints_on_the_selection_split_need_records_held_out():
     assert "selection_examples" in rejected("fixed.eval_split", fixed={"eval_split": "selection"})
     campaign = parse_campaign(BASE | {"fixed": {"eval_split": "selection", "selection_examples": 8}}, source="t")
     assert campaign.constants()["eval_split"] == "selection"
+
+
+def test_relative_task_files_and_data_folders_are_made_absolute(monkeypatch):
+    """Trials run in folders of their own: a path relative to where `launch` ran must not break them."""
+    monkeypatch.chdir(EXAMPLES.parents[1])
+    campaign = parse_campaign(BASE | {"tasks": ["examples/tasks/rte-qa.yaml", "rte"], "data_dir": "core/assets/data"},
+                              source="t")
+    assert campaign.tasks == [str(EXAMPLES.parents[1] / "examples/tasks/rte-qa.yaml"), "rte"]
+    assert campaign.data_dir == str(EXAMPLES.parents[1] / "core/assets/data")
