@@ -117,6 +117,12 @@ def task_of(runs: Sequence[RunRecord], task: str) -> TaskSpec:
     return get_task(source or task, source=data_source)
 
 
+def spec_source(runs: Sequence[RunRecord]) -> str | None:
+    """The YAML path the runs' campaign named for a user task (None for a built-in task)."""
+    source = runs[0].tags.get(TAG_TASK_SOURCE) or runs[0].params.get("task") if runs else None
+    return source if source and source.endswith((".yaml", ".yml")) else None
+
+
 def fetch_candidates(store: Store, runs: Sequence[RunRecord], metric: str, folder: Path, *,
                      wanted: int | None = None) -> list[Candidate]:
     """The runs' prompts, fetched and verified, in run order; broken ones skipped with a warning;
@@ -248,7 +254,8 @@ def build_ensemble(store: Store, *, task: str, top: int, name: str | None = None
             name=name or f"{spec.name}-ensemble", task=spec.name, model=first.tags.get(TAG_MODEL, ""),
             model_fingerprint=first.tags[TAG_MODEL_FINGERPRINT], metric=metric,
             members=tuple(c.member(m) for c, m in members), vote_rule=vote_rule, target_format=target_format(first),
-            dtype=first.params.get("dtype", "float32"), selection=selection)
+            dtype=first.params.get("dtype", "float32"), selection=selection,
+            task_source=spec_source(runs))
         return store.register_ensemble(manifest, [c.folder for c, _ in members],
                                        experiment_id=first.experiment_id, alias=alias)
 

@@ -94,11 +94,22 @@ def load_ensemble(store: Store, reference: str, model: FrozenModel) -> LoadedEns
     return load_registered(store, store.resolve_ensemble(reference), model)
 
 
+def manifest_task(manifest: EnsembleManifest) -> TaskSpec:
+    """The task an ensemble answers: a built-in task by name, a user task from the YAML file its
+    campaign named (which must exist where the ensemble is loaded)."""
+    if manifest.task_source:
+        if not os.path.exists(manifest.task_source):
+            raise EnsembleError(f"ensemble {manifest.name!r} answers the user task {manifest.task!r} defined in "
+                                f"{manifest.task_source}, which is not on this machine: copy the task file there")
+        return get_task(manifest.task_source)
+    return get_task(manifest.task)
+
+
 def input_factory(model: FrozenModel, loaded: LoadedEnsemble, *, task: TaskSpec | None = None,
                   first_prompt: int = 0):
     """A function `input_ids -> EnsembleInput` for this ensemble, its members at rows
     [first_prompt, first_prompt + N) of the table the inputs will run on."""
-    task = task or get_task(loaded.task)
+    task = task or manifest_task(loaded.manifest)
     targets = None if task.free_text else tuple(
         map(tuple, label_targets(scoring_model(model, loaded.manifest.target_format), task.label_words)))
     weights = loaded.manifest.weights

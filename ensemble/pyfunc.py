@@ -20,9 +20,10 @@ from typing import Any, Iterable, Mapping
 
 from softprompt.core.batching import encode_pair
 from softprompt.core.models import load_model
-from softprompt.core.tasks import TaskDataError, get_task
+from softprompt.core.tasks import TaskDataError
 
-from .loaded import check_servable, input_factory, load_model_folder, read_model_manifest, scoring_model
+from .loaded import (check_servable, input_factory, load_model_folder, manifest_task, read_model_manifest,
+                     scoring_model)
 from .predict import vote_inputs
 
 
@@ -46,7 +47,7 @@ class EnsemblePredictor:
         manifest = read_model_manifest(data_path)
         frozen = load_model(manifest.model, dtype=manifest.dtype)
         self.loaded = load_model_folder(data_path, frozen)
-        self.task = get_task(self.loaded.task)
+        self.task = manifest_task(self.loaded.manifest)
         check_servable(self.loaded, self.task)
         self.model = scoring_model(frozen, manifest.target_format)
         self.make_input = input_factory(frozen, self.loaded, task=self.task)

@@ -13,14 +13,14 @@ from rich.table import Table
 
 from softprompt.core.models import load_model
 from softprompt.core.prompts import PromptArtifactError
-from softprompt.core.tasks import TaskSpec, get_task
+from softprompt.core.tasks import TaskSpec
 from softprompt.core.text_prompts import evaluate_text_prompt
 from softprompt.store import EnsembleError, RegisteredEnsemble, Store
 from softprompt.store.names import TAG_BASELINE
 from softprompt.store.prompts import verified_prompt
 
 from .evaluate import Table3, evaluate_ensembles, metric_of
-from .loaded import load_registered, scoring_model
+from .loaded import load_registered, manifest_task, scoring_model
 
 # A designed text prompt as a Table 3 row: (row name, (model, task, examples) -> the table's metric).
 Baseline = tuple[str, Callable]
@@ -147,7 +147,7 @@ def evaluate_and_log(store: Store, reference: str, *, split: str = "validation",
     check_disjoint(registered, split)
     manifest = registered.manifest
     frozen = load_model(model or manifest.model, dtype=manifest.dtype)
-    task = get_task(manifest.task)
+    task = manifest_task(manifest)
     examples = task.examples(split, data_dir=data_dir, limit=max_examples, training=False)
     baselines = designed_baselines(store, registered, split=split, data_dir=data_dir) if designed else []
     scored = {name: score(frozen, task, examples) for name, score in baselines}

@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.multi_prompt import PromptTable, stack_prompts
-from softprompt.core.tasks import TaskSpec, get_task
-from softprompt.ensemble.loaded import LoadedEnsemble, check_servable, input_factory, load_registered
+from softprompt.core.tasks import TaskSpec
+from softprompt.ensemble.loaded import LoadedEnsemble, check_servable, input_factory, load_registered, manifest_task
 from softprompt.ensemble.predict import EnsembleInput
 from softprompt.store import EnsembleError, RegisteredEnsemble, Store
 
@@ -95,7 +95,7 @@ def build_state(model: FrozenModel, entries: Sequence[tuple[str, LoadedEnsemble]
         raise EnsembleError(f"serve needs one or more ensembles with distinct names, got {names}")
     served, first = [], 0
     for reference, loaded in entries:
-        task = get_task(loaded.task)
+        task = manifest_task(loaded.manifest)
         check_servable(loaded, task)
         served.append(ServedEnsemble(reference, loaded, task, first,
                                      input_factory(model, loaded, task=task, first_prompt=first)))

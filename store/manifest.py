@@ -59,6 +59,7 @@ class EnsembleManifest:
     target_format: str = "plain"
     dtype: str = "float32"                        # the frozen weights' dtype (part of the fingerprint)
     selection: dict[str, Any] | None = None       # how the members were chosen (see the module doc)
+    task_source: str | None = None                # a user task's YAML path (built-in tasks: None)
 
     def __post_init__(self) -> None:
         if not self.members:

@@ -43,5 +43,6 @@ def register_sample_ensemble(store: Store, model: FrozenModel, *, name: str, tas
             folders.append(path)
         manifest = EnsembleManifest(name=name, task=spec.name, model=model.name, model_fingerprint=model.fingerprint,
                                     metric=spec.primary_metric or spec.metrics[0], members=tuple(members),
-                                    vote_rule=vote_rule, dtype=model.dtype)
+                                    vote_rule=vote_rule, dtype=model.dtype,
+                                    task_source=task if task.endswith((".yaml", ".yml")) else None)
         return store.register_ensemble(manifest, folders, experiment_id=experiment_id, alias=alias)
