@@ -91,11 +91,12 @@ def rayservice(version: str, ray_version: str) -> str:
 
 
 def pinned_versions() -> tuple[str, str]:
-    """(softprompt version, Ray version) from pyproject.toml."""
+    """(softprompt version from pyproject.toml, Ray version from the lock, constraints.txt)."""
     import tomllib
 
     project = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["project"]
-    ray = next(d for d in project["dependencies"] if d.startswith("ray["))
+    lock = (HERE.parent / "constraints.txt").read_text().splitlines()
+    ray = next(line for line in lock if line.startswith("ray=="))
     return project["version"], ray.split("==")[1].strip()
 
 

@@ -1,4 +1,5 @@
-"""Every infra manifest parses, and its image, entrypoints and versions agree with pyproject.toml."""
+"""Every infra manifest parses, and its image, entrypoints and versions agree with pyproject.toml
+and the lock (constraints.txt)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 VERSION = PROJECT["version"]
-RAY = next(d for d in PROJECT["dependencies"] if d.startswith("ray[")).split("==")[1]
+RAY = next(line for line in (ROOT / "constraints.txt").read_text().splitlines()   # the lock's exact Ray
+           if line.startswith("ray==")).split("==")[1]
 MANIFESTS = sorted(INFRA.rglob("*.yaml"))
 
 
