@@ -32,7 +32,7 @@ from softprompt.core.multi_prompt import stack_prompts
 from softprompt.core.fingerprint import file_sha256
 from softprompt.core.inference import label_targets
 from softprompt.core.prompts import TENSOR_FILE, PromptArtifactError, SoftPrompt
-from softprompt.core.tasks import TaskSpec, get_task
+from softprompt.core.tasks import TaskSpec, get_task, is_task_file
 from softprompt.core.tasks.holdout import Holdout
 from softprompt.store import EnsembleError, EnsembleManifest, Member, RegisteredEnsemble, RunRecord, Store
 from softprompt.store.names import TAG_MODEL, TAG_MODEL_FINGERPRINT, TAG_TASK_SOURCE
@@ -110,17 +110,21 @@ def eligible_runs(store: Store, *, task: str, metric: str, experiments: Sequence
     return [r for r in runs if target_format(r) == target_format(runs[0])]
 
 
+def _named_task(runs: Sequence[RunRecord]) -> str | None:
+    """What the runs' campaign named as their task: a built-in name or a task file's path."""
+    return runs[0].tags.get(TAG_TASK_SOURCE) or runs[0].params.get("task") if runs else None
+
+
 def task_of(runs: Sequence[RunRecord], task: str) -> TaskSpec:
     """The task spec the runs were trained on (a user task by the YAML path its campaign named)."""
-    source = runs[0].tags.get(TAG_TASK_SOURCE) or runs[0].params.get("task") if runs else None
     data_source = runs[0].params.get("data_source", "jsonl") if runs else "jsonl"
-    return get_task(source or task, source=data_source)
+    return get_task(_named_task(runs) or task, source=data_source)
 
 
 def spec_source(runs: Sequence[RunRecord]) -> str | None:
     """The YAML path the runs' campaign named for a user task (None for a built-in task)."""
-    source = runs[0].tags.get(TAG_TASK_SOURCE) or runs[0].params.get("task") if runs else None
-    return source if source and source.endswith((".yaml", ".yml")) else None
+    named = _named_task(runs)
+    return named if named and is_task_file(named) else None
 
 
 def fetch_candidates(store: Store, runs: Sequence[RunRecord], metric: str, folder: Path, *,

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from softprompt.core.config import TrainConfig
 from softprompt.core.prompt_init import INITIALISERS
-from softprompt.core.tasks import UnknownTaskError, get_task
+from softprompt.core.tasks import UnknownTaskError, get_task, is_task_file
 from softprompt.core.text_prompts import template_fields
 from softprompt.store.uris import DEFAULT_STORAGE_PATH
 
@@ -181,8 +181,7 @@ class Campaign(_Strict):
         value = _one_or_many(value)
         if not isinstance(value, list):
             return value
-        return [_absolute(task) if isinstance(task, str) and task.endswith((".yaml", ".yml")) else task
-                for task in value]
+        return [_absolute(task) if isinstance(task, str) and is_task_file(task) else task for task in value]
 
     @field_validator("data_dir", mode="before")
     @classmethod

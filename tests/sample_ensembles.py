@@ -14,7 +14,7 @@ from typing import Sequence
 from softprompt.core.fingerprint import file_sha256
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.prompts import TENSOR_FILE, SoftPrompt
-from softprompt.core.tasks import get_task
+from softprompt.core.tasks import get_task, is_task_file
 from softprompt.store import EnsembleManifest, Member, RegisteredEnsemble, Store
 from softprompt.store.names import FINISHED, TAG_MODEL, TAG_MODEL_FINGERPRINT, TAG_TASK
 from softprompt.store.prompts import prompt_uri
@@ -44,5 +44,5 @@ def register_sample_ensemble(store: Store, model: FrozenModel, *, name: str, tas
         manifest = EnsembleManifest(name=name, task=spec.name, model=model.name, model_fingerprint=model.fingerprint,
                                     metric=spec.primary_metric or spec.metrics[0], members=tuple(members),
                                     vote_rule=vote_rule, dtype=model.dtype,
-                                    task_source=task if task.endswith((".yaml", ".yml")) else None)
+                                    task_source=task if is_task_file(task) else None)
         return store.register_ensemble(manifest, folders, experiment_id=experiment_id, alias=alias)

@@ -9,7 +9,7 @@
 """
 
 from softprompt.core.tasks.errors import TaskDataError, UnknownTaskError
-from softprompt.core.tasks.registry import builtin_task_names, get_task
+from softprompt.core.tasks.registry import builtin_task_names, get_task, is_task_file
 from softprompt.core.tasks.spec import Example, TaskSpec
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "UnknownTaskError",
     "builtin_task_names",
     "get_task",
+    "is_task_file",
 ]

@@ -182,7 +182,8 @@ def builtin_task_names() -> tuple[str, ...]:
     return tuple(sorted(_BUILTINS))
 
 
-def _is_task_file(name_or_path: str | os.PathLike) -> bool:
+def is_task_file(name_or_path: str | os.PathLike) -> bool:
+    """Whether `get_task` reads this as a task file's path rather than a built-in task's name."""
     if isinstance(name_or_path, os.PathLike):
         return True
     return name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path or os.sep in name_or_path
@@ -205,7 +206,7 @@ def get_task(name_or_path: str | os.PathLike, *, source: str = "jsonl") -> TaskS
     """
     if source not in ("jsonl", "tfds") and not (source.startswith("tfds:") and len(source) > 5):
         raise ValueError(f"data source must be 'jsonl', 'tfds' or 'tfds:NAME', got {source!r}")
-    if _is_task_file(name_or_path):
+    if is_task_file(name_or_path):
         if source == "tfds":
             raise ValueError("data source 'tfds' names a built-in task's TFDS dataset; for a task file use "
                              "'tfds:NAME' or its `data: {tfds: NAME}`")
