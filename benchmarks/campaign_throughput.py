@@ -4,11 +4,12 @@ trials do today: one forward/backward of the frozen model each) against one fuse
 prompt length 20, batch 8 per trial, different prompts per trial. Each mode runs in its own
 process so that its peak memory is its own.
 
-    .venv/bin/python benchmarks/campaign_throughput.py [--k 4] [--dtype bfloat16]
+    .venv/bin/python benchmarks/campaign_throughput.py [--k 4] [--dtype bfloat16] [--rows-per-call N|all]
     .venv/bin/python benchmarks/campaign_throughput.py --model-only     # the cost model, no timing
 
 Last line: one JSON object with trial_steps_per_s_separate, trial_steps_per_s_fused, ratio,
-peak_rss_gb_separate, peak_rss_gb_fused, k, device.
+peak_rss_gb_separate, peak_rss_gb_fused, k, device. `--rows-per-call` (default: the trials' batch
+size on a CPU, `all` on an accelerator) is the fused step's call size (see core/fused.py).
 
 `--model-only` prints, for K = 1, 4, 16, 64, XLA's own cost analysis (`compiled.cost_analysis()`)
 of K separate steps and of one fused step — FLOPs and bytes accessed — and the step time each
@@ -55,7 +56,7 @@ def trial_prompts(model, k: int) -> list[np.ndarray]:
     return [SoftPrompt.init(model, length=PROMPT_LENGTH, init="sampled_vocab", seed=s).embeddings for s in range(k)]
 
 
-def time_mode(mode: str, k: int, dtype: str) -> dict:
+def time_mode(mode: str, k: int, dtype: str, rows_per_call: int | None) -> dict:
     """Seconds for one step of all K trials in `mode` (separate | fused), and this process's peak RSS."""
     from softprompt.core.batching import make_batch
     from softprompt.core.fused import fused_value_and_grad
@@ -75,7 +76,7 @@ def time_mode(mode: str, k: int, dtype: str) -> dict:
                 jax.block_until_ready(step(jnp.asarray(prompt), model.ops, params, batch))
     else:
         def call():
-            fused_value_and_grad(model.ops, params, prompts, batches, pad_id=pad)
+            fused_value_and_grad(model.ops, params, prompts, batches, pad_id=pad, rows_per_call=rows_per_call)
     seconds = interleaved_seconds({mode: call}, warmup=2, repeats=5)[mode]
     return {"seconds": seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
@@ -83,7 +84,7 @@ def time_mode(mode: str, k: int, dtype: str) -> dict:
 def cost_model(dtype: str, ks: tuple[int, ...] = (1, 4, 16, 64)) -> list[dict]:
     """XLA's cost analysis of K separate steps and one fused step, and the implied accelerator times."""
     from softprompt.core.batching import make_batch
-    from softprompt.core.fused import _fused_value_and_grad, fuse_batches
+    from softprompt.core.fused import _call_value_and_grad, fused_calls
     from softprompt.core.models import load_model
     from softprompt.core.multi_prompt import stack_prompts
     from softprompt.core.scoring import prompt_loss
@@ -98,8 +99,9 @@ def cost_model(dtype: str, ks: tuple[int, ...] = (1, 4, 16, 64)) -> list[dict]:
         one = separate_step.lower(jnp.asarray(prompts[0]), model.ops, params,
                                   make_batch(batches[0], pad_id=pad)).compile()
         table = stack_prompts(prompts)
-        fused = _fused_value_and_grad.lower(model.ops, params, table.embeddings, table.mask,
-                                            fuse_batches(batches, pad_id=pad), k).compile()
+        tokens = np.array([sum(len(p.target_ids) for p in pairs) for pairs in batches], np.float32)
+        fused = _call_value_and_grad.lower(model.ops, params, table.embeddings, table.mask,
+                                           fused_calls(batches, pad_id=pad)[0], tokens).compile()   # one call
         figures = {"k": k}
         for name, compiled, times in (("separate", one, k), ("fused", fused, 1)):
             cost = _cost(compiled)
@@ -125,11 +127,14 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     parser.add_argument("--model-only", action="store_true")
+    parser.add_argument("--rows-per-call", default=None,
+                        help="rows per fused call: a number or 'all' (default: %d on a CPU, all on an accelerator)" % BATCH)
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 4, 16, 64], help="K values of --model-only")
     parser.add_argument("--mode", choices=["separate", "fused"], help=argparse.SUPPRESS)   # one child process
     args = parser.parse_args()
+    rows_per_call = args.rows_per_call or ("all" if jax.default_backend() != "cpu" else str(BATCH))
     if args.mode:
-        print(json.dumps(time_mode(args.mode, args.k, args.dtype)))
+        print(json.dumps(time_mode(args.mode, args.k, args.dtype, None if rows_per_call == "all" else int(rows_per_call))))
         return
     if args.model_only:
         rows = cost_model(args.dtype, tuple(args.ks))
@@ -138,14 +143,15 @@ def main() -> None:
     measured = {}
     for mode in ("separate", "fused"):
         done = subprocess.run([sys.executable, str(Path(__file__)), "--mode", mode, "--k", str(args.k),
-                               "--dtype", args.dtype], capture_output=True, text=True, check=True)
+                               "--dtype", args.dtype, "--rows-per-call", rows_per_call],
+                              capture_output=True, text=True, check=True)
         measured[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     separate = args.k / measured["separate"]["seconds"]
     fused = args.k / measured["fused"]["seconds"]
     emit({"trial_steps_per_s_separate": separate, "trial_steps_per_s_fused": fused, "ratio": fused / separate,
           "peak_rss_gb_separate": measured["separate"]["peak_rss_gb"],
           "peak_rss_gb_fused": measured["fused"]["peak_rss_gb"], "k": args.k,
-          "device": jax.devices()[0].device_kind, "dtype": args.dtype})
+          "device": jax.devices()[0].device_kind, "dtype": args.dtype, "rows_per_call": rows_per_call})
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Fused prompt-gradient steps: the batches of K trials through the frozen model in ONE
-forward/backward (issue 16's core; the step server that gathers live Tune trials builds on it).
+"""Fused prompt-gradient steps: the batches of K trials through the frozen model together, one
+model copy, each trial getting exactly its own loss and gradient (issue 16; the step server that
+gathers live Tune trials is `search/step_server.py`).
 
 Prompt tuning trains only the input, so K trials of one model are a batch of sum_k B_k rows with
 a prompt table of K prompts and `prompt_index` — the machinery ensembles already use. The fused
@@ -10,6 +11,12 @@ loss is the sum of the trials' own mean token losses,
 N_k = trial k's target tokens. Prompt k reaches only trial k's rows, so dL/dp_k is exactly trial
 k's own gradient, and each trial keeps its own optimiser, learning rate and data order.
 Prompts of different lengths are left-padded in the table (masked), as everywhere else.
+
+Padding: the rows of all trials are sorted by length and cut into calls of `rows_per_call` rows
+(each padded to its own bucket), and L is linear in the rows, so the calls' losses and gradients
+simply add up. One call of every row is what an accelerator wants (few, large kernels); calls of
+a trial's batch size are what a compute-bound CPU wants: no row then pads further than it would in
+its own trial's batch, usually less (its neighbours have similar lengths).
 """
 
 from __future__ import annotations
@@ -31,20 +38,24 @@ class TrialGradient(NamedTuple):
     grad: np.ndarray       # [P_k, E] d loss / d prompt_k
 
 
-def fuse_batches(pairs: Sequence[Sequence[EncodedPair]], *, pad_id: int) -> Batch:
-    """Trial k's encoded pairs become rows with prompt_index k: [sum_k B_k] rows, one padding
-    bucket for all (the cost of fusing on a compute-bound CPU: every row pads to the longest)."""
-    rows = [pair for trial in pairs for pair in trial]
-    index = [k for k, trial in enumerate(pairs) for _ in trial]
-    return make_batch(rows, pad_id=pad_id, prompt_index=index)
+def fused_calls(pairs: Sequence[Sequence[EncodedPair]], *, pad_id: int, rows_per_call: int | None = None) -> list[Batch]:
+    """Trial k's encoded pairs become rows with prompt_index k, sorted by length and cut into
+    batches of `rows_per_call` rows (the last one filled with empty rows, so every call has the
+    same batch size); None: one batch of all sum_k B_k rows."""
+    rows = sorted(((pair, k) for k, trial in enumerate(pairs) for pair in trial),
+                  key=lambda row: (len(row[0].input_ids), len(row[0].target_ids)))
+    size = rows_per_call or len(rows)
+    return [make_batch([pair for pair, _ in chunk], pad_id=pad_id, prompt_index=[k for _, k in chunk], rows=size)
+            for chunk in (rows[start: start + size] for start in range(0, len(rows), size))]
 
 
-@functools.partial(jax.jit, static_argnames=("ops", "trials"))
-def _fused_value_and_grad(ops, params, embeddings: jax.Array, mask: jax.Array, batch: Batch, trials: int):
+@functools.partial(jax.jit, static_argnames="ops")
+def _call_value_and_grad(ops, params, embeddings: jax.Array, mask: jax.Array, batch: Batch, tokens: jax.Array):
+    """One call's share of every trial's loss [K] and its gradient [K, P, E]; `tokens` [K] are
+    the trials' target tokens over ALL calls (the mean's denominator)."""
     def total(table_embeddings):
         log_probs = token_log_probs(ops, params, PromptTable(table_embeddings, mask), batch)        # [R, T]
-        summed = jax.ops.segment_sum(log_probs.sum(axis=-1), batch.prompt_index, num_segments=trials)
-        tokens = jax.ops.segment_sum(batch.target_mask.sum(axis=-1), batch.prompt_index, num_segments=trials)
+        summed = jax.ops.segment_sum(log_probs.sum(axis=-1), batch.prompt_index, num_segments=tokens.shape[0])
         losses = -summed / jnp.maximum(tokens, 1)                                                   # [K]
         return losses.sum(), losses
 
@@ -53,15 +64,27 @@ def _fused_value_and_grad(ops, params, embeddings: jax.Array, mask: jax.Array, b
 
 
 def fused_value_and_grad(ops, params, prompts: Sequence[np.ndarray | jax.Array],
-                         pairs: Sequence[Sequence[EncodedPair]], *, pad_id: int) -> list[TrialGradient]:
-    """Each trial's loss and prompt gradient from one fused forward/backward: trial k is prompt
-    `prompts[k]` [P_k, E] with its batch `pairs[k]`. Equal, to float tolerance, to
-    `jax.value_and_grad(prompt_loss)` run on each trial alone."""
+                         pairs: Sequence[Sequence[EncodedPair]], *, pad_id: int,
+                         rows_per_call: int | None = None, table_size: int | None = None) -> list[TrialGradient]:
+    """Each trial's loss and prompt gradient from fused calls: trial k is prompt `prompts[k]`
+    [P_k, E] with its batch `pairs[k]`. Equal, to float tolerance, to `jax.value_and_grad(prompt_loss)`
+    run on each trial alone.
+
+    rows_per_call: rows per forward/backward (None: all rows in one).
+    table_size: pad the prompt table to this many prompts (a step server with a varying number of
+    live trials then compiles one table shape, not one per group size)."""
     if len(prompts) != len(pairs) or not prompts:
         raise ValueError(f"one batch per prompt: {len(prompts)} prompts, {len(pairs)} batches")
-    table = stack_prompts(prompts)
-    losses, grads = _fused_value_and_grad(ops, params, table.embeddings, table.mask,
-                                          fuse_batches(pairs, pad_id=pad_id), len(prompts))
+    width = int(np.shape(prompts[0])[-1])
+    fillers = [np.zeros((1, width), np.float32)] * max(0, (table_size or 0) - len(prompts))
+    table = stack_prompts(list(prompts) + fillers)
+    tokens = np.zeros(len(prompts) + len(fillers), np.float32)
+    tokens[: len(prompts)] = [sum(len(pair.target_ids) for pair in trial) for trial in pairs]
+    losses, grads = 0.0, 0.0
+    for batch in fused_calls(pairs, pad_id=pad_id, rows_per_call=rows_per_call):
+        call_losses, call_grads = _call_value_and_grad(ops, params, table.embeddings, table.mask, batch, tokens)
+        losses, grads = losses + call_losses, grads + call_grads
+    losses, grads = np.asarray(losses), np.asarray(grads)
     longest = table.embeddings.shape[1]
-    return [TrialGradient(float(losses[k]), np.asarray(grads[k, longest - int(np.shape(p)[0]):]))
+    return [TrialGradient(float(losses[k]), grads[k, longest - int(np.shape(p)[0]):])
             for k, p in enumerate(prompts)]

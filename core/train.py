@@ -13,13 +13,13 @@ import functools
 import math
 import time
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Protocol, Sequence
 
 import jax
 import numpy as np
 import optax
 
-from .batching import encode_pair, make_batch
+from .batching import EncodedPair, encode_pair, make_batch
 from .checkpoint import TrainState, checkpoint_exists, load_checkpoint, save_checkpoint
 from .config import SELECTION_SPLIT, TrainConfig
 from .evaluation import encode_inputs, evaluate_prompt
@@ -53,6 +53,21 @@ class TrainResult(NamedTuple):
     history: list[dict[str, float]]  # step, loss, score and metrics of every evaluation
     steps: int                       # optimiser steps taken
     finished: bool                   # False when stopped early by `stop_after_step`
+
+
+class StepService(Protocol):
+    """Where a run's gradients and evaluations are computed instead of in its own process: a step
+    server holding the frozen model, fusing several trials' steps into one forward/backward
+    (search/step_server.py). The run keeps its prompt, optimiser state, data order and checkpoints."""
+
+    def __call__(self, prompt: np.ndarray, pairs: list[EncodedPair]) -> tuple[float, np.ndarray]:
+        """(mean token loss, d loss / d prompt [P, E]) of `prompt` [P, E] on the batch `pairs`."""
+
+    def pause(self) -> None:
+        """The run is away (evaluating) until its next call: nobody should wait for it."""
+
+    def evaluate(self, prompt: np.ndarray, *, task, examples: Sequence, encoded: Sequence[list[int]]) -> dict[str, float]:
+        """`evaluation.evaluate_prompt` on the service's model."""
 
 
 def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
@@ -91,6 +106,20 @@ def _make_step(ops, parameter_scaling: bool):
     return step
 
 
+@functools.lru_cache(maxsize=8)
+def _make_update(parameter_scaling: bool):
+    """The jitted optimiser update alone, for gradients computed elsewhere:
+    (prompt, opt_state, grad, learning_rate) -> (prompt, opt_state)."""
+    optimizer = make_optimizer(OptimizerConfig(parameter_scaling=parameter_scaling))
+
+    @jax.jit
+    def update(prompt, opt_state, grad, learning_rate):
+        updates, opt_state = optimizer.update(grad, with_learning_rate(opt_state, learning_rate), prompt)
+        return optax.apply_updates(prompt, updates), opt_state
+
+    return update
+
+
 def evaluation_examples(task, config: TrainConfig) -> list:
     """The examples that pick the checkpoint: the first `max_eval_examples` of `eval_split`, or
     with eval_split "selection", of the held-out selection split (training records never trained
@@ -109,12 +138,15 @@ def prepare_model(config: TrainConfig, model: FrozenModel | None = None) -> Froz
 
 def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_dir: str | Path | None = None,
           model: FrozenModel | None = None, on_evaluation: Callable[[EvalReport], None] | None = None,
-          progress: bool = True, stop_after_step: int | None = None) -> TrainResult:
+          progress: bool = True, stop_after_step: int | None = None,
+          steps: StepService | None = None) -> TrainResult:
     """Tunes a soft prompt as `config` says and returns the best one.
 
     out_dir: where the best prompt artifact is (re)written after each improvement.
     checkpoint_dir: where checkpoints go; a checkpoint found there is resumed from.
     stop_after_step: return (unfinished) after this step's checkpoint — for tests and drills.
+    steps: compute each step's gradient and each evaluation there (e.g. fused with other trials');
+      the optimiser state, data order and checkpoints stay here, so the run is the same run.
 
     Example:
       >>> result = train(TrainConfig(task="rte", steps=20, batch_size=4, eval_every=10))
@@ -137,27 +169,35 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
     optimizer = make_optimizer(config.optimizer())
     state = _initial_state(initial.embeddings, optimizer, config, checkpoint_dir)
     step_fn = _make_step(model.ops, config.parameter_scaling)
+    update_fn = _make_update(config.parameter_scaling)
     schedule = learning_rate_schedule(config.optimizer())
-    placement = data_parallel(config.batch_size)
-    params = model.ops.training_params(model.params)
+    placement = data_parallel(config.batch_size) if steps is None else None
+    params = model.ops.training_params(model.params) if steps is None else None   # else the service's
     params = placement.replicate(params) if placement else params
     if placement:
         state = state._replace(prompt=placement.replicate(state.prompt), opt_state=placement.replicate(state.opt_state))
-    evaluate = functools.partial(evaluate_prompt, model, task=task, examples=eval_examples, encoded=eval_inputs)
+    scorer = steps.evaluate if steps is not None else functools.partial(evaluate_prompt, model)
+    evaluate = functools.partial(scorer, task=task, examples=eval_examples, encoded=eval_inputs)
 
     run = _Run(model, task, config, evaluate, out_dir, checkpoint_dir)
     losses: list[float] = []
     with TrainProgress(total=config.steps, start=state.step, enabled=progress) as bar:
         while state.step < config.steps:
             indices, epoch, offset = next_batch(config.seed, state.epoch, state.offset, len(pairs), config.batch_size)
-            batch = make_batch([pairs[i] for i in indices], pad_id=model.tokenizer.pad_id)
-            if placement:
-                batch = placement.shard_batch(batch)
-            prompt, opt_state, loss = step_fn(state.prompt, state.opt_state, params, batch, schedule(state.step))
+            if steps is not None:
+                loss, grad = steps(np.asarray(state.prompt), [pairs[i] for i in indices])
+                prompt, opt_state = update_fn(state.prompt, state.opt_state, grad, schedule(state.step))
+            else:
+                batch = make_batch([pairs[i] for i in indices], pad_id=model.tokenizer.pad_id)
+                if placement:
+                    batch = placement.shard_batch(batch)
+                prompt, opt_state, loss = step_fn(state.prompt, state.opt_state, params, batch, schedule(state.step))
             state = state._replace(prompt=prompt, opt_state=opt_state, step=state.step + 1, epoch=epoch, offset=offset)
             losses.append(float(loss))
             bar.advance(loss=losses[-1])
             if state.step % config.eval_every == 0 or state.step == config.steps:
+                if steps is not None:
+                    steps.pause()
                 state, report = _evaluate_and_keep(run, state, losses)
                 losses = []
                 bar.show_metric(report.score, report.best_score)

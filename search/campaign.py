@@ -129,6 +129,18 @@ class EnsembleSettings(_Strict):
     vote: Literal["majority", "soft", "mean_logprob"] = "majority"
 
 
+class Fuse(_Strict):
+    """Fused trials (search/step_server.py): the trials on a node compute their steps together in
+    one forward/backward of one copy of the model. `auto`: on when trials ask for GPUs (on a
+    compute-bound CPU fusing saves memory copies, not time; see the README)."""
+
+    enabled: Literal[True, False, "auto"] = "auto"
+    max_trials: int = Field(8, ge=1)                 # trials per fused call
+    rows_per_call: int | None = Field(None, ge=1)    # None: every row in one call (accelerators)
+    window_ms: float = Field(20.0, ge=0)             # how long a step waits for the other live trials
+    gpu: float | None = Field(None, ge=0)            # the step server's GPUs (None: 1 when resources.gpu > 0)
+
+
 def _absolute(path: str) -> str:
     """A relative path that exists from here, made absolute: trials run in folders of their own."""
     return str(Path(path).resolve()) if not os.path.isabs(path) and os.path.exists(path) else path
@@ -166,6 +178,7 @@ class Campaign(_Strict):
     jax_cache_dir: str | None = None                 # default <storage_path>/jax_cache
     share_weights: bool = True                       # one copy of the frozen weights per node
     ensemble: EnsembleSettings | None = None
+    fuse: Fuse = Fuse()
     baselines: list[Baseline] = Field(default_factory=list)   # designed prompts, the honest comparison
 
     @field_validator("name")
@@ -199,6 +212,19 @@ class Campaign(_Strict):
     @classmethod
     def _short_form(cls, value: Any) -> Any:
         return {"type": value} if isinstance(value, str) else value
+
+    @field_validator("fuse", mode="before")
+    @classmethod
+    def _fuse_short_form(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, (bool, str)) else value
+
+    def fused(self) -> bool:
+        """Whether the trials' steps are fused (`fuse.enabled`, `auto`: when trials ask for GPUs)."""
+        return self.fuse.enabled is True or (self.fuse.enabled == "auto" and self.resources.gpu > 0)
+
+    def step_server_gpus(self) -> float:
+        """GPUs of each node's step server when fused (the trials then take none)."""
+        return self.fuse.gpu if self.fuse.gpu is not None else (1.0 if self.resources.gpu > 0 else 0.0)
 
     # The search space ---------------------------------------------------------------------------
 
@@ -383,6 +409,12 @@ def check_resources(campaign: Campaign, available: Mapping[str, float]) -> None:
     """Rejects a trial that asks for more than the cluster has (`ray.cluster_resources()`)."""
     wanted = {"cpu": ("CPU", campaign.resources.cpu), "gpu": ("GPU", campaign.resources.gpu),
               "tpu": ("TPU", campaign.resources.tpu)}
+    if campaign.fused():   # the trials take no GPU; each node's step server takes fuse.gpu
+        wanted["gpu"] = ("GPU", 0)
+        if campaign.step_server_gpus() > available.get("GPU", 0):
+            field = "fuse.gpu" if campaign.fuse.gpu is not None else "resources.gpu"
+            raise CampaignError(field, f"the step server of fused trials asks for {campaign.step_server_gpus():g} "
+                                f"GPU but the cluster has {available.get('GPU', 0):g}")
     for field, (key, amount) in wanted.items():
         if amount and amount > available.get(key, 0):
             raise CampaignError(f"resources.{field}", f"a trial asks for {amount:g} {key} but the cluster "

@@ -32,6 +32,7 @@ from .baselines import BaselineScore, recorded_baselines, score_baselines
 from .campaign import Campaign, CampaignError, check_resources
 from .ray_env import apply_ray_env_defaults, ray_log_options, verbose
 from .state import PENDING_FILE, STATE_FILE, Stored, driver_lock, read_state, write_state
+from .step_server import FuseSettings, end_step_servers
 from .trainable import TrialRuntime, run_trial, share_model
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def launch(campaign: Campaign, *, storage_path: str | os.PathLike | None = None,
         score_baselines(campaign, model, store)
         tuner = _new_tuner(stored, store, model=model, trial_hook=trial_hook)
         del model  # the trials' copy is in the object store now
-        tuner.fit()
+        _fit(tuner, campaign)
         return _finish(stored, store, folder)
 
 
@@ -142,7 +143,7 @@ def resume(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH,
         else:   # the driver died after campaign.json, before Tune's first state: start the trials
             tuner = _new_tuner(stored, store, model=model, trial_hook=trial_hook)
         del model
-        tuner.fit()
+        _fit(tuner, stored.campaign)
         return _finish(stored, store, folder)
 
 
@@ -170,6 +171,15 @@ def status(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH
     stored = read_state(folder)
     rows = report_lib.trial_rows(folder) if _tune_state_saved(folder) else []
     return rows, recorded_baselines(name, Store(stored.tracking_uri))
+
+
+def _fit(tuner, campaign: Campaign) -> None:
+    """Runs the trials; then ends the campaign's step servers (fused trials), also on failure."""
+    try:
+        tuner.fit()
+    finally:
+        if campaign.fused():
+            end_step_servers(campaign.name)
 
 
 def _check_store(uri: str) -> None:
@@ -216,20 +226,36 @@ def _load_model(campaign: Campaign):
 def _runtime(campaign: Campaign, trial_hook: TrialHook | None) -> TrialRuntime:
     cache = campaign.jax_cache_dir or str(Path(campaign.storage_path).resolve() / "jax_cache")
     return TrialRuntime(jax_cache_dir=cache, adopt_checkpoints=campaign.scheduler.type == "pbt",
-                        after_report=trial_hook)
+                        after_report=trial_hook, campaign=campaign.name)
+
+
+def fuse_settings(campaign: Campaign) -> FuseSettings:
+    """What each node's step server runs with, from the campaign's `fuse:` section."""
+    fuse = campaign.fuse
+    return FuseSettings(enabled=True, max_trials=fuse.max_trials, rows_per_call=fuse.rows_per_call,
+                        window_ms=fuse.window_ms, gpu=campaign.step_server_gpus())
 
 
 def _trainable(campaign: Campaign, folder: Path, *, model, trial_hook: TrialHook | None = None) -> Any:
-    """The trial function with its resources, the shared weights and the runtime settings bound."""
+    """The trial function with its resources, the shared weights and the runtime settings bound.
+    Fused: the trials take no GPU (their node's step server does) and get the weights' ObjectRef,
+    which they hand to the step server."""
+    import ray
     from ray import tune
 
+    fused = campaign.fused()
     bundle = {"CPU": campaign.resources.cpu}
-    if campaign.resources.gpu:
+    if campaign.resources.gpu and not fused:
         bundle["GPU"] = campaign.resources.gpu
     if campaign.resources.tpu:
         bundle["TPU"] = campaign.resources.tpu
-    shared = share_model(model) if campaign.share_weights else None
-    bound = tune.with_parameters(run_trial, model=shared, runtime=_runtime(campaign, trial_hook))
+    runtime = _runtime(campaign, trial_hook)
+    if fused:
+        runtime = runtime._replace(fuse=fuse_settings(campaign), model_ref=(ray.put(share_model(model)),))
+        bound = tune.with_parameters(run_trial, model=None, runtime=runtime)
+    else:
+        shared = share_model(model) if campaign.share_weights else None
+        bound = tune.with_parameters(run_trial, model=shared, runtime=runtime)
     return tune.with_resources(bound, tune.PlacementGroupFactory([bundle]))
 
 

@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
+import numpy as np
+
 TABLE_FILE = "trials.txt"
 CSV_FILE = "trials.csv"
 CURVES_FILE = "curves.png"
@@ -28,6 +30,7 @@ class TrialRow(NamedTuple):
     best_step: int
     failures: int
     curve: list[tuple[int, float]]     # (step, validation score) of every evaluation
+    fused: float = 0.0                 # mean trials per fused step (0: its steps were its own)
 
 
 def outcome(row: TrialRow) -> str:
@@ -54,6 +57,7 @@ _COLUMNS = {
     "best score": lambda r: _number(r.best_score),
     "best step": lambda r: str(r.best_step),
     "fails": lambda r: str(r.failures),
+    "fused": lambda r: f"x{r.fused:.1f}" if r.fused else "-",
 }
 _ALWAYS = ("trial", "state", "steps", "best score")   # the short table keeps these, and what varies
 
@@ -77,21 +81,24 @@ def trial_rows(experiment_dir: str | Path) -> list[TrialRow]:
         if frame is not None and {"step", "score"} <= set(frame.columns):
             curve = sorted({int(s): float(v) for s, v in zip(frame["step"], frame["score"])}.items())
         last = trial.last_result or {}
+        groups = [g for g in (frame["fused_group"] if frame is not None and "fused_group" in frame.columns else [])
+                  if g and g == g]
         rows.append(TrialRow(
             trial_id=trial.trial_id, status=trial.status, config=dict(trial.config),
             step=int(last.get("step", 0)), steps=int(last.get("steps", trial.config.get("steps", 0))),
             best_score=float(last.get("best_score", math.nan)), best_step=int(last.get("best_step", 0)),
-            failures=int(trial.num_failures), curve=curve))
+            failures=int(trial.num_failures), curve=curve, fused=float(np.mean(groups)) if groups else 0.0))
     return rows
 
 
 def shown_columns(rows: list[TrialRow]) -> list[str]:
     """The short table's columns: trial, state, steps and best score, plus every column whose
     value differs between trials (what the campaign searched); "fails" only when one failed."""
-    varying = [name for name, show in _COLUMNS.items() if name not in _ALWAYS and name != "fails"
+    varying = [name for name, show in _COLUMNS.items() if name not in _ALWAYS and name not in ("fails", "fused")
                and len({show(row) for row in rows}) > 1]
     failed = ["fails"] if any(row.failures for row in rows) else []
-    return ["trial", "state", *varying, "steps", "best score", *failed]
+    fused = ["fused"] if any(row.fused for row in rows) else []
+    return ["trial", "state", *varying, "steps", "best score", *failed, *fused]
 
 
 def _short_id(row: TrialRow) -> str:

@@ -13,6 +13,11 @@ private memory per trial instead of 2.2 GB). On an accelerator each trial's devi
 copy; the host copy is still shared. All trials share one JAX persistent compilation cache, so each
 distinct step function is compiled once per campaign, not once per trial.
 
+With a campaign's `fuse:` on, the trial computes its steps and evaluations on its node's step
+server (`step_server.py`: one model copy, steps fused with the other trials'); it still keeps its
+prompt, optimiser state, data order, checkpoints and reports, and reports `fused_group`, the mean
+number of trials its steps were computed with.
+
 `TrialRuntime.after_report(trial_id, step)`, when given, runs in the trial after each report (the
 Python API's hook: tests use it to fail a trial once and watch it retried from its checkpoint).
 """
@@ -32,6 +37,7 @@ from softprompt.core.models.base import FrozenModel
 from softprompt.core.train import CHECKPOINT_FOLDER, EvalReport, train
 
 from .space import train_config
+from .step_server import FuseSettings, FusedSteps, step_server
 
 BEST_PROMPT = "best_prompt"       # the best prompt artifact inside every reported checkpoint
 WORK_FOLDER = "softprompt"        # in the trial's scratch folder: checkpoint/ and best_prompt/
@@ -43,6 +49,9 @@ class TrialRuntime(NamedTuple):
     jax_cache_dir: str | None = None        # the shared persistent compilation cache
     adopt_checkpoints: bool = False         # PBT: continue another trial's checkpoint under this config
     after_report: Callable[[str, int], None] | None = None   # (trial id, step), in the trial, after each report
+    fuse: FuseSettings | None = None        # fused steps on the node's step server
+    campaign: str = ""                      # names the step servers
+    model_ref: tuple = ()                   # (ObjectRef of the shared model,) when fused
 
 
 def share_model(model: FrozenModel) -> FrozenModel:
@@ -73,19 +82,35 @@ def run_trial(config: dict[str, Any], *, model: FrozenModel | None = None,
     start_step = _restore(tune.get_checkpoint(), work, train_settings.to_dict(),
                           adopt=runtime.adopt_checkpoints)
     trial_id = tune.get_context().get_trial_id()
+    model, steps = _fused_steps(train_settings, runtime, trial_id) if runtime.fuse is not None else (model, None)
 
     def on_evaluation(report: EvalReport) -> None:
         if (work / BEST_PROMPT).exists():
             shutil.copytree(work / BEST_PROMPT, Path(report.checkpoint) / BEST_PROMPT)
-        tune.report(_metrics(report, start_step=start_step, steps=train_settings.steps),
+        fused_group = steps.group_since_report() if steps is not None else 0.0
+        tune.report(_metrics(report, start_step=start_step, steps=train_settings.steps) | {"fused_group": fused_group},
                     checkpoint=tune.Checkpoint.from_directory(report.checkpoint))
         if runtime.after_report is not None:
             runtime.after_report(trial_id, report.step)
 
-    train(train_settings, out_dir=work / BEST_PROMPT, checkpoint_dir=work,
-          model=unshare_model(model) if model is not None else None,
-          on_evaluation=on_evaluation, progress=False)
+    try:
+        train(train_settings, out_dir=work / BEST_PROMPT, checkpoint_dir=work,
+              model=unshare_model(model) if model is not None else None,
+              on_evaluation=on_evaluation, progress=False, steps=steps)
+    finally:
+        if steps is not None:
+            steps.pause()   # the other trials on the server stop waiting for this one
     shutil.rmtree(work, ignore_errors=True)   # everything kept is in Tune's checkpoints now
+
+
+def _fused_steps(settings, runtime: TrialRuntime, trial_id: str) -> tuple[FrozenModel, FusedSteps]:
+    """The shared model (for the tokenizer and the prompt's init) and this node's step server."""
+    import ray
+
+    (model_ref,) = runtime.model_ref
+    server = step_server(runtime.campaign, model_ref, runtime.fuse, model=settings.model, dtype=settings.dtype,
+                         target_format=settings.target_format)
+    return ray.get(model_ref), FusedSteps(server, trial_id)
 
 
 def scratch_folder(experiment: str, trial_id: str) -> Path:

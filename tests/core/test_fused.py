@@ -64,9 +64,13 @@ def _alone(family: Family, prompt, pairs):
     return _ALONE(prompt, family.ops, family.params, make_batch(pairs, pad_id=family.pad_id))
 
 
-def test_each_trial_gets_its_own_loss_and_gradient(family):
+@pytest.mark.parametrize("rows_per_call, table_size", [(None, None), (2, 5)], ids=["one-call", "calls-of-2-rows"])
+def test_each_trial_gets_its_own_loss_and_gradient(family, rows_per_call, table_size):
+    """One call of all rows, or the rows sorted by length in calls of 2 rows (trials mixed in a
+    call, a trial split across calls) with the table padded to 5 prompts: the same answer."""
     prompts = _prompts(family)
-    fused = fused_value_and_grad(family.ops, family.params, prompts, family.batches, pad_id=family.pad_id)
+    fused = fused_value_and_grad(family.ops, family.params, prompts, family.batches, pad_id=family.pad_id,
+                                 rows_per_call=rows_per_call, table_size=table_size)
     for prompt, pairs, got in zip(prompts, family.batches, fused):
         loss, grad = _alone(family, prompt, pairs)
         assert got.grad.shape == prompt.shape

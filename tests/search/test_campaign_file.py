@@ -129,3 +129,16 @@ def test_relative_task_files_and_data_folders_are_made_absolute(monkeypatch):
                               source="t")
     assert campaign.tasks == [str(EXAMPLES.parents[1] / "examples/tasks/rte-qa.yaml"), "rte"]
     assert campaign.data_dir == str(EXAMPLES.parents[1] / "core/assets/data")
+
+
+def test_fuse_is_on_where_trials_ask_for_gpus_and_the_step_server_takes_them():
+    assert not parse_campaign(BASE).fused()                                        # auto, CPU trials
+    assert parse_campaign(BASE | {"fuse": True}).fused()
+    assert not parse_campaign(BASE | {"resources": {"gpu": 0.25}, "fuse": False}).fused()
+    on_gpu = parse_campaign(BASE | {"resources": {"gpu": 0.25}})
+    assert on_gpu.fused() and on_gpu.step_server_gpus() == 1.0
+    check_resources(on_gpu, {"CPU": 2.0, "GPU": 1.0})     # the trials take no GPU, the server one
+    with pytest.raises(CampaignError, match="^fuse.gpu: the step server of fused trials asks for 2 GPU"):
+        check_resources(parse_campaign(BASE | {"fuse": {"enabled": True, "gpu": 2}}), {"CPU": 2.0, "GPU": 1.0})
+    assert "fuse.max_trials" in rejected("fuse.max_trials", fuse={"max_trials": 0})
+    assert "fuse.enabled" in rejected("fuse.enabled", fuse="sometimes")

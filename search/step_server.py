@@ -1,0 +1,222 @@
+"""The step server: one Ray actor per node (per model) that computes the training steps of the
+campaign's trials on that node together — one fused forward/backward of the frozen model for all
+of them (`core.fused`), one copy of the weights, each trial getting exactly its own loss and
+gradient. Everything else stays in the trial: its prompt, optimiser state, data order,
+evaluations, checkpoints and reports, so every trial is still a Tune trial (schedulers stop,
+pause and exploit it, retries and `search resume` restore it) — the server holds no trial state.
+
+Gathering: a trial asks for its gradient and waits. The server answers when every live trial on
+it is waiting, or `window_s` after the first request, whichever comes first, at most
+`max_trials` per fused call. (Ray Serve's `@serve.batch` batches by size and time only; the
+"every live trial is waiting" trigger is what makes trials in lock-step fuse without waiting out
+the window, hence this small loop.) A trial is live from its first request until it pauses to
+evaluate or leaves; one that dies without leaving costs the others one window per step.
+
+Trials of another model, dtype or target format get another server (the actor's name holds all
+three), so they never share a step. The server is a named detached actor pinned to its node and
+created by the first trial that needs it; the campaign driver ends the campaign's servers when it
+ends (a driver that dies leaves them to `search resume`, which reuses them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from softprompt.core.batching import EncodedPair
+
+logger = logging.getLogger(__name__)
+
+NAME_PREFIX = "softprompt-steps"
+NAMESPACE = "softprompt"      # fixed, so a resumed campaign's new driver finds its servers
+
+
+class FuseSettings(NamedTuple):
+    """A campaign's `fuse:` section."""
+
+    enabled: bool = False
+    max_trials: int = 8              # trials per fused call
+    rows_per_call: int | None = None  # rows per forward/backward (None: all rows in one call)
+    window_ms: float = 20.0          # how long a request waits for the other live trials
+    gpu: float = 0.0                 # the step server's GPUs (the trials then take none)
+
+
+class StepAnswer(NamedTuple):
+    loss: float
+    grad: np.ndarray        # [P, E]
+    group: int              # trials in the fused call that computed it
+
+
+class _Request(NamedTuple):
+    trial: str
+    prompt: np.ndarray
+    pairs: list[EncodedPair]
+    answer: asyncio.Future
+
+
+class StepServer:
+    """The actor's class (wrapped by `ray.remote` in `step_server`): holds the frozen model."""
+
+    def __init__(self, model: Any, *, sentinel: bool, max_trials: int, rows_per_call: int | None, window_s: float):
+        from softprompt.core.sentinel import with_sentinel_targets
+
+        from .trainable import unshare_model
+
+        model = unshare_model(model)
+        model = with_sentinel_targets(model) if sentinel else model
+        self._model = model
+        self._computing = threading.Lock()    # one computation at a time (steps and evaluations)
+        self._ops, self._pad_id = model.ops, model.tokenizer.pad_id
+        self._params = model.ops.training_params(model.params)
+        self._cpu = jax_backend() == "cpu"
+        self._max_trials, self._rows_per_call, self._window_s = max_trials, rows_per_call, window_s
+        self._pending: list[_Request] = []
+        self._live: set[str] = set()
+        self._changed: asyncio.Event | None = None
+        self._loop_task: asyncio.Task | None = None
+        self._calls = 0
+        self._trial_steps = 0
+
+    async def value_and_grad(self, trial: str, prompt: np.ndarray, pairs: list[EncodedPair]) -> StepAnswer:
+        """Trial `trial`'s loss and gradient for `prompt` [P, E] on its batch `pairs`."""
+        if self._loop_task is None:
+            self._changed = asyncio.Event()
+            self._loop_task = asyncio.get_running_loop().create_task(self._serve())
+        answer = asyncio.get_running_loop().create_future()
+        self._live.add(trial)
+        self._pending.append(_Request(trial, np.asarray(prompt, np.float32), list(pairs), answer))
+        self._changed.set()
+        return await answer
+
+    async def pause(self, trial: str) -> None:
+        """The trial is evaluating (or gone): the others stop waiting for it until it asks again."""
+        self._live.discard(trial)
+        if self._changed is not None:
+            self._changed.set()
+
+    async def evaluate(self, prompt: np.ndarray, *, task, examples: Sequence, encoded: Sequence[list[int]]) -> dict:
+        """A trial's evaluation (`evaluation.evaluate_prompt`) on this server's model copy."""
+        from softprompt.core.evaluation import evaluate_prompt
+
+        def score():
+            with self._computing:
+                return evaluate_prompt(self._model, np.asarray(prompt, np.float32), task, examples, encoded=encoded)
+
+        return await asyncio.to_thread(score)
+
+    async def stats(self) -> dict[str, float]:
+        """Fused calls so far and trial steps they computed (mean group = trial_steps / calls)."""
+        return {"calls": self._calls, "trial_steps": self._trial_steps, "live": len(self._live)}
+
+    def _all_waiting(self) -> bool:
+        waiting = {request.trial for request in self._pending}
+        return len(waiting) >= self._max_trials or self._live <= waiting
+
+    async def _serve(self) -> None:
+        while True:
+            while not self._pending:
+                self._changed.clear()
+                await self._changed.wait()
+            deadline = time.monotonic() + self._window_s
+            while not self._all_waiting() and (left := deadline - time.monotonic()) > 0:
+                self._changed.clear()
+                try:
+                    await asyncio.wait_for(self._changed.wait(), left)
+                except asyncio.TimeoutError:
+                    break
+            group, self._pending = self._pending[: self._max_trials], self._pending[self._max_trials:]
+            try:
+                results = await asyncio.to_thread(self._compute, group)
+            except Exception as error:   # noqa: BLE001 — every waiting trial learns why its step failed
+                for request in group:
+                    request.answer.set_exception(error)
+                continue
+            self._calls += 1
+            self._trial_steps += len(group)
+            for request, result in zip(group, results):
+                if not request.answer.done():
+                    request.answer.set_result(StepAnswer(result.loss, result.grad, len(group)))
+
+    def _compute(self, group: list[_Request]):
+        from softprompt.core.fused import fused_value_and_grad
+
+        # unset: every row in one call on an accelerator, calls of a trial's batch size on a CPU
+        rows = self._rows_per_call or (max(len(r.pairs) for r in group) if self._cpu else None)
+        with self._computing:
+            return fused_value_and_grad(self._ops, self._params, [r.prompt for r in group], [r.pairs for r in group],
+                                        pad_id=self._pad_id, rows_per_call=rows, table_size=self._max_trials)
+
+
+def jax_backend() -> str:
+    import jax
+
+    return jax.default_backend()
+
+
+def server_name(campaign: str, node_id: str, *, model: str, dtype: str, target_format: str) -> str:
+    """The actor name of a campaign's step server on a node for one model, dtype and target format."""
+    return f"{NAME_PREFIX}:{campaign}:{node_id[:16]}:{model}:{dtype}:{target_format}"
+
+
+def step_server(campaign: str, model_ref: Any, settings: FuseSettings, *, model: str, dtype: str,
+                target_format: str):
+    """This node's step server for the campaign's model (created on first use)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    actor = ray.remote(StepServer).options(
+        name=server_name(campaign, node, model=model, dtype=dtype, target_format=target_format),
+        namespace=NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0, num_gpus=settings.gpu, max_concurrency=1000,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+    return actor.remote(model_ref, sentinel=target_format == "sentinel", max_trials=settings.max_trials,
+                        rows_per_call=settings.rows_per_call, window_s=settings.window_ms / 1000)
+
+
+def end_step_servers(campaign: str) -> int:
+    """Kills the campaign's step servers (every node); returns how many there were."""
+    import ray
+
+    ended = 0
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] == NAMESPACE and actor["name"].startswith(f"{NAME_PREFIX}:{campaign}:"):
+            ray.kill(ray.get_actor(actor["name"], namespace=NAMESPACE))
+            ended += 1
+    return ended
+
+
+class FusedSteps:
+    """A trial's `core.train.StepService` backed by its node's step server; counts the group
+    sizes its steps were computed in (`group_since_report`)."""
+
+    def __init__(self, server, trial: str):
+        self._server, self._trial = server, trial
+        self._groups: list[int] = []
+
+    def __call__(self, prompt: np.ndarray, pairs: list[EncodedPair]) -> tuple[float, np.ndarray]:
+        import ray
+
+        answer = ray.get(self._server.value_and_grad.remote(self._trial, prompt, pairs))
+        self._groups.append(answer.group)
+        return answer.loss, answer.grad
+
+    def pause(self) -> None:
+        import ray
+
+        ray.get(self._server.pause.remote(self._trial))
+
+    def evaluate(self, prompt: np.ndarray, *, task, examples: Sequence, encoded: Sequence[list[int]]) -> dict:
+        import ray
+
+        return ray.get(self._server.evaluate.remote(np.asarray(prompt), task=task, examples=examples, encoded=encoded))
+
+    def group_since_report(self) -> float:
+        """Mean trials per fused call of this trial's steps since the last call of this method."""
+        mean = float(np.mean(self._groups)) if self._groups else 0.0
+        self._groups = []
+        return mean
