@@ -76,7 +76,7 @@ def _features(tfds, rows: Iterable[Mapping[str, Any]], *, task: str):
     kinds: dict[str, Any] = {}
     for row in rows:
         for field, value in row.items():
-            if value is None or field in kinds and kinds[field] is not None:
+            if value is None or field in kinds:
                 continue
             kinds[field] = _kind(value, field=field, task=task)
     scalar = {"text": tfds.features.Text(), "int": tfds.features.Scalar(np.int64),
