@@ -22,7 +22,11 @@ def predict(model: FrozenModel, table: PromptTable, task, encoded: Sequence[list
             prompt: int = 0) -> list[str]:
     """One prediction per encoded input under prompt `table[prompt]`: a label word (rank
     classification) for classification tasks, greedy text for free-text tasks."""
-    queries = [Query(ids, prompt) for ids in encoded]
+    return predict_queries(model, table, task, [Query(ids, prompt) for ids in encoded])
+
+
+def predict_queries(model: FrozenModel, table: PromptTable, task, queries: Sequence[Query]) -> list[str]:
+    """One prediction per query (its input under its own prompt of `table`)."""
     if task.label_words:
         return rank_classify(model, table, queries, task.label_words)[0]
     return greedy_decode(model, table, queries, max_new_tokens=task.max_target_tokens)[0]

@@ -88,3 +88,22 @@ def fused_value_and_grad(ops, params, prompts: Sequence[np.ndarray | jax.Array],
     longest = table.embeddings.shape[1]
     return [TrialGradient(float(losses[k]), grads[k, longest - int(np.shape(p)[0]):])
             for k, p in enumerate(prompts)]
+
+
+def fused_evaluate(model, prompts: Sequence[np.ndarray], task,
+                   evaluations: Sequence[tuple[Sequence, Sequence[list[int]]]]) -> list[dict[str, float]]:
+    """Each prompt's task metrics on its own examples — `evaluations[k]` = (examples, their encoded
+    inputs) for `prompts[k]` — predicted in one pass over a table of the prompts (the queries of
+    all of them batched together, as an ensemble's are). Equal to `evaluate_prompt` per prompt."""
+    from .evaluation import predict_queries
+    from .inference import Query
+
+    if len(prompts) != len(evaluations) or not prompts:
+        raise ValueError(f"one evaluation per prompt: {len(prompts)} prompts, {len(evaluations)} evaluations")
+    queries = [Query(ids, k) for k, (_, encoded) in enumerate(evaluations) for ids in encoded]
+    predictions = predict_queries(model, stack_prompts(prompts), task, queries)
+    metrics, start = [], 0
+    for examples, encoded in evaluations:
+        metrics.append(task.score(examples, predictions[start: start + len(encoded)]))
+        start += len(encoded)
+    return metrics

@@ -63,9 +63,6 @@ class StepService(Protocol):
     def __call__(self, prompt: np.ndarray, pairs: list[EncodedPair]) -> tuple[float, np.ndarray]:
         """(mean token loss, d loss / d prompt [P, E]) of `prompt` [P, E] on the batch `pairs`."""
 
-    def pause(self) -> None:
-        """The run is away (evaluating) until its next call: nobody should wait for it."""
-
     def evaluate(self, prompt: np.ndarray, *, task, examples: Sequence, encoded: Sequence[list[int]]) -> dict[str, float]:
         """`evaluation.evaluate_prompt` on the service's model."""
 
@@ -196,8 +193,6 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
             losses.append(float(loss))
             bar.advance(loss=losses[-1])
             if state.step % config.eval_every == 0 or state.step == config.steps:
-                if steps is not None:
-                    steps.pause()
                 state, report = _evaluate_and_keep(run, state, losses)
                 losses = []
                 bar.show_metric(report.score, report.best_score)

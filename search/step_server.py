@@ -5,12 +5,14 @@ gradient. Everything else stays in the trial: its prompt, optimiser state, data 
 evaluations, checkpoints and reports, so every trial is still a Tune trial (schedulers stop,
 pause and exploit it, retries and `search resume` restore it) — the server holds no trial state.
 
-Gathering: a trial asks for its gradient and waits. The server answers when every live trial on
-it is waiting, or `window_s` after the first request, whichever comes first, at most
-`max_trials` per fused call. (Ray Serve's `@serve.batch` batches by size and time only; the
-"every live trial is waiting" trigger is what makes trials in lock-step fuse without waiting out
-the window, hence this small loop.) A trial is live from its first request until it pauses to
-evaluate or leaves; one that dies without leaving costs the others one window per step.
+Gathering: a trial asks for its gradient (or an evaluation) and waits. The server answers when
+every live trial on it is waiting, or `window_s` after the first request, whichever comes first:
+the steps in fused calls of at most `max_trials` trials, the evaluations of one task in one
+prediction pass over a table of their prompts (trials in lock-step evaluate at the same step).
+(Ray Serve's `@serve.batch` batches by size and time only; the "every live trial is waiting"
+trigger is what makes trials in lock-step fuse without waiting out the window, hence this small
+loop.) A trial is live from its first request until it leaves; one that dies without leaving
+costs the others one window per request. One computation runs at a time.
 
 Trials of another model, dtype or target format get another server (the actor's name holds all
 three), so they never share a step. The server is a named detached actor pinned to its node and
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from typing import Any, NamedTuple, Sequence
 
@@ -54,8 +55,9 @@ class StepAnswer(NamedTuple):
 
 class _Request(NamedTuple):
     trial: str
-    prompt: np.ndarray
-    pairs: list[EncodedPair]
+    prompt: np.ndarray      # [P, E]
+    pairs: list[EncodedPair] | None          # a step's batch, or None for an evaluation
+    evaluation: tuple | None                  # (task, examples, encoded inputs) of an evaluation
     answer: asyncio.Future
 
 
@@ -68,11 +70,8 @@ class StepServer:
         from .trainable import unshare_model
 
         model = unshare_model(model)
-        model = with_sentinel_targets(model) if sentinel else model
-        self._model = model
-        self._computing = threading.Lock()    # one computation at a time (steps and evaluations)
-        self._ops, self._pad_id = model.ops, model.tokenizer.pad_id
-        self._params = model.ops.training_params(model.params)
+        self._model = with_sentinel_targets(model) if sentinel else model
+        self._params = self._model.ops.training_params(self._model.params)
         self._cpu = jax_backend() == "cpu"
         self._max_trials, self._rows_per_call, self._window_s = max_trials, rows_per_call, window_s
         self._pending: list[_Request] = []
@@ -84,34 +83,34 @@ class StepServer:
 
     async def value_and_grad(self, trial: str, prompt: np.ndarray, pairs: list[EncodedPair]) -> StepAnswer:
         """Trial `trial`'s loss and gradient for `prompt` [P, E] on its batch `pairs`."""
-        if self._loop_task is None:
-            self._changed = asyncio.Event()
-            self._loop_task = asyncio.get_running_loop().create_task(self._serve())
-        answer = asyncio.get_running_loop().create_future()
-        self._live.add(trial)
-        self._pending.append(_Request(trial, np.asarray(prompt, np.float32), list(pairs), answer))
-        self._changed.set()
-        return await answer
+        return await self._ask(_Request(trial, np.asarray(prompt, np.float32), list(pairs), None,
+                                        asyncio.get_running_loop().create_future()))
 
-    async def pause(self, trial: str) -> None:
-        """The trial is evaluating (or gone): the others stop waiting for it until it asks again."""
+    async def evaluate(self, trial: str, prompt: np.ndarray, *, task, examples: Sequence,
+                       encoded: Sequence[list[int]]) -> dict[str, float]:
+        """Trial `trial`'s evaluation (`evaluation.evaluate_prompt` of `prompt` [P, E]), predicted
+        together with the other trials' evaluations of the same task waiting then."""
+        return await self._ask(_Request(trial, np.asarray(prompt, np.float32), None, (task, examples, encoded),
+                                        asyncio.get_running_loop().create_future()))
+
+    async def leave(self, trial: str) -> None:
+        """The trial ended (or stopped): the others stop waiting for it."""
         self._live.discard(trial)
         if self._changed is not None:
             self._changed.set()
 
-    async def evaluate(self, prompt: np.ndarray, *, task, examples: Sequence, encoded: Sequence[list[int]]) -> dict:
-        """A trial's evaluation (`evaluation.evaluate_prompt`) on this server's model copy."""
-        from softprompt.core.evaluation import evaluate_prompt
-
-        def score():
-            with self._computing:
-                return evaluate_prompt(self._model, np.asarray(prompt, np.float32), task, examples, encoded=encoded)
-
-        return await asyncio.to_thread(score)
-
     async def stats(self) -> dict[str, float]:
-        """Fused calls so far and trial steps they computed (mean group = trial_steps / calls)."""
+        """Fused step calls so far and the trial steps they computed (mean group = trial_steps / calls)."""
         return {"calls": self._calls, "trial_steps": self._trial_steps, "live": len(self._live)}
+
+    async def _ask(self, request: _Request):
+        if self._loop_task is None:
+            self._changed = asyncio.Event()
+            self._loop_task = asyncio.get_running_loop().create_task(self._serve())
+        self._live.add(request.trial)
+        self._pending.append(request)
+        self._changed.set()
+        return await request.answer
 
     def _all_waiting(self) -> bool:
         waiting = {request.trial for request in self._pending}
@@ -129,27 +128,49 @@ class StepServer:
                     await asyncio.wait_for(self._changed.wait(), left)
                 except asyncio.TimeoutError:
                     break
-            group, self._pending = self._pending[: self._max_trials], self._pending[self._max_trials:]
-            try:
-                results = await asyncio.to_thread(self._compute, group)
-            except Exception as error:   # noqa: BLE001 — every waiting trial learns why its step failed
-                for request in group:
-                    request.answer.set_exception(error)
-                continue
+            requests, self._pending = self._pending, []
+            steps = [r for r in requests if r.pairs is not None]
+            tasks: dict[str, list[_Request]] = {}
+            for request in requests:
+                if request.evaluation is not None:
+                    tasks.setdefault(request.evaluation[0].name, []).append(request)
+            groups = [steps[i: i + self._max_trials] for i in range(0, len(steps), self._max_trials)]
+            for group in groups + list(tasks.values()):
+                await self._answer(group)
+
+    async def _answer(self, group: list[_Request]) -> None:
+        """Computes one fused call for `group` (steps, or evaluations of one task) in a worker
+        thread (the loop keeps gathering) and answers each request."""
+        stepping = group[0].pairs is not None
+        try:
+            results = await asyncio.to_thread(self._steps if stepping else self._evaluations, group)
+        except Exception as error:   # noqa: BLE001 — every waiting trial learns why its call failed
+            for request in group:
+                request.answer.set_exception(error)
+            return
+        if stepping:
             self._calls += 1
             self._trial_steps += len(group)
-            for request, result in zip(group, results):
-                if not request.answer.done():
-                    request.answer.set_result(StepAnswer(result.loss, result.grad, len(group)))
+            results = [StepAnswer(result.loss, result.grad, len(group)) for result in results]
+        for request, result in zip(group, results):
+            if not request.answer.done():
+                request.answer.set_result(result)
 
-    def _compute(self, group: list[_Request]):
+    def _steps(self, group: list[_Request]):
         from softprompt.core.fused import fused_value_and_grad
 
         # unset: every row in one call on an accelerator, calls of a trial's batch size on a CPU
         rows = self._rows_per_call or (max(len(r.pairs) for r in group) if self._cpu else None)
-        with self._computing:
-            return fused_value_and_grad(self._ops, self._params, [r.prompt for r in group], [r.pairs for r in group],
-                                        pad_id=self._pad_id, rows_per_call=rows, table_size=self._max_trials)
+        return fused_value_and_grad(self._model.ops, self._params, [r.prompt for r in group], [r.pairs for r in group],
+                                    pad_id=self._model.tokenizer.pad_id, rows_per_call=rows,
+                                    table_size=self._max_trials)
+
+    def _evaluations(self, group: list[_Request]) -> list[dict[str, float]]:
+        from softprompt.core.fused import fused_evaluate
+
+        task = group[0].evaluation[0]
+        return fused_evaluate(self._model, [r.prompt for r in group], task,
+                              [(r.evaluation[1], r.evaluation[2]) for r in group])
 
 
 def jax_backend() -> str:
@@ -205,15 +226,17 @@ class FusedSteps:
         self._groups.append(answer.group)
         return answer.loss, answer.grad
 
-    def pause(self) -> None:
-        import ray
-
-        ray.get(self._server.pause.remote(self._trial))
-
     def evaluate(self, prompt: np.ndarray, *, task, examples: Sequence, encoded: Sequence[list[int]]) -> dict:
         import ray
 
-        return ray.get(self._server.evaluate.remote(np.asarray(prompt), task=task, examples=examples, encoded=encoded))
+        return ray.get(self._server.evaluate.remote(self._trial, np.asarray(prompt), task=task, examples=examples,
+                                                    encoded=encoded))
+
+    def leave(self) -> None:
+        """This trial will ask nothing more (it ended, failed or was stopped)."""
+        import ray
+
+        ray.get(self._server.leave.remote(self._trial))
 
     def group_since_report(self) -> float:
         """Mean trials per fused call of this trial's steps since the last call of this method."""

@@ -99,7 +99,7 @@ def run_trial(config: dict[str, Any], *, model: FrozenModel | None = None,
               on_evaluation=on_evaluation, progress=False, steps=steps)
     finally:
         if steps is not None:
-            steps.pause()   # the other trials on the server stop waiting for this one
+            steps.leave()   # the other trials on the server stop waiting for this one
     shutil.rmtree(work, ignore_errors=True)   # everything kept is in Tune's checkpoints now
 
 

@@ -109,3 +109,23 @@ def test_trials_trained_fused_end_with_the_prompts_they_get_alone(family):
 def test_a_batch_per_prompt_is_required(family):
     with pytest.raises(ValueError, match="one batch per prompt"):
         fused_value_and_grad(family.ops, family.params, _prompts(family)[:2], family.batches, pad_id=family.pad_id)
+
+
+def test_fused_evaluations_equal_each_prompt_evaluated_alone():
+    """Three prompts of different lengths, each on its own examples (different counts), predicted
+    in one pass: the metrics evaluate_prompt gives each alone."""
+    from softprompt.core.evaluation import encode_inputs, evaluate_prompt
+    from softprompt.core.fused import fused_evaluate
+    from softprompt.core.prompts import SoftPrompt
+
+    model, task = load_model("t5-tiny-random"), get_task("rte")
+    examples = task.examples("validation", limit=24)
+    sets = [examples[:8], examples[8:20], examples[20:]]
+    prompts = [SoftPrompt.init(model, length=n, init="sampled_vocab", seed=n).embeddings for n in (3, 7, 5)]
+    evaluations = [(chosen, encode_inputs(model, task, chosen)) for chosen in sets]
+    fused = fused_evaluate(model, prompts, task, evaluations)
+    alone = [evaluate_prompt(model, prompt, task, chosen) for prompt, chosen in zip(prompts, sets)]
+    assert fused == alone
+    assert len({m["accuracy"] for m in alone}) > 1          # the prompts and sets do differ
+    with pytest.raises(ValueError, match="one evaluation per prompt"):
+        fused_evaluate(model, prompts[:2], task, evaluations)
