@@ -1,7 +1,7 @@
 """Fused trials in a real campaign (t5-tiny-random, local Ray): the trials' steps and evaluations
 go through the node's step server, every trial stays a Tune trial with its own MLflow run, each
 ends with the prompt it gets trained alone, `search status` marks the fused trials, and the
-campaign's step servers end with it."""
+campaign's step servers end with it; a killed step server costs a retry, not a run."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import drills
 from tiny_campaigns import tiny_campaign
 
 
-def test_fused_trials_end_with_the_prompts_they_get_alone(ray_address, jax_cache, tmp_path):
+def test_fused_trials_retried_from_checkpoints_end_with_the_prompts_they_get_alone(ray_address, jax_cache, tmp_path):
     import ray
 
     campaign = parse_campaign(tiny_campaign(
@@ -31,8 +31,10 @@ def test_fused_trials_end_with_the_prompts_they_get_alone(ray_address, jax_cache
     campaign = campaign.replace(fixed={k: v for k, v in campaign.fixed.items()
                                        if k not in ("learning_rate", "prompt_length")})
     assert campaign.fused()
-    result = launching.launch(campaign)
+    # every trial fails once after its step-4 report and is retried from that checkpoint, fused again
+    result = launching.launch(campaign, trial_hook=drills.FailOnce(4, tmp_path / "drills"))
     assert len(result.rows) == 4 and {row.status for row in result.rows} == {"TERMINATED"}
+    assert all(row.failures == 1 and row.step == 8 for row in result.rows)
     assert all(row.fused >= 1 for row in result.rows)      # every step went through the step server
     assert max(row.fused for row in result.rows) > 1        # and steps of two trials were fused (1.5-1.6 seen)
     assert "fused" in shown_columns(result.rows)
@@ -45,7 +47,7 @@ def test_fused_trials_end_with_the_prompts_they_get_alone(ray_address, jax_cache
     for row in result.rows:
         run = runs[row.trial_id]
         fused = SoftPrompt.load(store.download_prompt(run.run_id, tmp_path / run.run_id), model=model)
-        trained_alone = train(train_config(row.config), progress=False)
+        trained_alone = train(train_config(row.config), progress=False, stop_after_step=row.step)
         alone = trained_alone.prompt
         assert fused.step == alone.step and fused.embeddings.shape == (row.config["prompt_length"], model.d_model)
         np.testing.assert_allclose(fused.embeddings, alone.embeddings, rtol=1e-4, atol=1e-5)
