@@ -128,13 +128,14 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     parser.add_argument("--model-only", action="store_true")
     parser.add_argument("--rows-per-call", default=None,
-                        help="rows per fused call: a number or 'all' (default: %d on a CPU, all on an accelerator)" % BATCH)
+                        help=f"rows per fused call: a number or 'all' (default: {BATCH} on a CPU, all on a GPU)")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 4, 16, 64], help="K values of --model-only")
     parser.add_argument("--mode", choices=["separate", "fused"], help=argparse.SUPPRESS)   # one child process
     args = parser.parse_args()
     rows_per_call = args.rows_per_call or ("all" if jax.default_backend() != "cpu" else str(BATCH))
     if args.mode:
-        print(json.dumps(time_mode(args.mode, args.k, args.dtype, None if rows_per_call == "all" else int(rows_per_call))))
+        rows = None if rows_per_call == "all" else int(rows_per_call)
+        print(json.dumps(time_mode(args.mode, args.k, args.dtype, rows)))
         return
     if args.model_only:
         rows = cost_model(args.dtype, tuple(args.ks))

@@ -38,7 +38,8 @@ class TrialGradient(NamedTuple):
     grad: np.ndarray       # [P_k, E] d loss / d prompt_k
 
 
-def fused_calls(pairs: Sequence[Sequence[EncodedPair]], *, pad_id: int, rows_per_call: int | None = None) -> list[Batch]:
+def fused_calls(pairs: Sequence[Sequence[EncodedPair]], *, pad_id: int,
+                rows_per_call: int | None = None) -> list[Batch]:
     """Trial k's encoded pairs become rows with prompt_index k, sorted by length and cut into
     batches of `rows_per_call` rows (the last one filled with empty rows, so every call has the
     same batch size); None: one batch of all sum_k B_k rows."""

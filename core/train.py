@@ -63,7 +63,8 @@ class StepService(Protocol):
     def __call__(self, prompt: np.ndarray, pairs: list[EncodedPair]) -> tuple[float, np.ndarray]:
         """(mean token loss, d loss / d prompt [P, E]) of `prompt` [P, E] on the batch `pairs`."""
 
-    def evaluate(self, prompt: np.ndarray, *, task, examples: Sequence, encoded: Sequence[list[int]]) -> dict[str, float]:
+    def evaluate(self, prompt: np.ndarray, *, task, examples: Sequence,
+                 encoded: Sequence[list[int]]) -> dict[str, float]:
         """`evaluation.evaluate_prompt` on the service's model."""
 
 

@@ -232,7 +232,7 @@ def _runtime(campaign: Campaign, trial_hook: TrialHook | None) -> TrialRuntime:
 def fuse_settings(campaign: Campaign) -> FuseSettings:
     """What each node's step server runs with, from the campaign's `fuse:` section."""
     fuse = campaign.fuse
-    return FuseSettings(enabled=True, max_trials=fuse.max_trials, rows_per_call=fuse.rows_per_call,
+    return FuseSettings(max_trials=fuse.max_trials, rows_per_call=fuse.rows_per_call,
                         window_ms=fuse.window_ms, gpu=campaign.step_server_gpus())
 
 

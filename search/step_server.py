@@ -1,9 +1,10 @@
 """The step server: one Ray actor per node (per model) that computes the training steps of the
 campaign's trials on that node together — one fused forward/backward of the frozen model for all
 of them (`core.fused`), one copy of the weights, each trial getting exactly its own loss and
-gradient. Everything else stays in the trial: its prompt, optimiser state, data order,
-evaluations, checkpoints and reports, so every trial is still a Tune trial (schedulers stop,
-pause and exploit it, retries and `search resume` restore it) — the server holds no trial state.
+gradient; their evaluations run there too. Everything else stays in the trial: its prompt,
+optimiser state, data order, checkpoints and reports, so every trial is still a Tune trial
+(schedulers stop, pause and exploit it, retries and `search resume` restore it) — the server
+holds no trial state.
 
 Gathering: a trial asks for its gradient (or an evaluation) and waits. The server answers when
 every live trial on it is waiting, or `window_s` after the first request, whichever comes first:
@@ -23,7 +24,6 @@ ends (a driver that dies leaves them to `search resume`, which reuses them).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import Any, NamedTuple, Sequence
 
@@ -31,16 +31,13 @@ import numpy as np
 
 from softprompt.core.batching import EncodedPair
 
-logger = logging.getLogger(__name__)
-
 NAME_PREFIX = "softprompt-steps"
 NAMESPACE = "softprompt"      # fixed, so a resumed campaign's new driver finds its servers
 
 
 class FuseSettings(NamedTuple):
-    """A campaign's `fuse:` section."""
+    """What a step server runs with (from a campaign's `fuse:` section)."""
 
-    enabled: bool = False
     max_trials: int = 8              # trials per fused call
     rows_per_call: int | None = None  # rows per forward/backward (None: all rows in one call)
     window_ms: float = 20.0          # how long a request waits for the other live trials
@@ -78,8 +75,6 @@ class StepServer:
         self._live: set[str] = set()
         self._changed: asyncio.Event | None = None
         self._loop_task: asyncio.Task | None = None
-        self._calls = 0
-        self._trial_steps = 0
 
     async def value_and_grad(self, trial: str, prompt: np.ndarray, pairs: list[EncodedPair]) -> StepAnswer:
         """Trial `trial`'s loss and gradient for `prompt` [P, E] on its batch `pairs`."""
@@ -98,10 +93,6 @@ class StepServer:
         self._live.discard(trial)
         if self._changed is not None:
             self._changed.set()
-
-    async def stats(self) -> dict[str, float]:
-        """Fused step calls so far and the trial steps they computed (mean group = trial_steps / calls)."""
-        return {"calls": self._calls, "trial_steps": self._trial_steps, "live": len(self._live)}
 
     async def _ask(self, request: _Request):
         if self._loop_task is None:
@@ -149,8 +140,6 @@ class StepServer:
                 request.answer.set_exception(error)
             return
         if stepping:
-            self._calls += 1
-            self._trial_steps += len(group)
             results = [StepAnswer(result.loss, result.grad, len(group)) for result in results]
         for request, result in zip(group, results):
             if not request.answer.done():
@@ -193,8 +182,8 @@ def step_server(campaign: str, model_ref: Any, settings: FuseSettings, *, model:
     node = ray.get_runtime_context().get_node_id()
     actor = ray.remote(StepServer).options(
         name=server_name(campaign, node, model=model, dtype=dtype, target_format=target_format),
-        namespace=NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0, num_gpus=settings.gpu, max_concurrency=1000,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+        namespace=NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0, num_gpus=settings.gpu,
+        max_concurrency=1000, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
     return actor.remote(model_ref, sentinel=target_format == "sentinel", max_trials=settings.max_trials,
                         rows_per_call=settings.rows_per_call, window_s=settings.window_ms / 1000)
 
