@@ -41,7 +41,7 @@ from softprompt.store.prompts import prompt_uri, verified_prompt
 from .loaded import scoring_model
 from .predict import EnsembleInput, member_answers, member_scores
 from .selection import SELECT_METHODS, greedy_select, top_selection
-from .voting import VOTE_RULES, combine, majority_vote
+from .voting import VOTE_RULES, combine, label_probabilities, majority_vote
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +185,7 @@ def greedy_members(model: FrozenModel, task: TaskSpec, candidates: Sequence[Cand
     encoded = encode_inputs(scorer, task, examples)
     count = len(candidates)
     score = lambda predictions: metric_value(task, task.score(examples, predictions), metric)  # noqa: E731
+    tiebreak = None
     if task.free_text:
         inputs = [EnsembleInput(ids, 0, (1,) * count, None, None, "majority", task.max_target_tokens) for ids in encoded]
         answers, _ = member_answers(scorer, table, inputs)
@@ -196,7 +197,27 @@ def greedy_members(model: FrozenModel, task: TaskSpec, candidates: Sequence[Cand
         scores, _ = member_scores(scorer, table, inputs)
         stacked = np.stack(scores, axis=1)                                      # [K, B, C]
         predict = lambda w: [task.label_words[i] for i in combine(stacked, weights=w, rule=rule)[0]]  # noqa: E731
-    return greedy_select(predict, score, candidates=count, size=size), score(predict(np.array(top_selection(count, size))))
+        tiebreak = gold_log_probability(stacked, task, examples)
+    top_score = score(predict(np.array(top_selection(count, size))))
+    return greedy_select(predict, score, candidates=count, size=size, tiebreak=tiebreak), top_score
+
+
+def gold_log_probability(stacked: np.ndarray, task: TaskSpec, examples: Sequence):
+    """[K] weights -> the weighted ensemble's mean log-probability of each example's gold label
+    (mean of the members' label probabilities): greedy selection's tie-break, a continuous score
+    that prefers a second good prompt to the same one twice. None when an example's target is not
+    one of the label words."""
+    words = list(task.label_words)
+    if any(example.targets not in words for example in examples):
+        return None
+    gold = np.array([words.index(example.targets) for example in examples])
+    probabilities = label_probabilities(stacked)[:, np.arange(len(gold)), gold]      # [K, B]
+
+    def mean_log_probability(weights: np.ndarray) -> float:
+        mixed = np.asarray(weights, np.float64) @ probabilities / np.sum(weights)
+        return float(np.mean(np.log(np.maximum(mixed, 1e-12))))
+
+    return mean_log_probability
 
 
 def build_ensemble(store: Store, *, task: str, top: int, name: str | None = None,

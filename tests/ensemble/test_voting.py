@@ -135,3 +135,32 @@ def test_one_pass_ensemble_equals_separate_single_prompt_passes(tiny_model):
     votes, _ = vote_inputs(tiny_model, table, inputs)
     assert [v.members for v in votes] == [[task.label_words[c] for c in s.argmax(-1)] for s in together]
     assert all(sum(v.votes.values()) == 5 for v in votes)
+
+
+def test_equal_scores_go_to_the_ensemble_surer_of_the_gold_labels():
+    """Two prompts right on both examples, each sure where the other hesitates: accuracy ties
+    every ensemble, so without a tie-break greedy keeps the first prompt alone; the gold label's
+    mean log-probability prefers the pair (the Table 3 campaign's case, where the best prompt was
+    re-added four times)."""
+    from softprompt.ensemble.build import gold_log_probability
+
+    task = get_task("sst2")
+    examples = task.examples("validation", limit=2)
+    gold = np.array([task.label_words.index(example.targets) for example in examples])
+
+    def member(p_gold):            # [B, C] label log-likelihoods with these gold-label probabilities
+        probabilities = np.empty((2, 2))
+        probabilities[np.arange(2), gold] = p_gold
+        probabilities[np.arange(2), 1 - gold] = 1 - np.array(p_gold)
+        return np.log(probabilities)
+
+    stacked = np.stack([member([0.9, 0.6]), member([0.6, 0.9])])                     # [K, B, C]
+    tiebreak = gold_log_probability(stacked, task, examples)
+    assert tiebreak(np.array([2, 0])) == pytest.approx((np.log(0.9) + np.log(0.6)) / 2)
+    assert tiebreak(np.array([1, 1])) == pytest.approx(np.log(0.75))
+    assert tiebreak(np.array([1, 1])) > tiebreak(np.array([2, 0]))
+    vote = lambda weights: combine(stacked, weights=weights)[0]                   # noqa: E731
+    accuracy = lambda predicted: float(np.mean(predicted == gold))                # noqa: E731
+    assert greedy_select(vote, accuracy, candidates=2, size=2).multiplicities == (1, 0)
+    picked = greedy_select(vote, accuracy, candidates=2, size=2, tiebreak=tiebreak)
+    assert picked.multiplicities == (1, 1) and picked.score == 1.0 == picked.best_member_score
