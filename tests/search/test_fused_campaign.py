@@ -35,6 +35,7 @@ def test_fused_trials_end_with_the_prompts_they_get_alone_even_after_their_serve
     assert campaign.fused()
     # the first trial to report step 4 kills the step server: the trials on it fail, are retried
     # from their step-4 checkpoints and go on fused on a new server
+    ray.cloudpickle.register_pickle_by_value(drills)   # the hook travels to the trial processes by value
     result = launching.launch(campaign, trial_hook=drills.KillStepServerOnce(4, tmp_path / "drills", "fused-rte"))
     assert (tmp_path / "drills" / "step-server.killed").exists()
     assert len(result.rows) == 4 and {row.status for row in result.rows} == {"TERMINATED"}
