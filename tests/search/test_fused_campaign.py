@@ -28,20 +28,20 @@ def test_fused_trials_end_with_the_prompts_they_get_alone_even_after_their_serve
 
     campaign = parse_campaign(tiny_campaign(
         "fused-rte", tmp_path / "runs", jax_cache, trials=1, scheduler={"type": "none"},
-        overrides={"learning_rate": {"grid": [0.3, 0.1]}, "prompt_length": {"grid": [4, 6]}},
-        fuse={"enabled": True, "max_trials": 4, "window_ms": 200}))
-    campaign = campaign.replace(fixed={k: v for k, v in campaign.fixed.items()
-                                       if k not in ("learning_rate", "prompt_length")})
+        overrides={"prompt_length": {"grid": [4, 6]}}, fuse={"enabled": True, "max_trials": 4, "window_ms": 200}))
+    # two trials at once, prompt lengths 4 and 6 (the shorter left-padded in the server's table);
+    # different learning rates and batch sizes fused: tests/core/test_fused.py
+    campaign = campaign.replace(fixed={k: v for k, v in campaign.fixed.items() if k != "prompt_length"})
     assert campaign.fused()
     # the first trial to report step 4 kills the step server: the trials on it fail, are retried
     # from their step-4 checkpoints and go on fused on a new server
     ray.cloudpickle.register_pickle_by_value(drills)   # the hook travels to the trial processes by value
     result = launching.launch(campaign, trial_hook=drills.KillStepServerOnce(4, tmp_path / "drills", "fused-rte"))
     assert (tmp_path / "drills" / "step-server.killed").exists()
-    assert len(result.rows) == 4 and {row.status for row in result.rows} == {"TERMINATED"}
+    assert len(result.rows) == 2 and {row.status for row in result.rows} == {"TERMINATED"}
     assert all(row.step == 8 for row in result.rows) and sum(row.failures for row in result.rows) >= 1
     assert all(row.fused >= 1 for row in result.rows)      # every step went through a step server
-    assert max(row.fused for row in result.rows) > 1        # and steps of two trials were fused (1.5-1.9 seen)
+    assert max(row.fused for row in result.rows) > 1        # and steps of two trials were fused
     assert "fused" in shown_columns(result.rows)
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == NAMESPACE]
 
