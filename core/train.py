@@ -93,13 +93,13 @@ def _make_step(ops, parameter_scaling: bool):
     Cached per (family ops, parameter scaling): every other optimiser setting, the learning rate
     included, is an input (see `optim`), so runs in one process share compilations.
     """
-    optimizer = make_optimizer(OptimizerConfig(parameter_scaling=parameter_scaling))
+    update = _make_update(parameter_scaling)    # a jit inside a jit is inlined: one compiled step
 
     @jax.jit
     def step(prompt, opt_state, params, batch, learning_rate):
         loss, grad = jax.value_and_grad(prompt_loss)(prompt, ops, params, batch)
-        updates, opt_state = optimizer.update(grad, with_learning_rate(opt_state, learning_rate), prompt)
-        return optax.apply_updates(prompt, updates), opt_state, loss
+        prompt, opt_state = update(prompt, opt_state, grad, learning_rate)
+        return prompt, opt_state, loss
 
     return step
 

@@ -62,6 +62,8 @@ class StepServer:
     """The actor's class (wrapped by `ray.remote` in `step_server`): holds the frozen model."""
 
     def __init__(self, model: Any, *, sentinel: bool, max_trials: int, rows_per_call: int | None, window_s: float):
+        import jax
+
         from softprompt.core.sentinel import with_sentinel_targets
 
         from .trainable import unshare_model
@@ -69,7 +71,7 @@ class StepServer:
         model = unshare_model(model)
         self._model = with_sentinel_targets(model) if sentinel else model
         self._params = self._model.ops.training_params(self._model.params)
-        self._cpu = jax_backend() == "cpu"
+        self._cpu = jax.default_backend() == "cpu"
         self._max_trials, self._rows_per_call, self._window_s = max_trials, rows_per_call, window_s
         self._pending: list[_Request] = []
         self._live: set[str] = set()
@@ -162,12 +164,6 @@ class StepServer:
                               [(r.evaluation[1], r.evaluation[2]) for r in group])
 
 
-def jax_backend() -> str:
-    import jax
-
-    return jax.default_backend()
-
-
 def server_name(campaign: str, node_id: str, *, model: str, dtype: str, target_format: str) -> str:
     """The actor name of a campaign's step server on a node for one model, dtype and target format."""
     return f"{NAME_PREFIX}:{campaign}:{node_id[:16]}:{model}:{dtype}:{target_format}"
@@ -225,7 +221,10 @@ class FusedSteps:
         """This trial will ask nothing more (it ended, failed or was stopped)."""
         import ray
 
-        ray.get(self._server.leave.remote(self._trial))
+        try:
+            ray.get(self._server.leave.remote(self._trial))
+        except ray.exceptions.RayActorError:
+            pass    # the server died: it holds nothing of this trial's any more
 
     def group_since_report(self) -> float:
         """Mean trials per fused call of this trial's steps since the last call of this method."""
