@@ -8,7 +8,9 @@ import dataclasses
 from typing import Any, Mapping
 
 from .optim import OptimizerConfig
+from .tasks.errors import TaskDataError
 from .tasks.holdout import Holdout
+from .tasks.slices import parse_split
 
 TARGET_FORMATS = ("plain", "sentinel")
 SELECTION_SPLIT = "selection"   # eval_split naming the held-out selection split (needs selection_examples)
@@ -41,8 +43,8 @@ class TrainConfig:
     # Evaluation and checkpoint selection (early stopping on the validation metric).
     eval_every: int = 1_000
     max_eval_examples: int | None = None
-    eval_split: str = "validation"          # or "selection": the held-out training records pick checkpoints
-    train_split: str = "train"
+    eval_split: str = "validation"          # or "selection": the held-out training records pick checkpoints;
+    train_split: str = "train"              #   either may be a slice, "validation[300:500]" (tasks/slices.py)
     seed: int = 0
     # The selection split (ensemble selection, `ensemble build --select greedy`): training records
     # held out with their own seed, never trained on. 0 = none held out.
@@ -59,6 +61,8 @@ class TrainConfig:
         _check(self.selection_examples >= 0, "selection_examples", "must be >= 0")
         _check(self.eval_split != SELECTION_SPLIT or self.selection_examples > 0, "eval_split",
                "'selection' needs selection_examples > 0 (the held-out records it evaluates on)")
+        for field in ("eval_split", "train_split"):
+            _check(_is_split(getattr(self, field)), field, f"{getattr(self, field)!r} is not NAME or NAME[START:STOP]")
         _check(self.target_format in TARGET_FORMATS, "target_format", f"must be one of {TARGET_FORMATS}")
         _check(self.dtype in ("float32", "bfloat16"), "dtype", "must be float32 or bfloat16")
         _check(self.data_source in ("jsonl", "tfds") or self.data_source.startswith("tfds:"), "data_source",
@@ -86,6 +90,14 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
         return cls(**values)
+
+
+def _is_split(split: str) -> bool:
+    try:
+        parse_split(split)
+    except TaskDataError:
+        return False
+    return True
 
 
 def _check(ok: bool, field: str, message: str) -> None:

@@ -14,6 +14,7 @@ from rich.table import Table
 from softprompt.core.models import load_model
 from softprompt.core.prompts import PromptArtifactError
 from softprompt.core.tasks import TaskSpec
+from softprompt.core.tasks.slices import overlap
 from softprompt.core.text_prompts import evaluate_text_prompt
 from softprompt.store import EnsembleError, RegisteredEnsemble, Store
 from softprompt.store.names import TAG_BASELINE
@@ -43,13 +44,23 @@ def designed_baselines(store: Store, registered: RegisteredEnsemble, *, split: s
     return rows
 
 
-def check_disjoint(registered: RegisteredEnsemble, split: str) -> None:
-    """Refuses to report an ensemble on the split its members were selected on."""
+def check_disjoint(registered: RegisteredEnsemble, split: str, *, task: TaskSpec, max_examples: int | None = None,
+                   data_dir: str | None = None) -> None:
+    """Refuses to report an ensemble on records it was selected on: its selection split, or a
+    slice of the report's split that meets the report's first `max_examples` records."""
     selection = registered.manifest.selection or {}
-    if selection.get("method") == "greedy" and selection.get("split") == split:
+    chosen = selection.get("split")
+    if selection.get("method") != "greedy" or not chosen:
+        return
+
+    def length(name: str) -> int:
+        return sum(1 for _ in task.source.records(name, data_dir=data_dir))
+
+    if overlap(chosen, split, length=length, second_limit=max_examples):
         held = " (a held-out part of it)" if selection.get("holdout") else ""
-        raise EnsembleError(f"{registered.reference} was selected on the {split!r} split{held}: evaluate it on "
-                            "another split (--split validation), or the report would flatter it")
+        raise EnsembleError(f"{registered.reference} was selected on the {chosen!r} split{held}, which the report "
+                            f"on {split!r} would read: evaluate it on records it was not selected on (another "
+                            "split, or a slice such as 'validation[:500]'), or the report would flatter it")
 
 
 def _top_rows(store: Store, registered: RegisteredEnsemble, model, folder: Path) -> tuple[list, list[str]]:
@@ -144,10 +155,10 @@ def evaluate_and_log(store: Store, reference: str, *, split: str = "validation",
     its PNG into `picture_dir` when given). With `designed`, the designed prompts of the members'
     campaigns are scored on the same examples as rows of the table."""
     registered = store.resolve_ensemble(reference)
-    check_disjoint(registered, split)
     manifest = registered.manifest
-    frozen = load_model(model or manifest.model, dtype=manifest.dtype)
     task = manifest_task(manifest)
+    check_disjoint(registered, split, task=task, max_examples=max_examples, data_dir=data_dir)
+    frozen = load_model(model or manifest.model, dtype=manifest.dtype)
     examples = task.examples(split, data_dir=data_dir, limit=max_examples, training=False)
     baselines = designed_baselines(store, registered, split=split, data_dir=data_dir) if designed else []
     scored = {name: score(frozen, task, examples) for name, score in baselines}

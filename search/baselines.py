@@ -1,12 +1,14 @@
 """A campaign's designed text prompts (its `baselines`), scored once in the driver on the same
-validation examples as the trials and recorded as baseline runs beside them — the honest
-comparison every tuned prompt and ensemble is shown against."""
+examples as the trials' evaluations (their `eval_split`, or validation where the trials evaluate
+on held-out training records) and recorded as baseline runs beside them — the honest comparison
+every tuned prompt and ensemble is shown against."""
 
 from __future__ import annotations
 
 import logging
 from typing import NamedTuple
 
+from softprompt.core.config import SELECTION_SPLIT
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.tasks import get_task
 from softprompt.core.text_prompts import evaluate_text_prompt
@@ -34,6 +36,8 @@ def score_baselines(campaign: Campaign, model: FrozenModel, store: Store) -> lis
     """Scores every designed prompt of the campaign on each of its tasks, skipping those already
     recorded (a resumed campaign); returns all of them."""
     experiment = store.prepare_experiment(campaign.name)
+    split = campaign.fixed.get("eval_split", "validation")
+    split = "validation" if split == SELECTION_SPLIT else split    # few-shot demonstrations come from train
     for task_name in campaign.tasks:
         task = get_task(task_name, source=campaign.data_source)
         done = {BaselineScore.of(run).name for run in store.baseline_runs([experiment], task=task.name)}
@@ -41,7 +45,7 @@ def score_baselines(campaign: Campaign, model: FrozenModel, store: Store) -> lis
             if baseline.label in done:
                 continue
             metrics = evaluate_text_prompt(model, task, template=baseline.template, shots=baseline.shots,
-                                           seed=baseline.seed, max_examples=campaign.max_eval_examples,
+                                           seed=baseline.seed, split=split, max_examples=campaign.max_eval_examples,
                                            data_dir=campaign.data_dir)
             score = float(task.primary_score(metrics))
             logger.info("designed prompt %s on %s: %.2f", baseline.label, task.name, score)

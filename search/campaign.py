@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from softprompt.core.config import TrainConfig
 from softprompt.core.prompt_init import INITIALISERS
 from softprompt.core.tasks import UnknownTaskError, get_task, is_task_file
+from softprompt.core.tasks.slices import parse_split
 from softprompt.core.text_prompts import template_fields
 from softprompt.store.uris import DEFAULT_STORAGE_PATH
 
@@ -125,8 +126,16 @@ class Baseline(_Strict):
 
 class EnsembleSettings(_Strict):
     top: int = Field(5, ge=1)                        # the most votes of each task's ensemble
-    select: Literal["greedy", "top"] = "greedy"      # greedy needs fixed.selection_examples (a selection split)
+    select: Literal["greedy", "top"] = "greedy"      # greedy needs a selection split: fixed.selection_examples,
+    selection_split: str | None = None               #   or this, a split or slice, e.g. "validation[500:]"
     vote: Literal["majority", "soft", "mean_logprob"] = "majority"
+
+    @field_validator("selection_split")
+    @classmethod
+    def _a_split_or_slice(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_split(value)          # a TaskDataError (a ValueError) names the malformed slice
+        return value
 
 
 class Fuse(_Strict):
@@ -357,9 +366,11 @@ def _check_hyperparameters(campaign: Campaign) -> None:
         if grids:
             raise CampaignError(f"overrides.{grids[0]}", "optuna samples every axis: use choice, or search: random")
     _check_inits(campaign, axes)
-    if campaign.ensemble and campaign.ensemble.select == "greedy" and not campaign.fixed.get("selection_examples"):
-        raise CampaignError("ensemble.select", "greedy selection scores candidates on training records the trials "
-                            "hold out: set fixed.selection_examples (e.g. 200), or use select: top")
+    if (campaign.ensemble and campaign.ensemble.select == "greedy" and not campaign.fixed.get("selection_examples")
+            and not campaign.ensemble.selection_split):
+        raise CampaignError("ensemble.select", "greedy selection scores candidates on a selection split: set "
+                            "fixed.selection_examples (training records the trials hold out, e.g. 200) or "
+                            "ensemble.selection_split (e.g. 'validation[500:]'), or use select: top")
     if campaign.fixed.get("eval_split") == "selection" and not campaign.fixed.get("selection_examples"):
         raise CampaignError("fixed.eval_split", "'selection' picks checkpoints on the held-out selection split: "
                             "set fixed.selection_examples (e.g. 200)")

@@ -29,8 +29,9 @@ def build(task: str = typer.Option(..., help="The task whose trials to draw from
           select: str = typer.Option("greedy", help="greedy: forward selection with replacement on the selection "
                                                     "split (never below its best member there) | top: the top N."),
           selection_split: Optional[str] = typer.Option(
-              None, help="Split greedy selection scores on [default: the training records the trials held out "
-                         "(campaign fixed.selection_examples)]. Never the split you report on."),
+              None, help="Split or slice greedy selection scores on, e.g. 'validation[500:]' [default: the "
+                         "training records the trials held out (campaign fixed.selection_examples)]. Never records "
+                         "you report on."),
           selection_examples: Optional[int] = typer.Option(None, min=1, help="Use at most this many selection examples."),
           data_dir: Optional[str] = typer.Option(None, help="Data folder for the selection split [default: the trials']."),
           vote: str = typer.Option("majority", "--vote", "--vote-rule",
@@ -62,8 +63,8 @@ def build_summary(registered, alias: str | None) -> dict:
 
 @app.command("evaluate")
 def evaluate(reference: str = typer.Argument(..., help="NAME, NAME@ALIAS or NAME/VERSION."),
-             split: str = typer.Option("validation"),
-             max_examples: Optional[int] = typer.Option(None, min=1),
+             split: str = typer.Option("validation", help="Split or slice to report on, e.g. 'validation[:500]'."),
+             max_examples: Optional[int] = typer.Option(None, min=1, help="Report on the split's first N examples."),
              data_dir: Optional[str] = typer.Option(None),
              model: Optional[str] = typer.Option(None, help="[default: the ensemble's model]"),
              designed: bool = typer.Option(True, help="Score the members' campaigns' designed prompts alongside."),

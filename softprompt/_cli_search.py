@@ -79,7 +79,8 @@ def _build_ensembles(campaign, result) -> list[dict]:
         settings = campaign.ensemble
         registered = build_ensemble(store, task=task, top=settings.top, experiments=[campaign.name],
                                     name=f"{Path(task).stem}-ensemble", select=settings.select,
-                                    vote_rule=settings.vote, allow_fewer=True)
+                                    vote_rule=settings.vote, selection_split=settings.selection_split,
+                                    allow_fewer=True)
         built.append(build_summary(registered, "production"))
     return built
 

@@ -1,12 +1,12 @@
 """`softprompt demo`: the whole service on one machine, end to end.
 
 1. a search campaign on SST-2 (Ray Tune), tracked in a local MLflow (SQLite file + artifact folder
-   under the demo folder): three prompts of one configuration and three seeds, trained on the
-   training sentences less a held-out *selection split* that picks each prompt's checkpoint;
-   beside them the best designed text prompts we could write (label words named, few-shot);
+   under the demo folder): three prompts of one configuration and three seeds; a *selection
+   split* of validation sentences (`validation[300:500]`) picks each prompt's checkpoint; beside
+   them the best designed text prompts we could write (label words named, few-shot);
 2. an ensemble chosen by greedy forward selection on the selection split (`sst2-demo@production`),
    scored in the paper's Table 3 layout with the top-N ensemble and the designed prompts as rows,
-   on validation sentences no choice was made on;
+   on the first 300 validation sentences, which no choice was made on;
 3. Ray Serve started with that ensemble; real validation sentences sent over HTTP;
 4. a final summary — trials, Table 3, the verdict (ensemble vs best prompt vs designed prompt),
    voted predictions with their vote shares, the PNGs, how to open the MLflow UI — and everything
@@ -33,14 +33,17 @@ SENTENCES_SENT = 6
 DESIGNED = "Review: {sentence}\nSentiment (positive or negative):"
 
 # The campaigns, scaled to this machine (the paper: 30k steps at batch 32, prompt length 100).
-# Checkpoints are picked on the held-out selection split (eval_split "selection"), which also picks
-# the ensemble, so no validation sentence is seen before the final report. At lr 0.3 a prompt's
-# accuracy still swings by 20-30 points between steps 100 and 150 (examples/campaigns/
-# sst2-short-budget.yaml); by step 300 it has settled in most seeds (paper/table3.yaml).
+# The report reads the first `evaluation_examples` validation sentences; the next
+# `selection_examples` pick each prompt's checkpoint and the ensemble's members. They are full
+# sentences like the report's: the training data are mostly short phrases, and a prompt picked on
+# those can score 16 points lower on sentences (README, the demo's run A, seed 2). At lr 0.3 a
+# prompt's accuracy still swings by 20-30 points between steps 100 and 150 (examples/campaigns/
+# sst2-short-budget.yaml); by step 300 it has settled in most seeds (paper/table3.yaml), so the
+# real demo evaluates at steps 150 and 300.
 QUICK = {"model": "t5-tiny-random", "dtype": "float32", "seeds": 3, "steps": 24, "eval_every": 12,
          "prompt_length": 8, "selection_examples": 48, "evaluation_examples": 64,
          "baselines": [{"name": "review+labels 0-shot", "template": DESIGNED}]}
-REAL = {"model": "gemma3-270m", "dtype": "bfloat16", "seeds": 3, "steps": 300, "eval_every": 100,
+REAL = {"model": "gemma3-270m", "dtype": "bfloat16", "seeds": 3, "steps": 300, "eval_every": 150,
         "prompt_length": 20, "selection_examples": 200, "evaluation_examples": 300,
         "baselines": [{"name": "review+labels 4-shot", "template": DESIGNED, "shots": 4},
                       {"name": "review+labels 8-shot", "template": DESIGNED, "shots": 8}]}
@@ -62,17 +65,22 @@ class DemoResult(NamedTuple):
                 "best designed prompt": max(self.table3["baselines"].values(), default=float("nan"))}
 
 
+def selection_split(size: dict) -> str:
+    """The validation sentences after the report's: `"validation[300:500]"` for the real demo."""
+    first = size["evaluation_examples"]
+    return f"validation[{first}:{first + size['selection_examples']}]"
+
+
 def demo_campaign(*, quick: bool, name: str, storage_path: Path):
     """The demo's campaign: SST-2, one configuration (the paper's lr 0.3, class-label init) and
-    three seeds, a selection split held out, designed prompts as baselines."""
+    three seeds, checkpoints picked on the selection split, designed prompts as baselines."""
     from softprompt.search.campaign import parse_campaign
 
     size = QUICK if quick else REAL
     return parse_campaign({
         "name": name, "tasks": ["sst2"], "model": size["model"], "dtype": size["dtype"], "space": "none",
         "fixed": {"batch_size": 8, "steps": size["steps"], "prompt_length": size["prompt_length"],
-                  "init": "class_labels", "learning_rate": 0.3, "selection_examples": size["selection_examples"],
-                  "selection_seed": 0, "eval_split": "selection"},
+                  "init": "class_labels", "learning_rate": 0.3, "eval_split": selection_split(size)},
         "num_samples": 1, "seeds": size["seeds"], "seed": 0, "scheduler": {"type": "none"},
         "resources": {"cpu": 1}, "max_concurrent_trials": 2, "eval_every": size["eval_every"],
         "max_eval_examples": size["selection_examples"], "storage_path": str(storage_path),
@@ -140,9 +148,9 @@ def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo", con
     try:
         result = launch(demo_campaign(quick=quick, name=name, storage_path=storage_path))
         store = Store(result.tracking_uri)
-        console.rule("[bold]2/4 ensemble: greedy selection on the held-out selection split, majority vote")
+        console.rule(f"[bold]2/4 ensemble: greedy selection on {selection_split(size)}, majority vote")
         registered = build_ensemble(store, task="sst2", top=size["seeds"], name=ENSEMBLE_NAME, experiments=[name],
-                                    select="greedy")
+                                    select="greedy", selection_split=selection_split(size))
         reference = f"{registered.name}/{registered.version}"
         table3 = evaluate_and_log(store, reference, max_examples=size["evaluation_examples"], console=console,
                                   picture_dir=result.experiment_dir)

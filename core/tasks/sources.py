@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from softprompt.core.tasks.errors import TaskDataError
+from softprompt.core.tasks.slices import parse_split
 
 DATA_DIR_ENV = "SOFTPROMPT_DATA_DIR"
 SHIPPED_DATA_DIR = Path(__file__).resolve().parent.parent / "assets" / "data"
@@ -179,9 +180,11 @@ class JsonlSource:
         )
 
     def records(self, split: str, *, data_dir: PathLike | None = None) -> Iterator[Record]:
-        for row in read_jsonl(self.path(split, data_dir=data_dir)):
-            for record in self.flatten(row) if self.flatten else (row,):
-                yield _renamed(record, self.rename)
+        """The split's records; `split` may be a slice, `"validation[500:]"` (see `slices`)."""
+        part = parse_split(split)
+        path = self.path(part.name, data_dir=data_dir)
+        return part.select(_renamed(record, self.rename) for row in read_jsonl(path)
+                           for record in (self.flatten(row) if self.flatten else (row,)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,14 +198,16 @@ class FileSource:
         return tuple(split for split, _ in self.files)
 
     def records(self, split: str, *, data_dir: PathLike | None = None) -> Iterator[Record]:
-        """`data_dir`, when given, resolves relative file paths (default: as stored)."""
+        """`data_dir`, when given, resolves relative file paths (default: as stored); `split` may be
+        a slice, `"validation[500:]"` (see `slices`)."""
         files = dict(self.files)
-        if split not in files:
-            raise TaskDataError(f"no {split!r} split; this task has: {', '.join(files)}")
-        path = Path(files[split])
+        part = parse_split(split)
+        if part.name not in files:
+            raise TaskDataError(f"no {part.name!r} split; this task has: {', '.join(files)}")
+        path = Path(files[part.name])
         if data_dir is not None and not path.is_absolute():
             path = Path(data_dir) / path
-        return read_records(path)
+        return part.select(read_records(path))
 
 
 # ------------------------------------------------------------------------------------------- TFDS

@@ -448,6 +448,46 @@ def test_data_dir_resolution(tmp_path, monkeypatch):
         get_task("qqp").examples("train")
 
 
+def test_split_slices_name_consecutive_records_of_a_file():
+    task = get_task("sst2")
+    validation = [e.inputs for e in task.examples("validation")]
+    assert [e.inputs for e in task.examples("validation[500:]")] == validation[500:]    # 372 sentences
+    assert [e.inputs for e in task.examples("validation[:10%]")] == validation[:87]     # 87.2, rounded
+    assert [e.inputs for e in task.examples("validation[-5:]")] == validation[-5:]
+    assert [e.inputs for e in task.examples("validation[300:500]", limit=3)] == validation[300:303]
+    assert task.examples("validation[5:3]") == []
+    assert len(task.examples("train[:100]")) == 100
+    assert task.examples("train[:1]")[0].targets in ("negative", "positive")
+    with pytest.raises(TaskDataError, match=r"'validation\[5\]' is not NAME or NAME\[START:STOP\]"):
+        task.examples("validation[5]")
+    with pytest.raises(FileNotFoundError, match="no 'valid' data"):
+        task.examples("valid[:5]")
+
+
+def test_split_slices_of_a_user_tasks_csv_file():
+    task = get_task(str(TOPICS))   # validation: a CSV file of 12 rows
+    validation = [e.inputs for e in task.examples("validation")]
+    assert [e.inputs for e in task.examples("validation[9:]")] == validation[9:] and len(validation) == 12
+    with pytest.raises(TaskDataError, match="no 'test' split"):
+        task.examples("test[:5]")
+
+
+def test_slice_overlap_is_decided_on_record_positions():
+    from softprompt.core.tasks.slices import overlap
+
+    def length(name):
+        assert name == "validation"
+        return 872
+
+    assert not overlap("validation[500:]", "validation", length=length, second_limit=500)
+    assert overlap("validation[500:]", "validation", length=length)                 # the whole split meets it
+    assert overlap("validation[499:]", "validation[:500]", length=length)
+    assert not overlap("validation[-372:]", "validation[:500]", length=length)      # 872 - 372 = 500
+    assert overlap("validation[-373:]", "validation[:500]", length=length)
+    assert not overlap("train", "validation", length=length)
+    assert overlap("validation", "validation", length=length, second_limit=1)
+
+
 @needs_shared
 def test_shipped_data_is_a_verbatim_copy():
     verbatim = ["rte/train.jsonl", "rte/validation.jsonl", "cb/train.jsonl", "cb/validation.jsonl"]

@@ -142,3 +142,15 @@ def test_checkpoints_can_be_picked_on_the_selection_split_leaving_validation_unt
     assert result.steps == 4 and len(result.history) == 2
     with pytest.raises(ValueError, match="eval_split 'selection' needs selection_examples"):
         TrainConfig(task="rte", eval_split="selection")
+
+
+def test_checkpoints_can_be_picked_on_a_slice_of_validation_the_report_does_not_read():
+    from softprompt.core.tasks import get_task
+    from softprompt.core.train import evaluation_examples
+
+    task = get_task("rte")
+    config = TrainConfig(task="rte", eval_split="validation[200:]", max_eval_examples=5)
+    picked = [e.inputs for e in evaluation_examples(task, config)]
+    assert picked == [e.inputs for e in task.examples("validation")][200:205]
+    with pytest.raises(ValueError, match=r"eval_split 'validation\[200\]' is not NAME or NAME\[START:STOP\]"):
+        TrainConfig(task="rte", eval_split="validation[200]")

@@ -143,6 +143,15 @@ def test_a_named_selection_split_and_soft_votes(campaign):
     assert built.manifest.vote_rule == "soft"
     refused = runner.invoke(app, ["ensemble", "evaluate", "rte-soft@production", "--tracking-uri", store.tracking_uri])
     assert refused.exit_code == 2 and "selected on the 'validation' split" in refused.output
+    # a slice of validation selects; the report may read the validation records before it, not more
+    tail = build_ensemble(store, task="rte", top=3, experiments=["ens"], name="rte-tail",
+                          selection_split="validation[20:]", selection_limit=20)
+    assert tail.manifest.selection["split"] == "validation[20:]" and tail.manifest.selection["examples"] == 20
+    command = ["ensemble", "evaluate", "rte-tail@production", "--tracking-uri", store.tracking_uri]
+    refused = runner.invoke(app, command + ["--max-examples", "21"])
+    assert refused.exit_code == 2 and "selected on the 'validation[20:]' split" in refused.output
+    reported = runner.invoke(app, command + ["--max-examples", "20"])
+    assert reported.exit_code == 0, reported.output
 
 
 def test_a_changed_member_artifact_is_refused(campaign):

@@ -122,6 +122,14 @@ def test_checkpoints_on_the_selection_split_need_records_held_out():
     assert campaign.constants()["eval_split"] == "selection"
 
 
+def test_greedy_ensembles_need_a_selection_split_held_out_or_named():
+    assert "fixed.selection_examples" in rejected("ensemble.select", ensemble={"select": "greedy"})
+    named = parse_campaign(BASE | {"ensemble": {"select": "greedy", "selection_split": "validation[500:]"},
+                                   "fixed": {"eval_split": "validation[500:]"}}, source="t")
+    assert named.ensemble.selection_split == "validation[500:]"
+    assert "validation[5]" in rejected("ensemble.selection_split", ensemble={"selection_split": "validation[5]"})
+
+
 def test_relative_task_files_and_data_folders_are_made_absolute(monkeypatch):
     """Trials run in folders of their own: a path relative to where `launch` ran must not break them."""
     monkeypatch.chdir(EXAMPLES.parents[1])
