@@ -28,6 +28,8 @@ from .errors import TaskDataError
 _BOUND = r"-?\d+%?"
 _SPLIT = re.compile(rf"(?P<name>[^\[\]:]+?)(?:\[(?P<start>{_BOUND})?:(?P<stop>{_BOUND})?\])?")
 
+_OPEN = 2**62   # a split's length when no bound depends on it: open ends reach "the end"
+
 T = TypeVar("T")
 
 
@@ -87,9 +89,6 @@ def overlap(first: str, second: str, *, length: Callable[[str], int], second_lim
     if second_limit is not None:
         rows_b = rows_b[:second_limit]
     return bool(rows_a) and bool(rows_b) and rows_a.start < rows_b.stop and rows_b.start < rows_a.stop
-
-
-_OPEN = 2**62   # a split's length when no bound depends on it: open ends reach "the end"
 
 
 def _position(bound: str | None, length: int) -> int | None:
