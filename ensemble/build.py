@@ -270,6 +270,8 @@ def build_ensemble(store: Store, *, task: str, top: int, name: str | None = None
             chosen, top_score = greedy_members(frozen, spec, candidates, examples, size=top, rule=vote_rule,
                                                metric=metric, target=target_format(runs[0]))
             multiplicities = chosen.multiplicities
+            for candidate, single in zip(selection["candidates"], chosen.singles):
+                candidate["selection_score"] = single          # why a good prompt was left out
             selection |= split.describe() | {"examples": len(examples), "score": chosen.score,
                                              "best_member_score": chosen.best_member_score,
                                              "top_score": top_score, "history": list(chosen.history)}

@@ -41,6 +41,7 @@ class Selection(NamedTuple):
     best_member: int                  # the best single candidate there
     best_member_score: float
     history: tuple[float, ...]        # the ensemble's score after each greedy step
+    singles: tuple[float, ...] = ()   # [K] each candidate's own score on the selection split
 
     @property
     def members(self) -> list[int]:
@@ -86,7 +87,8 @@ def greedy_select(predict: Callable[[np.ndarray], object], score: Callable[[obje
         history.append(trials[chosen][0])
         if trials[chosen] > kept_rank:                    # strictly better: a smaller equal prefix stays
             kept, kept_rank = weights.copy(), trials[chosen]
-    return Selection(tuple(int(w) for w in kept), float(kept_rank[0]), best, float(singles[best][0]), tuple(history))
+    return Selection(tuple(int(w) for w in kept), float(kept_rank[0]), best, float(singles[best][0]), tuple(history),
+                     tuple(float(single) for single, _ in singles))
 
 
 def pairwise_disagreement(answers: Sequence[Sequence]) -> float:

@@ -94,6 +94,7 @@ def test_greedy_never_scores_below_its_best_member_on_its_selection_split(campai
     ensemble = task.score(examples, vote(chosen))["accuracy"]
     assert ensemble == pytest.approx(registered.manifest.selection["score"])
     assert ensemble >= max(accuracy) == pytest.approx(registered.manifest.selection["best_member_score"])
+    assert [c["selection_score"] for c in candidates] == pytest.approx(accuracy)    # each one's own, recorded
 
 
 def test_selection_and_evaluation_splits_are_disjoint(campaign):

@@ -108,7 +108,8 @@ def test_greedy_never_scores_below_its_best_member():
         vote, accuracy = _majority(answers), _accuracy(gold)
         picked = greedy_select(vote, accuracy, candidates=6, size=5)
         best = max(accuracy(answers[k]) for k in range(6))
-        assert picked.score >= best == picked.best_member_score
+        assert picked.score >= best == picked.best_member_score == max(picked.singles)
+        assert picked.singles == tuple(accuracy(answers[k]) for k in range(6))
         assert picked.score == accuracy(vote(np.array(picked.multiplicities))) and sum(picked.multiplicities) <= 5
 
 
