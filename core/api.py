@@ -1,7 +1,7 @@
 """The notebook surface of `core`: load a model, train, evaluate, predict, explain.
 
     >>> from softprompt.core import api
-    >>> result = api.train(api.TrainConfig(task="rte", steps=20, batch_size=4, eval_every=10))
+    >>> result = api.train(api.TrainConfig(task="rte", steps=20, batch_size=4, eval_every=10))   # doctest: +SKIP
     >>> api.evaluate(prompt_dir, task="rte")          # doctest: +SKIP
 """
 

@@ -67,9 +67,9 @@ class SoftPrompt:
         """A new prompt for `model`.
 
         Example:
-          >>> prompt = SoftPrompt.init(model, length=20, init="class_labels", seed=0,
+          >>> prompt = SoftPrompt.init(model, length=20, init="class_labels", seed=0,  # doctest: +SKIP
           ...                          label_words=("negative", "positive"))
-          >>> prompt.embeddings.shape
+          >>> prompt.embeddings.shape                                                  # doctest: +SKIP
           (20, 640)
         """
         if length < 1:

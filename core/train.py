@@ -147,8 +147,8 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
       the optimiser state, data order and checkpoints stay here, so the run is the same run.
 
     Example:
-      >>> result = train(TrainConfig(task="rte", steps=20, batch_size=4, eval_every=10))
-      >>> result.prompt.embeddings.shape
+      >>> result = train(TrainConfig(task="rte", steps=20, batch_size=4, eval_every=10))   # doctest: +SKIP
+      >>> result.prompt.embeddings.shape                                                 # doctest: +SKIP
       (20, 64)
     """
     task = get_task(config.task, source=config.data_source)

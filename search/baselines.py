@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
-from softprompt.core.config import SELECTION_SPLIT
+from softprompt.core.config import SELECTION_SPLIT, TrainConfig
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.tasks import get_task
 from softprompt.core.text_prompts import evaluate_text_prompt
@@ -36,8 +36,9 @@ def score_baselines(campaign: Campaign, model: FrozenModel, store: Store) -> lis
     """Scores every designed prompt of the campaign on each of its tasks, skipping those already
     recorded (a resumed campaign); returns all of them."""
     experiment = store.prepare_experiment(campaign.name)
-    split = campaign.fixed.get("eval_split", "validation")
-    split = "validation" if split == SELECTION_SPLIT else split    # few-shot demonstrations come from train
+    default = TrainConfig.eval_split                                 # "validation"
+    split = campaign.fixed.get("eval_split", default)
+    split = default if split == SELECTION_SPLIT else split          # few-shot demonstrations come from train
     for task_name in campaign.tasks:
         task = get_task(task_name, source=campaign.data_source)
         done = {BaselineScore.of(run).name for run in store.baseline_runs([experiment], task=task.name)}

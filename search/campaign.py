@@ -8,7 +8,7 @@ Example:
     >>> campaign.name, campaign.tasks
     ('tiny-rte', ['rte'])
     >>> sorted(campaign.axes())[:3]
-    ['batch_size', 'decay_factor', 'init']
+    ['batch_size', 'decay_factor', 'learning_rate']
 """
 
 from __future__ import annotations
@@ -296,15 +296,56 @@ def parse_campaign(values: Mapping[str, Any], *, source: str = "campaign") -> Ca
 
 
 def load_campaign(path: str | os.PathLike, **changes: Any) -> Campaign:
-    """Reads and checks a campaign YAML file; `changes` replace top-level fields (e.g. `name`)."""
+    """Reads and checks a campaign YAML file (and the files its `base` names); `changes` replace
+    top-level fields (e.g. `name`)."""
     path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise CampaignError(str(path), f"not valid YAML ({error})") from error
+    values = _read_with_base(path, seen=())
     if isinstance(values, dict):
         values |= {key: value for key, value in changes.items() if value is not None}
     return parse_campaign(values, source=str(path))
+
+
+def _read_with_base(path: Path, *, seen: tuple[Path, ...]) -> Any:
+    """A campaign file's YAML with its `base` (a campaign file, relative to this one) merged under it."""
+    try:
+        values = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise CampaignError(str(path), f"cannot read the file ({error.strerror})") from error
+    except yaml.YAMLError as error:
+        raise CampaignError(str(path), f"not valid YAML ({error})") from error
+    if not isinstance(values, dict) or "base" not in values:
+        return values
+    reference = values.pop("base")
+    if not isinstance(reference, str) or not reference:
+        raise CampaignError(f"{path}: base", "the path of another campaign file")
+    base_path = path.parent / reference
+    if base_path.resolve() in seen + (path.resolve(),):
+        raise CampaignError(f"{path}: base", f"{reference} is built on this file itself")
+    if not base_path.is_file():
+        raise CampaignError(f"{path}: base", f"no campaign file {base_path}")
+    base = _read_with_base(base_path, seen=seen + (path.resolve(),))
+    if not isinstance(base, dict):
+        raise CampaignError(str(base_path), "a campaign file is a YAML mapping")
+    return merge_campaign_values(base, values)
+
+
+def merge_campaign_values(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` over `base`: a field replaces the base's, but `fixed` and `overrides` merge
+    setting by setting, and a setting one of them names leaves the base's other section (a file
+    may search what its base fixed). The name is never inherited: each campaign has its own.
+
+    >>> merge_campaign_values({"name": "a", "seeds": 3, "fixed": {"steps": 300, "init": "class_labels"}},
+    ...                       {"name": "b", "overrides": {"init": {"grid": ["sampled_vocab"]}}, "fixed": {"steps": 150}})
+    {'seeds': 3, 'fixed': {'steps': 150}, 'name': 'b', 'overrides': {'init': {'grid': ['sampled_vocab']}}}
+    """
+    merged = {key: value for key, value in base.items() if key != "name"} | dict(values)
+    for section, other in (("fixed", "overrides"), ("overrides", "fixed")):
+        own = values.get(section) or {}
+        inherited = {key: value for key, value in (base.get(section) or {}).items()
+                     if key not in (values.get(other) or {})}
+        if own or inherited:
+            merged[section] = inherited | own
+    return merged
 
 
 def _check_tasks(campaign: Campaign) -> None:

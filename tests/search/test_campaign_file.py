@@ -150,3 +150,40 @@ def test_fuse_is_on_where_trials_ask_for_gpus_and_the_step_server_takes_them():
         check_resources(parse_campaign(BASE | {"fuse": {"enabled": True, "gpu": 2}}), {"CPU": 2.0, "GPU": 1.0})
     assert "fuse.max_trials" in rejected("fuse.max_trials", fuse={"max_trials": 0})
     assert "fuse.enabled" in rejected("fuse.enabled", fuse="sometimes")
+
+
+def test_a_campaign_built_on_another_equals_the_same_campaign_written_out(monkeypatch):
+    monkeypatch.chdir(EXAMPLES.parents[1])
+    based = load_campaign(EXAMPLES / "paper" / "fig3a-length100-300-steps.yaml")
+    written_out = {
+        "name": "paper-fig3a-length100-300-steps", "tasks": ["sst2"], "model": "gemma3-270m", "dtype": "bfloat16",
+        "space": "none", "overrides": {"prompt_length": {"grid": [100]}},
+        "fixed": {"batch_size": 8, "steps": 300, "init": "class_labels", "selection_examples": 500,
+                  "selection_seed": 0},
+        "num_samples": 1, "seeds": 3, "seed": 0, "scheduler": {"type": "none"}, "resources": {"cpu": 1, "gpu": 0},
+        "max_concurrent_trials": 2, "max_failures": 2, "eval_every": 150, "max_eval_examples": 200,
+        "storage_path": "./runs"}
+    assert based == parse_campaign(written_out)
+
+
+def test_a_campaign_may_search_what_its_base_fixed_and_never_inherits_the_name(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE | {"space": "none", "fixed": {"init": "class_labels",
+                                                                                          "steps": 40}}))
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "name": "child",
+                                                          "overrides": {"init": {"grid": ["sampled_vocab"]}}}))
+    child = load_campaign(tmp_path / "child.yaml")
+    assert child.fixed == {"steps": 40}
+    assert "init" in child.axes() and child.param_space()["init"] is not None
+    (tmp_path / "nameless.yaml").write_text(yaml.safe_dump({"base": "base.yaml"}))
+    with pytest.raises(CampaignError, match="^name: Field required"):
+        load_campaign(tmp_path / "nameless.yaml")
+
+
+def test_a_missing_or_circular_base_is_refused_naming_it(tmp_path):
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump({"base": "b.yaml", "name": "a"}))
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(BASE | {"base": "a.yaml"}))
+    with pytest.raises(CampaignError, match=r"b\.yaml: base: a\.yaml is built on this file itself"):
+        load_campaign(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"base": "gone.yaml", "name": "c"}))
+    with pytest.raises(CampaignError, match=r"c\.yaml: base: no campaign file .*gone\.yaml"):
+        load_campaign(tmp_path / "c.yaml")
