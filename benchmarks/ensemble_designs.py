@@ -3,7 +3,10 @@
 selection split and on a report split, and compares ensemble designs over the same prompts:
 
 - `same init`: the three seeds of one init (today's demo: class labels), one realisation per init;
-- `mixed inits`: one prompt of each init with the same seed, one realisation per seed.
+- `mixed inits`: one prompt of each init with the same seed, one realisation per seed;
+- with `--snapshots CAMPAIGN_FOLDER`, the same two designs with every evaluated checkpoint of each
+  trial as a candidate (steps 150 and 300 in the demo's trial: a snapshot ensemble), read from
+  the trials' Ray Tune checkpoints.
 
 For each realisation: the prompt the selection split ranks first, the greedy ensemble (forward
 selection with replacement on the selection split, majority vote; soft vote as a second row), the
@@ -11,7 +14,8 @@ plain vote of all three, and the best member on the report split. Printed: each 
 accuracy per realisation, and the mean gaps "ensemble minus its best member".
 
     .venv/bin/python benchmarks/ensemble_designs.py --experiment demo-members \
-        --tracking-uri sqlite:///runs/mlflow.db [--selection 'validation[300:500]'] [--report 'validation[500:]']
+        --tracking-uri sqlite:///runs/mlflow.db [--selection 'validation[300:500]'] [--report 'validation[500:]'] \
+        [--snapshots runs/demo-members]
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 
-def scores_on(model, task, candidates, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Every candidate's label log-likelihoods on `split`: ([K, B, C], gold [B])."""
+def scores_on(model, task, prompts, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every prompt's ([P, E] each) label log-likelihoods on `split`: ([K, B, C], gold [B])."""
     from softprompt.core.evaluation import encode_inputs
     from softprompt.core.inference import label_targets
     from softprompt.core.multi_prompt import stack_prompts
@@ -34,10 +38,10 @@ def scores_on(model, task, candidates, split: str) -> tuple[np.ndarray, np.ndarr
 
     examples = task.examples(split, training=False)
     targets = tuple(map(tuple, label_targets(model, task.label_words)))
-    count = len(candidates)
+    count = len(prompts)
     inputs = [EnsembleInput(ids, 0, (1,) * count, targets, task.label_words, "majority")
               for ids in encode_inputs(model, task, examples)]
-    scores, _ = member_scores(model, stack_prompts([c.prompt.embeddings for c in candidates]), inputs)
+    scores, _ = member_scores(model, stack_prompts(list(prompts)), inputs)
     gold = np.array([task.label_words.index(e.targets) for e in examples])
     return np.stack(scores, axis=1), gold
 
@@ -60,8 +64,9 @@ def greedy(scores: np.ndarray, gold: np.ndarray, rule: str, size: int) -> np.nda
     return np.array(chosen.multiplicities)
 
 
-def design_rows(selection, report, members: list[int]) -> dict[str, float]:
-    """Report accuracies of one realisation (candidate indices `members`)."""
+def design_rows(selection, report, members: list[int], size: int) -> dict[str, float]:
+    """Report accuracies of one realisation (candidate indices `members`); greedy ensembles of at
+    most `size` votes."""
     (sel, sel_gold), (rep, rep_gold) = selection, report
     sel, rep = sel[members], rep[members]
     singles_sel = [accuracy(sel[[k]], sel_gold, None, "majority") for k in range(len(members))]
@@ -71,13 +76,26 @@ def design_rows(selection, report, members: list[int]) -> dict[str, float]:
             "vote of all (majority)": accuracy(rep, rep_gold, None, "majority"),
             "vote of all (soft)": accuracy(rep, rep_gold, None, "soft")}
     for rule in ("majority", "soft"):
-        votes = greedy(sel, sel_gold, rule, size=len(members))
+        votes = greedy(sel, sel_gold, rule, size=size)
         rows[f"greedy ({rule})"] = accuracy(rep, rep_gold, votes, rule)
         rows[f"greedy ({rule}) votes"] = votes.tolist()
     rows["members on report"] = singles_rep
     rows["mean pairwise disagreement (report)"] = float(np.mean([
         np.mean(rep[i].argmax(-1) != rep[j].argmax(-1)) for i in range(len(members)) for j in range(i + 1, len(members))]))
     return rows
+
+
+def trial_snapshots(folder: Path) -> dict[tuple[str, int, int], np.ndarray]:
+    """(init, seed, step) -> the prompt [P, E] of every Ray Tune checkpoint of the campaign's trials."""
+    from safetensors.numpy import load_file
+
+    found = {}
+    for state in sorted(folder.glob("*/checkpoint_*/state.json")):
+        values = json.loads(state.read_text())
+        config = values["config"]
+        found[(config["init"], int(config["seed"]), int(values["step"]))] = \
+            load_file(str(state.parent / "arrays.safetensors"))["prompt"]
+    return found
 
 
 def main() -> None:
@@ -87,6 +105,8 @@ def main() -> None:
     parser.add_argument("--task", default="sst2")
     parser.add_argument("--selection", default="validation[300:500]")
     parser.add_argument("--report", default="validation[500:]")
+    parser.add_argument("--size", type=int, default=3, help="the most votes of a greedy ensemble (the demo's: 3)")
+    parser.add_argument("--snapshots", help="the campaign's folder: every trial checkpoint's prompt as a candidate")
     args = parser.parse_args()
 
     from softprompt.core.tasks import get_task
@@ -99,17 +119,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         candidates = fetch_candidates(store, runs, "accuracy", Path(folder))
         model = candidate_model(runs, None)
-        selection = scores_on(model, task, candidates, args.selection)
-        report = scores_on(model, task, candidates, args.report)
-    index = {(c.run.params["init"], int(c.run.params["seed"])): k for k, c in enumerate(candidates)}
-    inits = sorted({init for init, _ in index})
-    seeds = sorted({seed for _, seed in index})
-    realisations = {f"same init: {init}": [index[(init, s)] for s in seeds] for init in inits}
-    realisations |= {f"mixed inits: seed {s}": [index[(init, s)] for init in inits] for s in seeds}
-    results = {name: design_rows(selection, report, members) for name, members in realisations.items()}
+        prompts = [np.asarray(c.prompt.embeddings) for c in candidates]
+    keys = [(c.run.params["init"], int(c.run.params["seed"]), "best") for c in candidates]
+    index = {key: k for k, key in enumerate(keys)}
+    inits = sorted({init for init, _, _ in keys})
+    seeds = sorted({seed for _, seed, _ in keys})
+    realisations = {f"same init: {init}": [index[(init, s, "best")] for s in seeds] for init in inits}
+    realisations |= {f"mixed inits: seed {s}": [index[(init, s, "best")] for init in inits] for s in seeds}
+    if args.snapshots:
+        snapshots = trial_snapshots(Path(args.snapshots))
+        for key, embeddings in snapshots.items():
+            index[key] = len(prompts)
+            keys.append(key)
+            prompts.append(embeddings)
+        steps = sorted({step for _, _, step in snapshots})
+        realisations |= {f"same init, snapshots: {init}": [index[(init, s, step)] for s in seeds for step in steps]
+                         for init in inits}
+        realisations |= {f"mixed inits, snapshots: seed {s}": [index[(init, s, step)] for init in inits
+                                                                for step in steps] for s in seeds}
+    selection = scores_on(model, task, prompts, args.selection)
+    report = scores_on(model, task, prompts, args.report)
+    results = {name: design_rows(selection, report, members, args.size) for name, members in realisations.items()}
     print(json.dumps({"selection": args.selection, "report": args.report, "report_examples": int(len(report[1])),
-                      "order": {name: [list(candidates[k].run.params[p] for p in ("init", "seed")) for k in members]
-                                for name, members in realisations.items()},
+                      "order": {name: [keys[k] for k in members] for name, members in realisations.items()},
                       "results": results}, indent=1))
     gaps = defaultdict(list)
     for name, rows in results.items():
@@ -119,7 +151,7 @@ def main() -> None:
             gaps[(design, row)].append(rows[row] - rows["best member (report)"])
     print(f"\nminus the best member on {args.report} (mean over realisations, and each):")
     for (design, row), values in gaps.items():
-        print(f"  {design:12s} {row:28s} {np.mean(values):+6.2f}  {' '.join(f'{v:+.2f}' for v in values)}")
+        print(f"  {design:22s} {row:28s} {np.mean(values):+6.2f}  {' '.join(f'{v:+.2f}' for v in values)}")
 
 
 if __name__ == "__main__":
