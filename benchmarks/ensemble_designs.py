@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 
-def scores_on(model, task, prompts, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Every prompt's ([P, E] each) label log-likelihoods on `split`: ([K, B, C], gold [B])."""
+def scores_on(model, task, prompts, split: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """Every prompt's ([P, E] each) label log-likelihoods on `split`: ([K, B, C], gold [B], the
+    B examples)."""
     from softprompt.core.evaluation import encode_inputs
     from softprompt.core.inference import label_targets
     from softprompt.core.multi_prompt import stack_prompts
@@ -43,7 +44,7 @@ def scores_on(model, task, prompts, split: str) -> tuple[np.ndarray, np.ndarray]
               for ids in encode_inputs(model, task, examples)]
     scores, _ = member_scores(model, stack_prompts(list(prompts)), inputs)
     gold = np.array([task.label_words.index(e.targets) for e in examples])
-    return np.stack(scores, axis=1), gold
+    return np.stack(scores, axis=1), gold, examples
 
 
 def accuracy(scores: np.ndarray, gold: np.ndarray, weights, rule: str) -> float:
@@ -52,22 +53,22 @@ def accuracy(scores: np.ndarray, gold: np.ndarray, weights, rule: str) -> float:
     return 100.0 * float(np.mean(combine(scores, weights=weights, rule=rule)[0] == gold))
 
 
-def greedy(scores: np.ndarray, gold: np.ndarray, rule: str, size: int) -> np.ndarray:
+def greedy(scores: np.ndarray, gold: np.ndarray, examples: list, task, rule: str, size: int) -> np.ndarray:
     """Greedy selection's [K] votes on the selection split, with the build's tie-break."""
+    from softprompt.ensemble.build import gold_log_probability
     from softprompt.ensemble.selection import greedy_select
-    from softprompt.ensemble.voting import combine, label_probabilities
+    from softprompt.ensemble.voting import combine
 
-    gold_probability = label_probabilities(scores)[:, np.arange(len(gold)), gold]          # [K, B]
     chosen = greedy_select(lambda w: combine(scores, weights=w, rule=rule)[0],
                            lambda predicted: float(np.mean(predicted == gold)), candidates=len(scores), size=size,
-                           tiebreak=lambda w: float(np.mean(np.log(np.maximum(w @ gold_probability / w.sum(), 1e-12)))))
+                           tiebreak=gold_log_probability(scores, task, examples))
     return np.array(chosen.multiplicities)
 
 
-def design_rows(selection, report, members: list[int], size: int) -> dict[str, float]:
+def design_rows(task, selection, report, members: list[int], size: int) -> dict[str, float]:
     """Report accuracies of one realisation (candidate indices `members`); greedy ensembles of at
     most `size` votes."""
-    (sel, sel_gold), (rep, rep_gold) = selection, report
+    (sel, sel_gold, sel_examples), (rep, rep_gold, _) = selection, report
     sel, rep = sel[members], rep[members]
     singles_sel = [accuracy(sel[[k]], sel_gold, None, "majority") for k in range(len(members))]
     singles_rep = [accuracy(rep[[k]], rep_gold, None, "majority") for k in range(len(members))]
@@ -76,7 +77,7 @@ def design_rows(selection, report, members: list[int], size: int) -> dict[str, f
             "vote of all (majority)": accuracy(rep, rep_gold, None, "majority"),
             "vote of all (soft)": accuracy(rep, rep_gold, None, "soft")}
     for rule in ("majority", "soft"):
-        votes = greedy(sel, sel_gold, rule, size=size)
+        votes = greedy(sel, sel_gold, sel_examples, task, rule, size=size)
         rows[f"greedy ({rule})"] = accuracy(rep, rep_gold, votes, rule)
         rows[f"greedy ({rule}) votes"] = votes.tolist()
     rows["members on report"] = singles_rep
@@ -139,7 +140,7 @@ def main() -> None:
                                                                 for step in steps] for s in seeds}
     selection = scores_on(model, task, prompts, args.selection)
     report = scores_on(model, task, prompts, args.report)
-    results = {name: design_rows(selection, report, members, args.size) for name, members in realisations.items()}
+    results = {name: design_rows(task, selection, report, members, args.size) for name, members in realisations.items()}
     print(json.dumps({"selection": args.selection, "report": args.report, "report_examples": int(len(report[1])),
                       "order": {name: [keys[k] for k in members] for name, members in realisations.items()},
                       "results": results}, indent=1))
