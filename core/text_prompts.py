@@ -8,6 +8,7 @@ The label words are the scored continuations (decoder-only models: after a space
 
 from __future__ import annotations
 
+import os
 import string
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -81,12 +82,8 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     """
     if not sequences:
         return 0
-    limit = min(len(ids) for ids in sequences) - 1
-    first = sequences[0]
-    length = 0
-    while length < limit and all(ids[length] == first[length] for ids in sequences):
-        length += 1
-    return length
+    shared = os.path.commonprefix([list(ids) for ids in sequences])     # any sequences, not only paths
+    return max(0, min(len(shared), min(len(ids) for ids in sequences) - 1))
 
 
 def shared_prefix(model: FrozenModel, inputs: Sequence[list[int]]) -> tuple[PromptTable, list[Query]]:
