@@ -15,7 +15,7 @@ accuracy per realisation, and the mean gaps "ensemble minus its best member".
 
     .venv/bin/python benchmarks/ensemble_designs.py --experiment demo-members \
         --tracking-uri sqlite:///runs/mlflow.db [--selection 'validation[300:500]'] [--report 'validation[500:]'] \
-        [--snapshots runs/demo-members]
+        [--snapshots runs/demo-members] [--where decay_factor=0.5]
 """
 
 from __future__ import annotations
@@ -86,14 +86,17 @@ def design_rows(task, selection, report, members: list[int], size: int) -> dict[
     return rows
 
 
-def trial_snapshots(folder: Path) -> dict[tuple[str, int, int], np.ndarray]:
-    """(init, seed, step) -> the prompt [P, E] of every Ray Tune checkpoint of the campaign's trials."""
+def trial_snapshots(folder: Path, wanted: dict[str, str]) -> dict[tuple[str, int, int], np.ndarray]:
+    """(init, seed, step) -> the prompt [P, E] of every Ray Tune checkpoint of the campaign's trials
+    whose config matches `wanted` (param name -> its value as MLflow records it)."""
     from safetensors.numpy import load_file
 
     found = {}
     for state in sorted(folder.glob("*/checkpoint_*/state.json")):
         values = json.loads(state.read_text())
         config = values["config"]
+        if any(str(config.get(name)) != value for name, value in wanted.items()):
+            continue
         found[(config["init"], int(config["seed"]), int(values["step"]))] = \
             load_file(str(state.parent / "arrays.safetensors"))["prompt"]
     return found
@@ -108,14 +111,21 @@ def main() -> None:
     parser.add_argument("--report", default="validation[500:]")
     parser.add_argument("--size", type=int, default=3, help="the most votes of a greedy ensemble (the demo's: 3)")
     parser.add_argument("--snapshots", help="the campaign's folder: every trial checkpoint's prompt as a candidate")
+    parser.add_argument("--where", action="append", default=[], metavar="PARAM=VALUE",
+                        help="only the trials whose MLflow param PARAM reads VALUE (repeatable), e.g. "
+                             "decay_factor=0.5 in demo-decay.yaml")
     args = parser.parse_args()
+    wanted = dict(condition.split("=", 1) for condition in args.where)
 
     from softprompt.core.tasks import get_task
     from softprompt.ensemble.build import candidate_model, eligible_runs, fetch_candidates
     from softprompt.store import Store
 
     store = Store(args.tracking_uri)
-    runs = eligible_runs(store, task=args.task, metric="accuracy", experiments=[args.experiment])
+    runs = [run for run in eligible_runs(store, task=args.task, metric="accuracy", experiments=[args.experiment])
+            if all(run.params.get(name) == value for name, value in wanted.items())]
+    if not runs:
+        raise SystemExit(f"no finished trial of {args.experiment} matches {wanted}")
     task = get_task(args.task)
     with tempfile.TemporaryDirectory() as folder:
         candidates = fetch_candidates(store, runs, "accuracy", Path(folder))
@@ -123,21 +133,26 @@ def main() -> None:
         prompts = [np.asarray(c.prompt.embeddings) for c in candidates]
     keys = [(c.run.params["init"], int(c.run.params["seed"]), "best") for c in candidates]
     index = {key: k for k, key in enumerate(keys)}
+    if len(index) < len(keys):
+        raise SystemExit("several trials share an (init, seed): pick one configuration with --where")
     inits = sorted({init for init, _, _ in keys})
     seeds = sorted({seed for _, seed, _ in keys})
-    realisations = {f"same init: {init}": [index[(init, s, "best")] for s in seeds] for init in inits}
-    realisations |= {f"mixed inits: seed {s}": [index[(init, s, "best")] for init in inits] for s in seeds}
+    designs = {f"same init: {init}": [(init, s, "best") for s in seeds] for init in inits}
+    designs |= {f"mixed inits: seed {s}": [(init, s, "best") for init in inits] for s in seeds}
     if args.snapshots:
-        snapshots = trial_snapshots(Path(args.snapshots))
+        snapshots = trial_snapshots(Path(args.snapshots), wanted)
         for key, embeddings in snapshots.items():
             index[key] = len(prompts)
             keys.append(key)
             prompts.append(embeddings)
         steps = sorted({step for _, _, step in snapshots})
-        realisations |= {f"same init, snapshots: {init}": [index[(init, s, step)] for s in seeds for step in steps]
-                         for init in inits}
-        realisations |= {f"mixed inits, snapshots: seed {s}": [index[(init, s, step)] for init in inits
-                                                                for step in steps] for s in seeds}
+        designs |= {f"same init, snapshots: {init}": [(init, s, step) for s in seeds for step in steps]
+                    for init in inits}
+        designs |= {f"mixed inits, snapshots: seed {s}": [(init, s, step) for init in inits for step in steps]
+                    for s in seeds}
+    # a campaign still running: only the realisations whose trials have all finished
+    realisations = {name: [index[key] for key in members] for name, members in designs.items()
+                    if all(key in index for key in members)}
     selection = scores_on(model, task, prompts, args.selection)
     report = scores_on(model, task, prompts, args.report)
     results = {name: design_rows(task, selection, report, members, args.size) for name, members in realisations.items()}
@@ -153,6 +168,12 @@ def main() -> None:
     print(f"\nminus the best member on {args.report} (mean over realisations, and each):")
     for (design, row), values in gaps.items():
         print(f"  {design:22s} {row:28s} {np.mean(values):+6.2f}  {' '.join(f'{v:+.2f}' for v in values)}")
+    print(f"\neach trial's prompt on {args.report} (mean ± std, lowest):")
+    for init in inits:
+        singles = [accuracy(report[0][[index[(init, s, "best")]]], report[1], None, "majority")
+                   for s in seeds if (init, s, "best") in index]
+        print(f"  {init:22s} {np.mean(singles):6.2f} ± {np.std(singles, ddof=1) if len(singles) > 1 else 0:4.2f}"
+              f"  {min(singles):6.2f}  ({' '.join(f'{v:.1f}' for v in singles)})")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ class DemoResult(NamedTuple):
     table3: dict
     predictions: list[dict]
     pictures: list[Path]
+    minutes: dict[str, float]      # wall time of each stage (see `Stopwatch`)
 
     def verdict(self) -> dict[str, float]:
         """The comparison the demo is for: the voted ensemble, the best single tuned prompt and
@@ -69,6 +70,23 @@ class DemoResult(NamedTuple):
         return {"ensemble": self.table3["ensemble"],
                 "best tuned prompt": max(m[metric] for m in self.table3["members"]),
                 "best designed prompt": max(self.table3["baselines"].values(), default=float("nan"))}
+
+
+class Stopwatch:
+    """Wall minutes per stage: `lap(name)` ends the stage that began at the previous lap.
+
+    >>> watch = Stopwatch(); watch.lap("nothing"); list(watch.minutes)
+    ['nothing']
+    """
+
+    def __init__(self) -> None:
+        self.minutes: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.minutes[name] = (now - self._last) / 60
+        self._last = now
 
 
 def selection_split(size: dict) -> str:
@@ -151,17 +169,20 @@ def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo", con
     storage_path = Path(storage_path).resolve()
     name = f"demo-{'quick' if quick else 'sst2'}-{time.strftime('%Y%m%d-%H%M%S')}"
     size = QUICK if quick else REAL
+    watch = Stopwatch()
     console.rule(f"[bold]1/4 search campaign {name}: {len(INITS)} prompts ({', '.join(INITS)}) x {size['steps']} "
                  f"steps on SST-2 with {size['model']}, designed prompts beside them")
     try:
         result = launch(demo_campaign(quick=quick, name=name, storage_path=storage_path))
         store = Store(result.tracking_uri)
+        watch.lap("search campaign")
         console.rule(f"[bold]2/4 ensemble: greedy selection on {selection_split(size)}, majority vote")
         registered = build_ensemble(store, task="sst2", top=len(INITS), name=ENSEMBLE_NAME, experiments=[name],
                                     select="greedy", selection_split=selection_split(size))
         reference = f"{registered.name}/{registered.version}"
         table3 = evaluate_and_log(store, reference, max_examples=size["evaluation_examples"], console=console,
                                   picture_dir=result.experiment_dir)
+        watch.lap("ensemble and Table 3")
         console.rule("[bold]3/4 serving: Ray Serve, one frozen model, the ensemble's prompts in one batched pass")
         task = get_task("sst2")
         records = [{"sentence": r["sentence"]} for r in list(task.source.records("validation"))[:SENTENCES_SENT]]
@@ -169,9 +190,11 @@ def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo", con
                                 jax_cache_dir=str(storage_path / "jax_cache"))
     finally:
         ray.shutdown()
+    watch.lap("serving")
     pictures = sorted(result.experiment_dir.glob("*.png"))
     summary = DemoResult(result.experiment_dir, result.tracking_uri, table3.as_dict(),
-                         [p | {"sentence": r["sentence"]} for p, r in zip(answer["predictions"], records)], pictures)
+                         [p | {"sentence": r["sentence"]} for p, r in zip(answer["predictions"], records)], pictures,
+                         watch.minutes)
     console.rule("[bold]4/4 summary")
     _print_summary(console, result.rows, trial_table, summary)
     return summary
@@ -203,11 +226,15 @@ def _print_summary(console: Console, rows, trial_table, summary: DemoResult) -> 
         console.print(f"picture: {picture}")
     store = summary.tracking_uri
     console.print(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {store} --port 5000  (then open http://127.0.0.1:5000)")
+    stages = ", ".join(f"{name} {minutes:.1f}" for name, minutes in summary.minutes.items())
+    console.print(f"wall time in minutes: {stages} (total {sum(summary.minutes.values()):.1f}, "
+                  "after the install)")
     console.print("everything is shut down: Ray, Serve and the trials have stopped.")
 
 
 def summary_json(summary: DemoResult) -> dict[str, Any]:
     return {"folder": str(summary.folder), "tracking_uri": summary.tracking_uri, "table3": summary.table3,
             "verdict": summary.verdict(),
-            "predictions": summary.predictions, "pictures": [str(p) for p in summary.pictures]}
+            "predictions": summary.predictions, "pictures": [str(p) for p in summary.pictures],
+            "minutes": summary.minutes}
 

@@ -48,7 +48,9 @@ def test_quick_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path):
     names = {Path(p).name for p in summary["pictures"]}
     assert {"curves.png", "table3.png"} <= names and all(Path(p).stat().st_size > 0 for p in summary["pictures"])
     assert summary["tracking_uri"].startswith("sqlite:///" + str(tmp_path))
-    for heading in ("trials", "Table 3", "the voted ensemble", "voted predictions", "MLflow UI"):
+    assert set(summary["minutes"]) == {"search campaign", "ensemble and Table 3", "serving"}
+    assert all(minutes > 0 for minutes in summary["minutes"].values())
+    for heading in ("trials", "Table 3", "the voted ensemble", "voted predictions", "MLflow UI", "wall time"):
         assert heading in done.stdout
     started = _ray_sessions() - before
     assert started, "the demo started its own local Ray"
