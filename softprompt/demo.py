@@ -14,7 +14,7 @@
    shut down.
 
 `--quick` runs the same path on t5-tiny-random in a couple of minutes (a CI test does);
-the default runs the real Gemma 3 270M, sized for 15-21 minutes on 2 CPU cores (bfloat16 weights).
+the default runs the real Gemma 3 270M, sized for 15-22 minutes on 2 CPU cores (bfloat16 weights).
 """
 
 from __future__ import annotations
