@@ -33,18 +33,13 @@ def scores_on(model, task, prompts, split: str) -> tuple[np.ndarray, np.ndarray,
     """Every prompt's ([P, E] each) label log-likelihoods on `split`: ([K, B, C], gold [B], the
     B examples)."""
     from softprompt.core.evaluation import encode_inputs
-    from softprompt.core.inference import label_targets
     from softprompt.core.multi_prompt import stack_prompts
-    from softprompt.ensemble.predict import EnsembleInput, member_scores
+    from softprompt.ensemble.build import stacked_label_scores
 
     examples = task.examples(split, training=False)
-    targets = tuple(map(tuple, label_targets(model, task.label_words)))
-    count = len(prompts)
-    inputs = [EnsembleInput(ids, 0, (1,) * count, targets, task.label_words, "majority")
-              for ids in encode_inputs(model, task, examples)]
-    scores, _ = member_scores(model, stack_prompts(list(prompts)), inputs)
+    scores = stacked_label_scores(model, task, stack_prompts(list(prompts)), encode_inputs(model, task, examples))
     gold = np.array([task.label_words.index(e.targets) for e in examples])
-    return np.stack(scores, axis=1), gold, examples
+    return scores, gold, examples
 
 
 def accuracy(scores: np.ndarray, gold: np.ndarray, weights, rule: str) -> float:
@@ -68,6 +63,8 @@ def greedy(scores: np.ndarray, gold: np.ndarray, examples: list, task, rule: str
 def design_rows(task, selection, report, members: list[int], size: int) -> dict[str, float]:
     """Report accuracies of one realisation (candidate indices `members`); greedy ensembles of at
     most `size` votes."""
+    from softprompt.ensemble.selection import pairwise_disagreement
+
     (sel, sel_gold, sel_examples), (rep, rep_gold, _) = selection, report
     sel, rep = sel[members], rep[members]
     singles_sel = [accuracy(sel[[k]], sel_gold, None, "majority") for k in range(len(members))]
@@ -81,8 +78,7 @@ def design_rows(task, selection, report, members: list[int], size: int) -> dict[
         rows[f"greedy ({rule})"] = accuracy(rep, rep_gold, votes, rule)
         rows[f"greedy ({rule}) votes"] = votes.tolist()
     rows["members on report"] = singles_rep
-    rows["mean pairwise disagreement (report)"] = float(np.mean([
-        np.mean(rep[i].argmax(-1) != rep[j].argmax(-1)) for i in range(len(members)) for j in range(i + 1, len(members))]))
+    rows["mean pairwise disagreement (report)"] = pairwise_disagreement(list(rep.argmax(-1)))
     return rows
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from softprompt.core.evaluation import encode_inputs
 from softprompt.core.models import load_model
 from softprompt.core.models.base import FrozenModel
-from softprompt.core.multi_prompt import stack_prompts
+from softprompt.core.multi_prompt import PromptTable, stack_prompts
 from softprompt.core.fingerprint import file_sha256
 from softprompt.core.inference import label_targets
 from softprompt.core.prompts import TENSOR_FILE, PromptArtifactError, SoftPrompt
@@ -192,14 +192,22 @@ def greedy_members(model: FrozenModel, task: TaskSpec, candidates: Sequence[Cand
         predict = lambda w: [majority_vote(texts, likelihoods, weights=w).label  # noqa: E731
                              for texts, likelihoods in answers]
     else:
-        targets = tuple(map(tuple, label_targets(scorer, task.label_words)))
-        inputs = [EnsembleInput(ids, 0, (1,) * count, targets, task.label_words, rule) for ids in encoded]
-        scores, _ = member_scores(scorer, table, inputs)
-        stacked = np.stack(scores, axis=1)                                      # [K, B, C]
+        stacked = stacked_label_scores(scorer, task, table, encoded, rule=rule)   # [K, B, C]
         predict = lambda w: [task.label_words[i] for i in combine(stacked, weights=w, rule=rule)[0]]  # noqa: E731
         tiebreak = gold_log_probability(stacked, task, examples)
     top_score = score(predict(np.array(top_selection(count, size))))
     return greedy_select(predict, score, candidates=count, size=size, tiebreak=tiebreak), top_score
+
+
+def stacked_label_scores(model: FrozenModel, task: TaskSpec, table: PromptTable, encoded: Sequence, *,
+                         rule: str = "majority") -> np.ndarray:
+    """Every prompt of `table` (K prompts) on every encoded input (B token-id lists): the label
+    log-likelihoods [K, B, C], in one pass over K x B rows."""
+    targets = tuple(map(tuple, label_targets(model, task.label_words)))
+    count = int(table.embeddings.shape[0])
+    inputs = [EnsembleInput(ids, 0, (1,) * count, targets, task.label_words, rule) for ids in encoded]
+    scores, _ = member_scores(model, table, inputs)
+    return np.stack(scores, axis=1)
 
 
 def gold_log_probability(stacked: np.ndarray, task: TaskSpec, examples: Sequence):
