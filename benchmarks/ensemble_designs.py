@@ -4,6 +4,7 @@ selection split and on a report split, and compares ensemble designs over the sa
 
 - `same init`: the three seeds of one init (today's demo: class labels), one realisation per init;
 - `mixed inits`: one prompt of each init with the same seed, one realisation per seed;
+- `all trials`: every trial's prompt as a candidate (one realisation: what a larger campaign offers);
 - with `--snapshots CAMPAIGN_FOLDER`, the same two designs with every evaluated checkpoint of each
   trial as a candidate (steps 150 and 300 in the demo's trial: a snapshot ensemble), read from
   the trials' Ray Tune checkpoints.
@@ -135,6 +136,7 @@ def main() -> None:
     seeds = sorted({seed for _, seed, _ in keys})
     designs = {f"same init: {init}": [(init, s, "best") for s in seeds] for init in inits}
     designs |= {f"mixed inits: seed {s}": [(init, s, "best") for init in inits] for s in seeds}
+    designs["all trials"] = [key for key in keys if key[2] == "best"]     # a campaign's whole pool
     if args.snapshots:
         snapshots = trial_snapshots(Path(args.snapshots), wanted)
         for key, embeddings in snapshots.items():
