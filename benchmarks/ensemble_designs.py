@@ -2,8 +2,8 @@
 `examples/campaigns/demo-members.yaml`: three inits x three seeds), scores every prompt once on a
 selection split and on a report split, and compares ensemble designs over the same prompts:
 
-- `same init`: the three seeds of one init (today's demo: class labels), one realisation per init;
-- `mixed inits`: one prompt of each init with the same seed, one realisation per seed;
+- `same init`: the three seeds of one init (the demo's runs A-C: class labels), one realisation per init;
+- `mixed inits`: one prompt of each init with the same seed (today's demo), one realisation per seed;
 - `all trials`: every trial's prompt as a candidate (one realisation: what a larger campaign offers);
 - with `--snapshots CAMPAIGN_FOLDER`, the same two designs with every evaluated checkpoint of each
   trial as a candidate (steps 150 and 300 in the demo's trial: a snapshot ensemble), read from
