@@ -192,7 +192,7 @@ def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo", con
         ray.shutdown()
     watch.lap("serving")
     pictures = sorted(result.experiment_dir.glob("*.png"))
-    summary = DemoResult(result.experiment_dir, result.tracking_uri, table3.as_dict(),
+    summary = DemoResult(result.experiment_dir, result.tracking_uri, _with_inits(table3.as_dict(), store),
                          [p | {"sentence": r["sentence"]} for p, r in zip(answer["predictions"], records)], pictures,
                          watch.minutes)
     console.rule("[bold]4/4 summary")
@@ -200,12 +200,19 @@ def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo", con
     return summary
 
 
+def _with_inits(table3: dict, store) -> dict:
+    """The Table 3 dict with each tuned prompt's init (from its MLflow run), so rows say which is which."""
+    for member in table3["members"]:
+        member["init"] = store.get_run(member["run_id"]).params.get("init", "?")
+    return table3
+
+
 def _print_summary(console: Console, rows, trial_table, summary: DemoResult) -> None:
     console.print(trial_table(rows, title="trials (Ray Tune)"))
     table3, metric = summary.table3, summary.table3["metric"]
     view = Table("prompt", metric, title=f"Table 3 layout ({table3['examples']} validation sentences)")
     for number, member in enumerate(table3["members"]):
-        view.add_row(f"tuned prompt {number} ({member['run_id'][:8]})", f"{member[metric]:.2f}")
+        view.add_row(f"tuned prompt {number}: {member['init']} ({member['run_id'][:8]})", f"{member[metric]:.2f}")
     for name, value in table3["baselines"].items():
         view.add_row(name, f"{value:.2f}")
     for name, value in table3["ensembles"].items():

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from softprompt.demo import INITS
+
 BIN = Path(sys.executable).parent / "softprompt"
 
 
@@ -32,6 +34,7 @@ def test_quick_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path):
     table3 = summary["table3"]
     # three tuned prompts (the greedy members and the rest of the top 3), the designed prompt, two ensembles
     assert len(table3["members"]) == 3 and table3["examples"] == 64
+    assert sorted(member["init"] for member in table3["members"]) == sorted(INITS)   # one prompt per init
     assert list(table3["ensembles"]) == ["ensemble (greedy)", "ensemble (top-3)"]
     assert list(table3["baselines"]) == ["designed: review+labels 0-shot"]
     greedy = table3["weights"]["ensemble (greedy)"]
