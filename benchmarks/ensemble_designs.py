@@ -35,7 +35,7 @@ def scores_on(model, task, prompts, split: str) -> tuple[np.ndarray, np.ndarray,
     B examples)."""
     from softprompt.core.evaluation import encode_inputs
     from softprompt.core.multi_prompt import stack_prompts
-    from softprompt.ensemble.build import stacked_label_scores
+    from softprompt.ensemble.predict import stacked_label_scores
 
     examples = task.examples(split, training=False)
     scores = stacked_label_scores(model, task, stack_prompts(list(prompts)), encode_inputs(model, task, examples))

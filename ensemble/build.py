@@ -28,9 +28,8 @@ import numpy as np
 from softprompt.core.evaluation import encode_inputs
 from softprompt.core.models import load_model
 from softprompt.core.models.base import FrozenModel
-from softprompt.core.multi_prompt import PromptTable, stack_prompts
+from softprompt.core.multi_prompt import stack_prompts
 from softprompt.core.fingerprint import file_sha256
-from softprompt.core.inference import label_targets
 from softprompt.core.prompts import TENSOR_FILE, PromptArtifactError, SoftPrompt
 from softprompt.core.tasks import TaskSpec, get_task, is_task_file
 from softprompt.core.tasks.holdout import Holdout
@@ -39,7 +38,7 @@ from softprompt.store.names import TAG_MODEL, TAG_MODEL_FINGERPRINT, TAG_TASK_SO
 from softprompt.store.prompts import prompt_uri, verified_prompt
 
 from .loaded import scoring_model
-from .predict import EnsembleInput, member_answers, member_scores
+from .predict import EnsembleInput, member_answers, stacked_label_scores
 from .selection import SELECT_METHODS, greedy_select, top_selection
 from .voting import VOTE_RULES, combine, label_probabilities, majority_vote
 
@@ -197,17 +196,6 @@ def greedy_members(model: FrozenModel, task: TaskSpec, candidates: Sequence[Cand
         tiebreak = gold_log_probability(stacked, task, examples)
     top_score = score(predict(np.array(top_selection(count, size))))
     return greedy_select(predict, score, candidates=count, size=size, tiebreak=tiebreak), top_score
-
-
-def stacked_label_scores(model: FrozenModel, task: TaskSpec, table: PromptTable, encoded: Sequence, *,
-                         rule: str = "majority") -> np.ndarray:
-    """Every prompt of `table` (K prompts) on every encoded input (B token-id lists): the label
-    log-likelihoods [K, B, C], in one pass over K x B rows."""
-    targets = tuple(map(tuple, label_targets(model, task.label_words)))
-    count = int(table.embeddings.shape[0])
-    inputs = [EnsembleInput(ids, 0, (1,) * count, targets, task.label_words, rule) for ids in encoded]
-    scores, _ = member_scores(model, table, inputs)
-    return np.stack(scores, axis=1)
 
 
 def gold_log_probability(stacked: np.ndarray, task: TaskSpec, examples: Sequence):

@@ -10,13 +10,12 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 from softprompt.core.evaluation import encode_inputs
-from softprompt.core.inference import label_targets
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.multi_prompt import stack_prompts
 from softprompt.core.progress import work_progress
 from softprompt.core.tasks import TaskSpec
 
-from .predict import EnsembleInput, member_answers, member_scores
+from .predict import EnsembleInput, member_answers, stacked_label_scores
 from .selection import pairwise_disagreement
 from .voting import combine, majority_vote
 
@@ -56,10 +55,7 @@ def prompt_answers(model: FrozenModel, prompts: Sequence[np.ndarray], task: Task
         decoded, _ = member_answers(model, table, inputs)
         answers = [[texts[k] for texts, _ in decoded] for k in range(count)]
         return answers, lambda w: [majority_vote(texts, likelihoods, weights=w).label for texts, likelihoods in decoded]
-    targets = tuple(map(tuple, label_targets(model, task.label_words)))
-    inputs = [EnsembleInput(ids, 0, (1,) * count, targets, task.label_words, rule) for ids in encoded]
-    scores, _ = member_scores(model, table, inputs)
-    stacked = np.stack(scores, axis=1)                                            # [K, B, C]
+    stacked = stacked_label_scores(model, task, table, encoded, rule=rule)            # [K, B, C]
     answers = [[task.label_words[c] for c in row] for row in stacked.argmax(axis=-1)]
     return answers, lambda w: [task.label_words[c] for c in combine(stacked, weights=w, rule=rule)[0]]
 

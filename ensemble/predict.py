@@ -20,9 +20,10 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from softprompt.core.inference import Query, classify_scores, greedy_decode
+from softprompt.core.inference import Query, classify_scores, greedy_decode, label_targets
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.multi_prompt import PromptTable
+from softprompt.core.tasks import TaskSpec
 
 from .voting import Vote, majority_vote, vote_classification
 
@@ -135,3 +136,14 @@ def vote_inputs(model: FrozenModel, table: PromptTable, inputs: Sequence[Ensembl
                 raise ValueError(f"free-text answers support only the majority vote, not {inputs[i].rule!r}")
             votes[i] = majority_vote(texts, likelihoods, weights=inputs[i].weights)
     return votes, rows
+
+
+def stacked_label_scores(model: FrozenModel, task: TaskSpec, table: PromptTable, encoded: Sequence, *,
+                         rule: str = "majority") -> np.ndarray:
+    """Every prompt of `table` (K prompts) on every encoded input (B token-id lists): the label
+    log-likelihoods [K, B, C], in one pass over K x B rows."""
+    targets = tuple(map(tuple, label_targets(model, task.label_words)))
+    count = int(table.embeddings.shape[0])
+    inputs = [EnsembleInput(ids, 0, (1,) * count, targets, task.label_words, rule) for ids in encoded]
+    scores, _ = member_scores(model, table, inputs)
+    return np.stack(scores, axis=1)
