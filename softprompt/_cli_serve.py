@@ -51,6 +51,7 @@ def serve(
     """Serve voted predictions over HTTP until Ctrl-C (or SIGTERM); prints one JSON line when ready."""
     from softprompt.search.ray_env import RAY_LOGS, apply_ray_env_defaults, quiet_serve_logger, ray_log_options
     from softprompt.serve.app import build_app
+    from softprompt.serve.listen import PortInUse, start_http
     from softprompt.serve.state import resolve_all
     from softprompt.store import Store
 
@@ -79,7 +80,11 @@ def serve(
     metrics = {"_metrics_export_port": metrics_port} if metrics_port and not shared else {}
     ray.init(address=address, include_dashboard=False, **ray_log_options(), **metrics)
     try:
-        ray_serve.start(http_options={"host": host, "port": port})
+        try:
+            start_http(host, port)
+        except PortInUse as error:
+            typer.echo(f"error: {error} (choose another with --port)", err=True)
+            raise typer.Exit(code=2) from error
         quiet_serve_logger()
         try:
             ray_serve.run(app, name=APP_NAME, route_prefix="/")

@@ -19,7 +19,6 @@ the default runs the real Gemma 3 270M, sized for 15-22 minutes on 2 CPU cores (
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -114,12 +113,6 @@ def demo_campaign(*, quick: bool, name: str, storage_path: Path):
     }, source="demo")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _ask_server(port: int, records: list[dict]) -> dict:
     import httpx
 
@@ -142,9 +135,9 @@ def _serve_and_ask(reference: str, tracking_uri: str, records: list[dict], *, ja
 
     from softprompt.search.ray_env import quiet_serve_logger
     from softprompt.serve.app import build_app
+    from softprompt.serve.listen import start_on_free_port
 
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    port = start_on_free_port("127.0.0.1")
     quiet_serve_logger()
     try:
         serve.run(build_app([reference], tracking_uri=tracking_uri, jax_cache_dir=jax_cache_dir),

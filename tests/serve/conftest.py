@@ -3,13 +3,14 @@ untrained t5-tiny-random prompts (no search layer), and what a loopback client n
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import pytest
 
+from softprompt.serve.listen import free_loopback_port, start_on_free_port
 from softprompt.store import Store
 
 for _name, _value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
@@ -53,16 +54,31 @@ def ensembles(store, tiny_model) -> dict[str, str]:
             for name, (task, seeds, length) in SAMPLE_ENSEMBLES.items()}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def free_port() -> Callable[[], int]:
     """Call it for a TCP port free on 127.0.0.1 right now."""
-    return _free_port
+    return free_loopback_port
+
+
+@contextlib.contextmanager
+def _local_serve(**ray_options) -> Iterator[int]:
+    import ray
+    from ray import serve
+
+    ray.init(include_dashboard=False, num_cpus=4, logging_level="error", log_to_driver=False, **ray_options)
+    try:
+        yield start_on_free_port("127.0.0.1")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def local_serve() -> Callable[..., contextlib.AbstractContextManager[int]]:
+    """`with local_serve(**ray_init_options) as port:` a Ray of the test's own with Serve listening on
+    a free loopback port; both shut down after, also when starting failed (the next module's Ray
+    could not start otherwise)."""
+    return _local_serve
 
 
 @pytest.fixture(scope="session")

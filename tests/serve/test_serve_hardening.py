@@ -20,9 +20,8 @@ BIN = Path(sys.executable).parent / "softprompt"
 
 
 @pytest.fixture(scope="module")
-def served(store, tiny_model, free_port, token):
+def served(store, tiny_model, local_serve, token):
     """Two apps on one Serve: `main` (token, two replicas) and `small` (a queue of 4)."""
-    import ray
     from ray import serve
 
     from softprompt.serve.app import build_app
@@ -34,17 +33,13 @@ def served(store, tiny_model, free_port, token):
     # the alias moves after the driver resolved it: the replicas must still agree on the pinned version
     moved = register_sample_ensemble(store.handle, tiny_model, name="hard-rte", task="rte", seeds=(3, 4, 5),
                                      experiment_id=store.experiment_id)
-    port = free_port()
-    ray.init(include_dashboard=False, num_cpus=4, logging_level="error", log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(pinned, name="hard-main", route_prefix="/main")
-    small = build_app(["hard-rte@production"], tracking_uri=store.uri, replica_cpus=0, max_rows_per_pass=8,
-                      max_batch_size=4, max_queued_requests=4, app_name="hard-small")
-    small = small._bound_deployment.options(max_ongoing_requests=2).bind(*small._bound_deployment.init_args)
-    serve.run(small, name="hard-small", route_prefix="/small")
-    yield {"url": f"http://127.0.0.1:{port}", "first": first.version, "moved": moved.version}
-    serve.shutdown()
-    ray.shutdown()
+    with local_serve() as port:
+        serve.run(pinned, name="hard-main", route_prefix="/main")
+        small = build_app(["hard-rte@production"], tracking_uri=store.uri, replica_cpus=0, max_rows_per_pass=8,
+                          max_batch_size=4, max_queued_requests=4, app_name="hard-small")
+        small = small._bound_deployment.options(max_ongoing_requests=2).bind(*small._bound_deployment.init_args)
+        serve.run(small, name="hard-small", route_prefix="/small")
+        yield {"url": f"http://127.0.0.1:{port}", "first": first.version, "moved": moved.version}
 
 
 def _post(url: str, body, token: str | None, **kwargs) -> httpx.Response:

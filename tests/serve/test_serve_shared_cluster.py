@@ -15,11 +15,12 @@ from pathlib import Path
 import httpx
 
 from sample_ensembles import register_sample_ensemble
+from softprompt.serve.listen import start_on_free_port
 
 BIN = Path(sys.executable).parent / "softprompt"
 
 
-def test_serve_on_a_shared_cluster_removes_only_its_own_application(store, tiny_model, free_port, tmp_path):
+def test_serve_on_a_shared_cluster_removes_only_its_own_application(store, tiny_model, tmp_path):
     """`softprompt serve` joining a cluster through RAY_ADDRESS leaves the cluster's other apps running.
     The cluster is this test process's own (never `ray stop`: that would stop every Ray on the machine)."""
     import ray
@@ -27,7 +28,6 @@ def test_serve_on_a_shared_cluster_removes_only_its_own_application(store, tiny_
 
     register_sample_ensemble(store.handle, tiny_model, name="shared-sst2", task="sst2", seeds=(0, 1),
                              experiment_id=store.experiment_id)
-    port = free_port()
     env = os.environ | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
                         "RAY_AUTH_MODE": "disabled", "JAX_PLATFORMS": "cpu"}
 
@@ -39,7 +39,7 @@ def test_serve_on_a_shared_cluster_removes_only_its_own_application(store, tiny_
     context = ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="error",
                        log_to_driver=False)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        port = start_on_free_port("127.0.0.1")
         serve.run(Other.bind(), name="other", route_prefix="/other")
         log = tmp_path / "serve.log"
         process = subprocess.Popen([str(BIN), "serve", "--ensemble", "shared-sst2@production", "--port", str(port),
