@@ -5,11 +5,14 @@ prompt length 20, batch 8 per trial, different prompts per trial. Each mode runs
 process so that its peak memory is its own.
 
     .venv/bin/python benchmarks/campaign_throughput.py [--k 4] [--dtype bfloat16] [--rows-per-call N|all]
+                                                       [--table-size N|k]
     .venv/bin/python benchmarks/campaign_throughput.py --model-only     # the cost model, no timing
 
 Last line: one JSON object with trial_steps_per_s_separate, trial_steps_per_s_fused, ratio,
 peak_rss_gb_separate, peak_rss_gb_fused, k, device. `--rows-per-call` (default: the trials' batch
 size on a CPU, `all` on an accelerator) is the fused step's call size (see core/fused.py).
+`--table-size` (default: what a campaign's step server uses, `fuse.max_trials`, 8) is the number of
+prompts in each call's table: a decoder-only model runs every prompt of the table once per call.
 
 `--model-only` prints, for K = 1, 4, 16, 64, XLA's own cost analysis (`compiled.cost_analysis()`)
 of K separate steps and of one fused step — FLOPs and bytes accessed — and the step time each
@@ -32,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from _common import BATCH, PROMPT_LENGTH, emit, interleaved_seconds
+from softprompt.search.campaign import Fuse
 
 # Published peaks of the accelerator the projection names (NVIDIA H100 SXM, dense bfloat16).
 ACCELERATOR = {"name": "H100 SXM (projection)", "flops_per_s": 989e12, "bytes_per_s": 3.35e12}
@@ -56,7 +60,7 @@ def trial_prompts(model, k: int) -> list[np.ndarray]:
     return [SoftPrompt.init(model, length=PROMPT_LENGTH, init="sampled_vocab", seed=s).embeddings for s in range(k)]
 
 
-def time_mode(mode: str, k: int, dtype: str, rows_per_call: int | None) -> dict:
+def time_mode(mode: str, k: int, dtype: str, rows_per_call: int | None, table_size: int | None) -> dict:
     """Seconds for one step of all K trials in `mode` (separate | fused), and this process's peak RSS."""
     from softprompt.core.batching import make_batch
     from softprompt.core.fused import fused_value_and_grad
@@ -76,7 +80,8 @@ def time_mode(mode: str, k: int, dtype: str, rows_per_call: int | None) -> dict:
                 jax.block_until_ready(step(jnp.asarray(prompt), model.ops, params, batch))
     else:
         def call():
-            fused_value_and_grad(model.ops, params, prompts, batches, pad_id=pad, rows_per_call=rows_per_call)
+            fused_value_and_grad(model.ops, params, prompts, batches, pad_id=pad, rows_per_call=rows_per_call,
+                                 table_size=table_size)
     seconds = interleaved_seconds({mode: call}, warmup=2, repeats=5)[mode]
     return {"seconds": seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
@@ -129,13 +134,17 @@ def main() -> None:
     parser.add_argument("--model-only", action="store_true")
     parser.add_argument("--rows-per-call", default=None,
                         help=f"rows per fused call: a number or 'all' (default: {BATCH} on a CPU, all on a GPU)")
+    parser.add_argument("--table-size", default=str(Fuse().max_trials),
+                        help="prompts in a fused call's table: a number (default: the step server's, fuse.max_trials "
+                             "of a campaign file) or 'k' (exactly the K trials')")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 4, 16, 64], help="K values of --model-only")
     parser.add_argument("--mode", choices=["separate", "fused"], help=argparse.SUPPRESS)   # one child process
     args = parser.parse_args()
     rows_per_call = args.rows_per_call or ("all" if jax.default_backend() != "cpu" else str(BATCH))
     if args.mode:
         rows = None if rows_per_call == "all" else int(rows_per_call)
-        print(json.dumps(time_mode(args.mode, args.k, args.dtype, rows)))
+        table = None if args.table_size == "k" else int(args.table_size)
+        print(json.dumps(time_mode(args.mode, args.k, args.dtype, rows, table)))
         return
     if args.model_only:
         rows = cost_model(args.dtype, tuple(args.ks))
@@ -144,7 +153,8 @@ def main() -> None:
     measured = {}
     for mode in ("separate", "fused"):
         done = subprocess.run([sys.executable, str(Path(__file__)), "--mode", mode, "--k", str(args.k),
-                               "--dtype", args.dtype, "--rows-per-call", rows_per_call],
+                               "--dtype", args.dtype, "--rows-per-call", rows_per_call,
+                               "--table-size", args.table_size],
                               capture_output=True, text=True, check=True)
         measured[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     separate = args.k / measured["separate"]["seconds"]
@@ -152,7 +162,8 @@ def main() -> None:
     emit({"trial_steps_per_s_separate": separate, "trial_steps_per_s_fused": fused, "ratio": fused / separate,
           "peak_rss_gb_separate": measured["separate"]["peak_rss_gb"],
           "peak_rss_gb_fused": measured["fused"]["peak_rss_gb"], "k": args.k,
-          "device": jax.devices()[0].device_kind, "dtype": args.dtype, "rows_per_call": rows_per_call})
+          "device": jax.devices()[0].device_kind, "dtype": args.dtype, "rows_per_call": rows_per_call,
+          "table_size": args.table_size})
 
 
 if __name__ == "__main__":

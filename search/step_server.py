@@ -154,7 +154,7 @@ class StepServer:
         rows = self._rows_per_call or (max(len(r.pairs) for r in group) if self._cpu else None)
         return fused_value_and_grad(self._model.ops, self._params, [r.prompt for r in group], [r.pairs for r in group],
                                     pad_id=self._model.tokenizer.pad_id, rows_per_call=rows,
-                                    table_size=self._max_trials)
+                                    table_size=table_size(len(group), len(self._live), self._max_trials))
 
     def _evaluations(self, group: list[_Request]) -> list[dict[str, float]]:
         from softprompt.core.fused import fused_evaluate
@@ -162,6 +162,18 @@ class StepServer:
         task = group[0].evaluation[0]
         return fused_evaluate(self._model, [r.prompt for r in group], task,
                               [(r.evaluation[1], r.evaluation[2]) for r in group])
+
+
+def table_size(group: int, live: int, max_trials: int) -> int:
+    """Prompts in a fused call's table for `group` waiting trials of `live`: a decoder-only model
+    runs each of them once per call, so not `max_trials` but the live trials rounded up to a power
+    of two (a few compiled table shapes as trials come and go). 3 trials on a CPU: a table of 8 made
+    fusing 10% slower than separate steps, one of 4 6% faster (campaign_throughput.py --table-size).
+
+    >>> [table_size(group, live, 8) for group, live in ((3, 3), (2, 3), (1, 1), (5, 6), (8, 20))]
+    [4, 4, 1, 8, 8]
+    """
+    return max(group, min(max_trials, 1 << (max(live, 1) - 1).bit_length()))
 
 
 def server_name(campaign: str, node_id: str, *, model: str, dtype: str, target_format: str) -> str:
