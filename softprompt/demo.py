@@ -147,7 +147,8 @@ def _serve_and_ask(reference: str, tracking_uri: str, records: list[dict], *, ja
         serve.shutdown()
 
 
-def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo", console: Console | None = None) -> DemoResult:
+def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo",
+             console: Console | None = None) -> DemoResult:
     """Runs the demo into `storage_path`/<campaign>; returns what the summary shows."""
     import ray
 
