@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from softprompt.core.tasks import Example, get_task
 from softprompt.ensemble.loaded import input_factory, load_ensemble
 from softprompt.ensemble.predict import vote_inputs
 from softprompt.ensemble.pyfunc import _load_pyfunc
+from softprompt.serve.listen import free_loopback_port
 from softprompt.store import EnsembleError, Store
 
 from sample_ensembles import register_sample_ensemble
@@ -70,15 +70,9 @@ def test_a_model_with_another_fingerprint_is_refused(registered, tiny_model, tmp
         _load_pyfunc(str(copy))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_mlflow_models_serve_answers(registered, tiny_model, tmp_path):
     store, _ = registered
-    port = _free_port()
+    port = free_loopback_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     env = os.environ | {"MLFLOW_TRACKING_URI": store.tracking_uri,      # an activated venv: its uvicorn on PATH
                          "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
