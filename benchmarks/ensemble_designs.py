@@ -11,7 +11,10 @@ selection split and on a report split, and compares ensemble designs over the sa
 
 For each realisation: the prompt the selection split ranks first, the greedy ensemble (forward
 selection with replacement on the selection split, majority vote; soft vote as a second row), the
-plain vote of all three, and the best member on the report split. Printed: each row's report
+plain vote of all three, the learned vote (`ensemble/stacking.py`: member weights and a label bias
+fitted on the selection split) over greedy's members and over all of the realisation's prompts, the
+first-ranked prompt with its own weight and bias fitted the same way (calibrated), and the best
+member on the report split. Printed: each row's report
 accuracy per realisation, and the mean gaps "ensemble minus its best member".
 
     .venv/bin/python benchmarks/ensemble_designs.py --experiment demo-members \
@@ -65,6 +68,7 @@ def design_rows(task, selection, report, members: list[int], size: int) -> dict[
     """Report accuracies of one realisation (candidate indices `members`); greedy ensembles of at
     most `size` votes."""
     from softprompt.ensemble.selection import pairwise_disagreement
+    from softprompt.ensemble.stacking import fit_pool, pool_logits
 
     (sel, sel_gold, sel_examples), (rep, rep_gold, _) = selection, report
     sel, rep = sel[members], rep[members]
@@ -78,6 +82,13 @@ def design_rows(task, selection, report, members: list[int], size: int) -> dict[
         votes = greedy(sel, sel_gold, sel_examples, task, rule, size=size)
         rows[f"greedy ({rule})"] = accuracy(rep, rep_gold, votes, rule)
         rows[f"greedy ({rule}) votes"] = votes.tolist()
+    picked = int(np.argmax(singles_sel))
+    chosen = [k for k, count in enumerate(rows["greedy (majority) votes"]) if count]
+    for name, subset in (("learned (all)", list(range(len(members)))), ("learned (greedy members)", chosen),
+                         ("member picked on selection, calibrated", [picked])):
+        pool = fit_pool(sel[subset], sel_gold)
+        rows[name] = 100.0 * float(np.mean(pool_logits(rep[subset], pool).argmax(-1) == rep_gold))
+        rows[f"{name} pool"] = pool.describe()
     rows["members on report"] = singles_rep
     rows["mean pairwise disagreement (report)"] = pairwise_disagreement(list(rep.argmax(-1)))
     return rows
@@ -161,7 +172,8 @@ def main() -> None:
     for name, rows in results.items():
         design = name.split(":")[0]
         for row in ("greedy (majority)", "greedy (soft)", "vote of all (majority)", "vote of all (soft)",
-                    "member picked on selection"):
+                    "member picked on selection", "learned (all)", "learned (greedy members)",
+                    "member picked on selection, calibrated"):
             gaps[(design, row)].append(rows[row] - rows["best member (report)"])
     print(f"\nminus the best member on {args.report} (mean over realisations, and each):")
     for (design, row), values in gaps.items():

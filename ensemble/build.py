@@ -14,6 +14,10 @@ Selection (`select`):
   params), or a split the caller names — never the one a Table 3 report evaluates on.
 - `top`: the first `top` candidates (the paper's protocol; no model needed).
 The manifest records the method, the split, the scores and the candidate pool.
+
+The learned vote (`vote_rule="learned"`, classification only): greedy selects the members under
+the majority vote, then a pool (`stacking`) of their label log-probabilities is fitted on the same
+selection split; the manifest keeps its weights and bias.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from softprompt.store.prompts import prompt_uri, verified_prompt
 from .loaded import scoring_model
 from .predict import EnsembleInput, member_answers, stacked_label_scores
 from .selection import SELECT_METHODS, greedy_select, top_selection
+from .stacking import Pool, fit_pool
 from .voting import VOTE_RULES, combine, label_probabilities, majority_vote
 
 logger = logging.getLogger(__name__)
@@ -178,13 +183,15 @@ def candidate_model(runs: Sequence[RunRecord], model: FrozenModel | None) -> Fro
 
 def greedy_members(model: FrozenModel, task: TaskSpec, candidates: Sequence[Candidate], examples: Sequence, *,
                    size: int, rule: str, metric: str, target: str):
-    """Greedy forward selection of `candidates` on `examples` (one pass over K x B rows)."""
+    """Greedy forward selection of `candidates` on `examples` (one pass over K x B rows): the
+    selection, the top-N ensemble's score, and the candidates' label log-likelihoods [K, B, C]
+    (None for free text)."""
     scorer = scoring_model(model, target)
     table = stack_prompts([c.prompt.embeddings for c in candidates])
     encoded = encode_inputs(scorer, task, examples)
     count = len(candidates)
     score = lambda predictions: metric_value(task, task.score(examples, predictions), metric)  # noqa: E731
-    tiebreak = None
+    tiebreak = stacked = None
     if task.free_text:
         inputs = [EnsembleInput(ids, 0, (1,) * count, None, None, "majority", task.max_target_tokens) for ids in encoded]
         answers, _ = member_answers(scorer, table, inputs)
@@ -195,7 +202,22 @@ def greedy_members(model: FrozenModel, task: TaskSpec, candidates: Sequence[Cand
         predict = lambda w: [task.label_words[i] for i in combine(stacked, weights=w, rule=rule)[0]]  # noqa: E731
         tiebreak = gold_log_probability(stacked, task, examples)
     top_score = score(predict(np.array(top_selection(count, size))))
-    return greedy_select(predict, score, candidates=count, size=size, tiebreak=tiebreak), top_score
+    return greedy_select(predict, score, candidates=count, size=size, tiebreak=tiebreak), top_score, stacked
+
+
+def learned_pool(task: TaskSpec, stacked: np.ndarray, examples: Sequence, metric: str) -> tuple[Pool, float]:
+    """The learned vote of members with label log-likelihoods `stacked` [N, B, C] on the selection
+    `examples`: the fitted pool and its score there."""
+    words = list(task.label_words)
+    unknown = sorted({e.targets for e in examples if e.targets not in words})
+    if unknown:
+        raise EnsembleError(f"the learned vote needs selection examples labelled with {words}, got {unknown[:3]}")
+    pool = fit_pool(stacked, np.array([words.index(e.targets) for e in examples]))
+    if not (pool.weights > 0).any():
+        raise EnsembleError("the learned vote gave every member weight 0 on the selection split: "
+                            "its prompts carry no signal there; use another vote rule")
+    predicted = [words[c] for c in combine(stacked, weights=pool.weights, rule="learned", bias=pool.bias)[0]]
+    return pool, metric_value(task, task.score(examples, predicted), metric)
 
 
 def gold_log_probability(stacked: np.ndarray, task: TaskSpec, examples: Sequence):
@@ -229,6 +251,8 @@ def build_ensemble(store: Store, *, task: str, top: int, name: str | None = None
         raise EnsembleError(f"unknown selection {select!r}; choose one of {SELECT_METHODS}")
     if vote_rule not in VOTE_RULES:
         raise EnsembleError(f"unknown vote rule {vote_rule!r}; choose one of {VOTE_RULES}")
+    if vote_rule == "learned" and select != "greedy":
+        raise EnsembleError("the learned vote is fitted on the selection split: use it with --select greedy")
     probe = get_task(task) if Path(task).suffix in (".yaml", ".yml") else None
     spec_name = probe.name if probe else task
     metric = metric or default_metric(probe or _task_for_metric(store, task, experiments))
@@ -237,7 +261,11 @@ def build_ensemble(store: Store, *, task: str, top: int, name: str | None = None
         raise EnsembleError(f"no eligible run for task {task!r} with best_{metric}"
                             + (f" in {', '.join(experiments)}" if experiments else ""))
     spec = task_of(runs, task)
+    if vote_rule == "learned" and spec.free_text:
+        raise EnsembleError(f"the learned vote weighs label probabilities: free-text task {spec.name!r} "
+                            "supports only the majority vote")
     split = None
+    pool = None
     if select == "greedy":
         if selection_split:
             split = SelectionSplit(selection_split, None, data_dir)
@@ -263,9 +291,13 @@ def build_ensemble(store: Store, *, task: str, top: int, name: str | None = None
             examples = split.examples(spec, limit=selection_limit)
             if not examples:
                 raise EnsembleError(f"the selection split {split.describe()} of task {spec.name!r} has no examples")
-            chosen, top_score = greedy_members(frozen, spec, candidates, examples, size=top, rule=vote_rule,
-                                               metric=metric, target=target_format(runs[0]))
+            greedy_rule = "majority" if vote_rule == "learned" else vote_rule
+            chosen, top_score, stacked = greedy_members(frozen, spec, candidates, examples, size=top, rule=greedy_rule,
+                                                        metric=metric, target=target_format(runs[0]))
             multiplicities = chosen.multiplicities
+            if vote_rule == "learned":
+                pool, learned_score = learned_pool(spec, stacked[chosen.members], examples, metric)
+                selection["learned_score"] = learned_score
             for candidate, single in zip(selection["candidates"], chosen.singles):
                 candidate["selection_score"] = single          # why a good prompt was left out
             selection |= split.describe() | {"examples": len(examples), "score": chosen.score,
@@ -278,7 +310,7 @@ def build_ensemble(store: Store, *, task: str, top: int, name: str | None = None
             model_fingerprint=first.tags[TAG_MODEL_FINGERPRINT], metric=metric,
             members=tuple(c.member(m) for c, m in members), vote_rule=vote_rule, target_format=target_format(first),
             dtype=first.params.get("dtype", "float32"), selection=selection,
-            task_source=spec_source(runs))
+            task_source=spec_source(runs), pool=pool.describe() if pool else None)
         return store.register_ensemble(manifest, [c.folder for c, _ in members],
                                        experiment_id=first.experiment_id, alias=alias)
 

@@ -28,7 +28,7 @@ class Table3(NamedTuple):
     best: float                               # the best prompt of the first ensemble
     ensemble: float                           # the first ensemble (the one evaluated)
     ensembles: dict[str, float]               # every ensemble by row name, the first first
-    weights: dict[str, list[int]]             # each ensemble's votes per prompt
+    weights: dict[str, list[float]]           # each ensemble's votes (or learned weights) per prompt
     disagreement: dict[str, float]            # each ensemble's members' mean pairwise disagreement
     baselines: dict[str, float]               # designed prompts scored on the same examples
 
@@ -39,6 +39,13 @@ class Table3(NamedTuple):
                 "members": [{"run_id": r, self.metric: v} for r, v in self.members]}
 
 
+class LearnedRow(NamedTuple):
+    """A Table 3 row voted by a learned pool rather than the table's rule."""
+
+    weights: Sequence[float]   # [K] the pool's weight per prompt (0: not a member)
+    bias: Sequence[float]      # [C] its per-label bias
+
+
 def metric_of(task: TaskSpec, metrics: Mapping[str, float], metric: str) -> float:
     return float(task.primary_score(metrics)) if metric == "score" else float(metrics[metric])
 
@@ -46,7 +53,7 @@ def metric_of(task: TaskSpec, metrics: Mapping[str, float], metric: str) -> floa
 def prompt_answers(model: FrozenModel, prompts: Sequence[np.ndarray], task: TaskSpec, encoded: Sequence[list[int]],
                    *, rule: str):
     """Every prompt's answers on every input from one pass, and a `vote(weights)` function giving
-    the weighted ensemble's answers ([K] weights over the prompts)."""
+    the weighted ensemble's answers ([K] weights over the prompts, or a `LearnedRow`)."""
     table = stack_prompts(list(prompts))
     count = len(prompts)
     if task.free_text:
@@ -57,14 +64,21 @@ def prompt_answers(model: FrozenModel, prompts: Sequence[np.ndarray], task: Task
         return answers, lambda w: [majority_vote(texts, likelihoods, weights=w).label for texts, likelihoods in decoded]
     stacked = stacked_label_scores(model, task, table, encoded, rule=rule)            # [K, B, C]
     answers = [[task.label_words[c] for c in row] for row in stacked.argmax(axis=-1)]
-    return answers, lambda w: [task.label_words[c] for c in combine(stacked, weights=w, rule=rule)[0]]
+
+    def vote(w):
+        if isinstance(w, LearnedRow):
+            return [task.label_words[c] for c in combine(stacked, weights=w.weights, rule="learned", bias=w.bias)[0]]
+        return [task.label_words[c] for c in combine(stacked, weights=w, rule=rule)[0]]
+
+    return answers, vote
 
 
 def evaluate_ensembles(model: FrozenModel, task: TaskSpec, examples: Sequence, *, prompts: Sequence[np.ndarray],
-                       run_ids: Sequence[str], ensembles: Mapping[str, Sequence[int]], metric: str,
+                       run_ids: Sequence[str], ensembles: Mapping[str, Sequence[int] | LearnedRow], metric: str,
                        rule: str = "majority", baselines: Mapping[str, float] | None = None) -> Table3:
-    """Table 3 for `ensembles` (row name -> [K] votes per prompt) over `prompts` [P_k, E]: the
-    first ensemble is the one evaluated; its members give the average and best rows."""
+    """Table 3 for `ensembles` (row name -> [K] votes per prompt under `rule`, or a `LearnedRow`)
+    over `prompts` [P_k, E]: the first ensemble is the one evaluated; its members give the average
+    and best rows."""
     if not examples:
         raise ValueError(f"no {task.name} examples to evaluate the ensemble on")
     with work_progress(f"{len(prompts)} prompts on {len(examples)} {task.name} examples",
@@ -73,11 +87,14 @@ def evaluate_ensembles(model: FrozenModel, task: TaskSpec, examples: Sequence, *
     values = [metric_of(task, task.score(examples, predicted), metric) for predicted in answers]
     scores, weights, disagreement = {}, {}, {}
     for row, votes in ensembles.items():
-        votes = np.asarray(votes)
-        scores[row] = metric_of(task, task.score(examples, vote(votes)), metric)
-        weights[row] = votes.astype(int).tolist()
-        disagreement[row] = pairwise_disagreement([answers[k] for k in np.flatnonzero(votes)])
-    first = np.flatnonzero(np.asarray(next(iter(ensembles.values()))))
+        scores[row] = metric_of(task, task.score(examples, vote(votes if isinstance(votes, LearnedRow)
+                                                                 else np.asarray(votes))), metric)
+        if isinstance(votes, LearnedRow):
+            weights[row] = [round(float(w), 3) for w in votes.weights]
+        else:
+            weights[row] = np.asarray(votes).astype(int).tolist()
+        disagreement[row] = pairwise_disagreement([answers[k] for k in np.flatnonzero(weights[row])])
+    first = np.flatnonzero(next(iter(weights.values())))
     chosen = [values[k] for k in first]
     return Table3(metric, len(examples), list(zip(run_ids, values)), float(np.mean(chosen)), float(max(chosen)),
                   next(iter(scores.values())), scores, weights, disagreement, dict(baselines or {}))

@@ -112,11 +112,11 @@ def input_factory(model: FrozenModel, loaded: LoadedEnsemble, *, task: TaskSpec 
     task = task or manifest_task(loaded.manifest)
     targets = None if task.free_text else tuple(
         map(tuple, label_targets(scoring_model(model, loaded.manifest.target_format), task.label_words)))
-    weights = loaded.manifest.weights
+    manifest = loaded.manifest
 
     def make(input_ids: list[int]) -> EnsembleInput:
-        return EnsembleInput(list(input_ids), first_prompt, weights, targets, task.label_words,
-                             loaded.manifest.vote_rule, task.max_target_tokens)
+        return EnsembleInput(list(input_ids), first_prompt, manifest.vote_weights, targets, task.label_words,
+                             manifest.vote_rule, task.max_target_tokens, manifest.vote_bias)
 
     return make
 

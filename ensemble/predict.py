@@ -37,11 +37,12 @@ class EnsembleInput(NamedTuple):
 
     input_ids: list[int]
     first_prompt: int
-    weights: tuple[int, ...]                       # [N] member multiplicities
+    weights: tuple[float, ...]                     # [N] member weights (multiplicities, or the learned pool's)
     targets: tuple[tuple[int, ...], ...] | None    # label target ids per label word; None: free text
     label_words: tuple[str, ...] | None
     rule: str = "majority"
     max_new_tokens: int = 8                        # free text: the answer budget
+    bias: tuple[float, ...] | None = None          # [C] the learned vote's per-label bias
 
     @property
     def members(self) -> int:
@@ -127,7 +128,8 @@ def vote_inputs(model: FrozenModel, table: PromptTable, inputs: Sequence[Ensembl
         scores, rows = member_scores(model, table, [inputs[i] for i in classify], max_rows=max_rows)
         for i, member_scores_i in zip(classify, scores):
             item = inputs[i]
-            votes[i] = vote_classification(member_scores_i, item.label_words, rule=item.rule, weights=item.weights)
+            votes[i] = vote_classification(member_scores_i, item.label_words, rule=item.rule, weights=item.weights,
+                                           bias=item.bias)
     if decode:
         answers, decoded_rows = member_answers(model, table, [inputs[i] for i in decode], max_rows=max_rows)
         rows += decoded_rows

@@ -20,7 +20,7 @@ from softprompt.store import EnsembleError, RegisteredEnsemble, Store
 from softprompt.store.names import TAG_BASELINE
 from softprompt.store.prompts import verified_prompt
 
-from .evaluate import Table3, evaluate_ensembles, metric_of
+from .evaluate import LearnedRow, Table3, evaluate_ensembles, metric_of
 from .loaded import load_registered, manifest_task, scoring_model
 
 # A designed text prompt as a Table 3 row: (row name, (model, task, examples) -> the table's metric).
@@ -91,18 +91,23 @@ def ensemble_table(store: Store, registered: RegisteredEnsemble, model, task: Ta
     prompts = [p.embeddings for p in loaded.prompts]
     run_ids = [m.run_id for m in manifest.members]
     method = (manifest.selection or {}).get("method", "top")
-    ensembles = {f"ensemble ({method})": list(manifest.weights)}
+    ensembles: dict = {f"ensemble ({method})": list(manifest.weights)}
+    if manifest.pool:    # the learned vote first (the one evaluated), then its members' majority vote
+        ensembles = {f"ensemble ({method}, learned)": LearnedRow(list(manifest.vote_weights), manifest.vote_bias),
+                     f"ensemble ({method}, majority)": list(manifest.weights)}
     with tempfile.TemporaryDirectory() as folder:
         extra, extra_ids = _top_rows(store, registered, model, Path(folder))
     if method == "greedy" and manifest.selection.get("candidates"):
         size = int(manifest.selection["size"])
         top_ids = [c["run_id"] for c in manifest.selection["candidates"][:size]]
         prompts, run_ids = prompts + extra, run_ids + extra_ids
-        ensembles = {row: votes + [0] * len(extra) for row, votes in ensembles.items()}
+        ensembles = {row: votes._replace(weights=list(votes.weights) + [0.0] * len(extra))
+                     if isinstance(votes, LearnedRow) else votes + [0] * len(extra)
+                     for row, votes in ensembles.items()}
         ensembles[f"ensemble (top-{len(top_ids)})"] = [1 if run_id in top_ids else 0 for run_id in run_ids]
     return evaluate_ensembles(scoring_model(model, manifest.target_format), task, examples, prompts=prompts,
                               run_ids=run_ids, ensembles=ensembles, metric=manifest.metric,
-                              rule=manifest.vote_rule, baselines=baselines)
+                              rule="majority" if manifest.pool else manifest.vote_rule, baselines=baselines)
 
 
 def render_table3(table: Table3, *, title: str) -> Table:
@@ -110,7 +115,7 @@ def render_table3(table: Table3, *, title: str) -> Table:
     first = next(iter(table.weights.values()))
     view = Table("prompt", table.metric, "votes", title=title)
     for number, (run_id, value) in enumerate(table.members):
-        votes = " ".join(f"{w[number]}" for w in table.weights.values())
+        votes = " ".join(f"{w[number]:g}" for w in table.weights.values())
         view.add_row(f"prompt {number} ({run_id[:8]})", f"{value:.2f}", votes, style=None if first[number] else "dim")
     view.add_row("average of members", f"{table.average:.2f}", "", style="dim")
     view.add_row("best member", f"{table.best:.2f}", "", style="dim")
@@ -118,7 +123,7 @@ def render_table3(table: Table3, *, title: str) -> Table:
         view.add_row(name, f"{value:.2f}", "", style="dim")
     for row, value in table.ensembles.items():
         view.add_row(f"{row}, disagreement {table.disagreement[row]:.2f}", f"{value:.2f}",
-                     str(sum(table.weights[row])), style="bold")
+                     f"{sum(table.weights[row]):g}", style="bold")
     return view
 
 

@@ -7,6 +7,8 @@ Rules (`VOTE_RULES`), for classification:
 - `soft`: the label with the highest weighted mean of the members' label probabilities (each
   member's log-likelihoods softmaxed over the task's labels).
 - `mean_logprob`: the label with the highest weighted mean log-likelihood.
+- `learned`: a pool fitted on the selection split (`stacking`): real member weights over the
+  members' label log-probabilities, plus a per-label bias.
 Free-text tasks take the weighted majority of SQuAD-normalised answers.
 
 A `Vote` carries the answer, the weight behind each answer, each member's own answer, and the
@@ -26,6 +28,8 @@ import numpy as np
 from softprompt.core.tasks.metrics import normalize_answer
 from softprompt.store.manifest import VOTE_RULES
 
+from .stacking import Pool, label_log_probabilities, pool_logits
+
 __all__ = ["VOTE_RULES", "Vote", "combine", "label_probabilities", "majority_vote", "vote_classification"]
 
 
@@ -33,7 +37,7 @@ class Vote(NamedTuple):
     label: str                 # the ensemble's answer
     votes: dict[str, int]      # answer -> the weight (members x multiplicity) that gave it
     members: list[str]         # each member's own answer, in member order
-    shares: dict[str, float]   # answer -> its share of the vote (majority) or mean probability (soft)
+    shares: dict[str, float]   # answer -> its share of the vote (majority) or probability (the others)
 
 
 def _weights(weights: Sequence[float] | None, members: int) -> np.ndarray:
@@ -45,23 +49,30 @@ def _weights(weights: Sequence[float] | None, members: int) -> np.ndarray:
 
 def label_probabilities(scores: np.ndarray) -> np.ndarray:
     """Each member's label probabilities from its label log-likelihoods: softmax over the last axis."""
-    scores = np.asarray(scores, np.float64)
-    shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
+    return np.exp(label_log_probabilities(scores))
 
 
-def combine(scores: np.ndarray, *, weights: Sequence[float] | None = None,
-            rule: str = "majority") -> tuple[np.ndarray, np.ndarray]:
+def combine(scores: np.ndarray, *, weights: Sequence[float] | None = None, rule: str = "majority",
+            bias: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ensemble's label and the vote shares for many examples at once.
 
     Args:
       scores: [N, B, C] label log-likelihoods of N members on B examples.
       weights: [N] member weights (default 1 each).
+      bias: [C] the learned vote's per-label bias (that rule only).
     Returns:
       ([B] winning label index, [B, C] shares).
     """
     scores = np.asarray(scores, np.float64)
     members, _, labels = scores.shape
+    if rule == "learned":
+        if bias is None or len(bias) != labels:
+            raise ValueError(f"the learned vote needs a bias per label ({labels}), got {bias!r}")
+        weights = np.asarray(np.ones(members) if weights is None else weights, np.float64)
+        if weights.shape != (members,) or (weights < 0).any():
+            raise ValueError(f"need {members} non-negative member weights, got {weights.tolist()}")
+        probabilities = label_probabilities(pool_logits(scores, Pool(weights, np.asarray(bias, np.float64))))
+        return probabilities.argmax(axis=-1), probabilities
     w = _weights(weights, members)
     if rule == "majority":
         choices = scores.argmax(axis=-1)                                   # [N, B]
@@ -80,16 +91,20 @@ def combine(scores: np.ndarray, *, weights: Sequence[float] | None = None,
 
 
 def vote_classification(scores: np.ndarray, label_words: Sequence[str], *, rule: str = "majority",
-                        weights: Sequence[int] | None = None) -> Vote:
-    """One example's ensemble answer from its members' label log-likelihoods [N, C].
+                        weights: Sequence[float] | None = None, bias: Sequence[float] | None = None) -> Vote:
+    """One example's ensemble answer from its members' label log-likelihoods [N, C]. `votes`
+    counts each member's answer with its multiplicity (the learned vote: once per member).
 
     >>> vote = vote_classification(np.array([[-0.1, -3.0], [-2.0, -1.9], [-2.0, -1.8]]), ["neg", "pos"])
     >>> vote.label, vote.votes, vote.shares["pos"]
     ('pos', {'neg': 1, 'pos': 2}, 0.6666666666666666)
+    >>> vote_classification(np.array([[-0.1, -3.0], [-2.0, -1.9], [-2.0, -1.8]]), ["neg", "pos"],
+    ...                     rule="learned", weights=[1.0, 0.5, 0.5], bias=[0.0, 0.0]).label   # the sure member
+    'neg'
     """
     scores = np.asarray(scores, np.float64)
-    w = _weights(weights, scores.shape[0])
-    winner, shares = combine(scores[:, None, :], weights=w, rule=rule)
+    winner, shares = combine(scores[:, None, :], weights=weights, rule=rule, bias=bias)
+    w = np.ones(scores.shape[0]) if rule == "learned" else _weights(weights, scores.shape[0])
     choices = scores.argmax(axis=1)
     counts = np.bincount(choices, weights=w, minlength=len(label_words))
     votes = {label_words[c]: int(round(counts[c])) for c in range(len(label_words)) if counts[c]}

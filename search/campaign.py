@@ -128,7 +128,7 @@ class EnsembleSettings(_Strict):
     top: int = Field(5, ge=1)                        # the most votes of each task's ensemble
     select: Literal["greedy", "top"] = "greedy"      # greedy needs a selection split: fixed.selection_examples,
     selection_split: str | None = None               #   or this, a split or slice, e.g. "validation[500:]"
-    vote: Literal["majority", "soft", "mean_logprob"] = "majority"
+    vote: Literal["majority", "soft", "mean_logprob", "learned"] = "majority"   # learned: with select greedy
 
     @field_validator("selection_split")
     @classmethod

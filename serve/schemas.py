@@ -27,9 +27,11 @@ class EnsembleRef(BaseModel):
 class Prediction(BaseModel):
     label: str = Field(description="The ensemble's (voted) answer.")
     votes: dict[str, int] = Field(description="Answer -> how many member votes gave it (a member with "
-                                               "multiplicity m counts m times).")
+                                               "multiplicity m counts m times; under the learned vote each "
+                                               "member counts once).")
     shares: dict[str, float] = Field(description="Answer -> its share of the vote (majority), or its mean "
-                                                 "probability over the members (soft vote): a confidence.")
+                                                 "probability over the members (soft vote), or the learned "
+                                                 "vote's probability: a confidence.")
     members: list[str] = Field(description="Each member's own answer, in member order.")
     truncated: bool = Field(description="The input was longer than the task's max_input_tokens and was cut.")
 

@@ -36,7 +36,8 @@ def build(task: str = typer.Option(..., help="The task whose trials to draw from
           data_dir: Optional[str] = typer.Option(None, help="Data folder for the selection split [default: the trials']."),
           vote: str = typer.Option("majority", "--vote", "--vote-rule",
                                    help="majority (weighted, ties to the likelier) | soft (mean label probability) "
-                                        "| mean_logprob"),
+                                        "| mean_logprob | learned (member weights and a per-label bias fitted "
+                                        "on the selection split; with --select greedy)"),
           allow_fewer: bool = typer.Option(False, help="Build a smaller ensemble when fewer runs qualify."),
           tracking_uri: Optional[str] = typer.Option(None, help=TRACKING_HELP)) -> None:
     """Choose members among a task's finished trials and register them as an ensemble version."""
@@ -56,7 +57,7 @@ def build_summary(registered, alias: str | None) -> dict:
     selection = {key: value for key, value in (manifest.selection or {}).items() if key != "candidates"}
     return {"name": registered.name, "version": registered.version, "alias": alias, "task": manifest.task,
             "metric": manifest.metric, "model_fingerprint": manifest.model_fingerprint, "vote": manifest.vote_rule,
-            "selection": selection,
+            "selection": selection, **({"pool": manifest.pool} if manifest.pool else {}),
             "members": [{"run_id": m.run_id, manifest.metric: m.metric, "votes": m.multiplicity}
                         for m in manifest.members]}
 

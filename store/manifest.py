@@ -6,13 +6,16 @@
      "members": [{"run_id": "…", "artifact_uri": "…/prompt", "sha256": "…", "metric": 91.2,
                   "multiplicity": 2}, …],
      "selection": {"method": "greedy", "split": "train", "holdout": {"size": 500, "seed": 0},
-                   "examples": 500, "score": 92.4, "best_member_score": 91.0, "candidates": 12}}
+                   "examples": 500, "score": 92.4, "best_member_score": 91.0, "candidates": 12},
+     "pool": null}
 
 `sha256` is that of the member's `prompt.safetensors`: a member whose file changed since the
 ensemble was built is refused on load. `multiplicity` is the member's weight in the vote (greedy
 selection with replacement may pick a prompt more than once). `target_format` is the members'
 training target format (`plain`, or T5's `sentinel`, paper §2.2): an ensemble scores labels the
-way its members were trained. `selection` says how the members were chosen. Manifests written
+way its members were trained. `selection` says how the members were chosen. `pool` is the learned
+vote's fitted combiner (vote rule `learned` only): `{"weights": [one real >= 0 per member], "bias":
+[one real per label]}`; its weights, not the multiplicities, weigh that vote. Manifests written
 before a field existed read with its default.
 """
 
@@ -20,14 +23,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Mapping
 
 from softprompt.core.config import TARGET_FORMATS
 
 FORMAT = "softprompt.ensemble/v1"
 MANIFEST_FILE = "manifest.json"
-VOTE_RULES = ("majority", "soft", "mean_logprob")   # see softprompt.ensemble.voting
+VOTE_RULES = ("majority", "soft", "mean_logprob", "learned")   # see softprompt.ensemble.voting
 DTYPES = ("float32", "bfloat16")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class EnsembleError(ValueError):
@@ -60,6 +68,7 @@ class EnsembleManifest:
     dtype: str = "float32"                        # the frozen weights' dtype (part of the fingerprint)
     selection: dict[str, Any] | None = None       # how the members were chosen (see the module doc)
     task_source: str | None = None                # a user task's YAML path (built-in tasks: None)
+    pool: dict[str, list[float]] | None = None    # the learned vote's weights and bias (see the module doc)
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -71,11 +80,39 @@ class EnsembleManifest:
             raise EnsembleError(f"ensemble {self.name!r}: unknown vote rule {self.vote_rule!r} ({VOTE_RULES})")
         if self.dtype not in DTYPES:
             raise EnsembleError(f"ensemble {self.name!r}: unknown dtype {self.dtype!r} ({DTYPES})")
+        if (self.vote_rule == "learned") != (self.pool is not None):
+            raise EnsembleError(f"ensemble {self.name!r}: a pool belongs with the learned vote and only with it "
+                                f"(vote rule {self.vote_rule!r}, pool {'given' if self.pool else 'missing'})")
+        if self.pool is not None:
+            self._check_pool(self.pool)
+
+    def _check_pool(self, pool: Any) -> None:
+        problem = None
+        if not isinstance(pool, Mapping) or set(pool) != {"weights", "bias"}:
+            problem = "needs exactly 'weights' and 'bias'"
+        elif not all(isinstance(v, list) and v and all(_finite(x) for x in v) for v in pool.values()):
+            problem = "its weights and bias must be non-empty lists of finite numbers"
+        elif len(pool["weights"]) != len(self.members):
+            problem = f"{len(pool['weights'])} weights for {len(self.members)} members"
+        elif any(w < 0 for w in pool["weights"]) or not any(w > 0 for w in pool["weights"]):
+            problem = "its weights must be >= 0, not all 0"
+        if problem:
+            raise EnsembleError(f"ensemble {self.name!r}: malformed pool: {problem}")
 
     @property
     def weights(self) -> tuple[int, ...]:
         """Each member's multiplicity, in member order."""
         return tuple(member.multiplicity for member in self.members)
+
+    @property
+    def vote_weights(self) -> tuple[float, ...]:
+        """Each member's weight in this ensemble's vote: the pool's (learned vote), else its multiplicity."""
+        return tuple(float(w) for w in self.pool["weights"]) if self.pool else tuple(map(float, self.weights))
+
+    @property
+    def vote_bias(self) -> tuple[float, ...] | None:
+        """The learned vote's per-label bias (None for the other rules)."""
+        return tuple(float(b) for b in self.pool["bias"]) if self.pool else None
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, **dataclasses.asdict(self)}

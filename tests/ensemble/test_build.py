@@ -4,6 +4,7 @@ when a member's artifact or model does not match or the report split is the sele
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -22,9 +23,12 @@ from softprompt.core.models import load_model
 from softprompt.core.prompts import SoftPrompt
 from softprompt.core.tasks import get_task
 from softprompt.core.tasks.holdout import Holdout
-from softprompt.ensemble.build import build_ensemble
+from softprompt.ensemble.build import build_ensemble, learned_pool
+from softprompt.core.multi_prompt import stack_prompts
 from softprompt.ensemble.evaluate import prompt_answers
-from softprompt.ensemble.loaded import load_ensemble
+from softprompt.ensemble.loaded import input_factory, load_ensemble
+from softprompt.ensemble.predict import stacked_label_scores, vote_inputs
+from softprompt.ensemble.voting import combine
 from softprompt.store import EnsembleError, Store
 
 BIN = Path(sys.executable).parent / "softprompt"
@@ -180,3 +184,56 @@ def test_a_run_without_its_prompt_is_skipped_and_the_build_goes_on(campaign, cap
     assert first.run_id not in {m.run_id for m in rebuilt.manifest.members} and len(rebuilt.manifest.members) == 5
     assert any(first.run_id in record.getMessage() for record in caplog.records)
     assert load_ensemble(store, "rte-skip@production", load_model("t5-tiny-random")).members == 5
+
+
+
+def test_the_learned_vote_refuses_prompts_without_signal_and_fits_prompts_with_it(campaign):
+    """The tiny model's untrained prompts carry no signal on the held-out records: the build says
+    so and registers nothing. Scores that do carry signal (constructed: the gold label's margin plus
+    noise) get a pool whose recorded score is its accuracy there."""
+    store, _ = campaign
+    built = runner.invoke(app, ["ensemble", "build", "--task", "rte", "--top", "3", "--experiment", "ens",
+                                "--name", "rte-no-signal", "--vote", "learned", "--tracking-uri", store.tracking_uri])
+    assert built.exit_code == 2 and "carry no signal" in built.output and "Traceback" not in built.output
+    assert not store.client.search_registered_models("name = 'rte-no-signal'")
+    with pytest.raises(EnsembleError, match="use it with --select greedy"):
+        build_ensemble(store, task="rte", top=3, experiments=["ens"], select="top", vote_rule="learned")
+    task = get_task("rte")
+    examples = task.examples("train", holdout=HOLDOUT, held_out=True)
+    gold = np.array([task.label_words.index(e.targets) for e in examples])
+    margins = np.where(gold == 1, 1.0, -1.0) + np.random.default_rng(0).normal(size=(2, len(gold)))
+    scores = np.stack([np.zeros_like(margins), margins], axis=-1)                  # [2, B, 2]
+    pool, score = learned_pool(task, scores, examples, "accuracy")
+    assert (pool.weights > 0).all()
+    winners, _ = combine(scores, weights=pool.weights, rule="learned", bias=pool.bias)
+    assert score == pytest.approx(100 * np.mean(winners == gold)) and score > 70
+
+
+def test_a_learned_ensemble_serves_and_reports_its_pool(campaign, tiny_model, tmp_path):
+    """A learned ensemble (the greedy ensemble's members with a given pool): the serving path
+    (replicate -> score -> vote) answers as the pool's formula, and Table 3 reports it first."""
+    store, _ = campaign
+    greedy = store.resolve_ensemble("rte-ensemble@production")
+    members = greedy.manifest.members
+    pool = {"weights": [1.0 + n for n in range(len(members))], "bias": [0.3, -0.1]}
+    manifest = dataclasses.replace(greedy.manifest, name="rte-learned", vote_rule="learned", pool=pool)
+    folders = [store.fetch_prompt(m.artifact_uri, tmp_path / m.run_id) for m in members]
+    store.register_ensemble(manifest, folders, experiment_id=store.client.get_run(members[0].run_id).info.experiment_id)
+    task = get_task("rte")
+    examples = task.examples("validation", limit=12)
+    encoded = encode_inputs(tiny_model, task, examples)
+    prompts = [SoftPrompt.load(folder, model=tiny_model).embeddings for folder in folders]
+    scores = stacked_label_scores(tiny_model, task, stack_prompts(prompts), encoded)
+    winners, shares = combine(scores, weights=pool["weights"], rule="learned", bias=pool["bias"])
+    loaded = load_ensemble(store, "rte-learned@production", tiny_model)
+    make = input_factory(tiny_model, loaded, task=task)
+    votes, _ = vote_inputs(tiny_model, loaded.table, [make(ids) for ids in encoded])
+    assert [v.label for v in votes] == [task.label_words[c] for c in winners]
+    np.testing.assert_allclose([list(v.shares.values()) for v in votes], shares, rtol=1e-6)
+    reported = runner.invoke(app, ["ensemble", "evaluate", "rte-learned@production", "--max-examples", "16",
+                                   "--tracking-uri", store.tracking_uri])
+    assert reported.exit_code == 0, reported.output
+    table = json.loads(reported.output.strip().splitlines()[-1])
+    assert list(table["ensembles"])[:2] == ["ensemble (greedy, learned)", "ensemble (greedy, majority)"]
+    assert table["ensemble"] == table["ensembles"]["ensemble (greedy, learned)"]
+    assert table["weights"]["ensemble (greedy, learned)"][:len(members)] == pool["weights"]
