@@ -1,5 +1,6 @@
 """Voted ensembles of soft prompts (paper §6, Table 3): choosing members among a campaign's
-trials (`build`, `selection`), voting (`voting`; the learned vote's fit: `stacking`), the one replicate -> score -> vote path
-(`predict`), loading a registered version (`loaded`), Table 3 (`evaluate`, `report`) and the
-loader of an ensemble's MLflow model (`pyfunc`). Talks to MLflow only through `softprompt.store`.
+trials (`build`, `selection`), voting (`voting`; the learned vote's fit: `stacking`), the one
+replicate -> score -> vote path (`predict`), loading a registered version (`loaded`), Table 3
+(`evaluate`, `report`) and the loader of an ensemble's MLflow model (`pyfunc`). Talks to MLflow
+only through `softprompt.store`.
 """

@@ -126,6 +126,10 @@ def check_servable(loaded: LoadedEnsemble, task: TaskSpec) -> None:
     if task.free_text and loaded.manifest.vote_rule != "majority":
         raise EnsembleError(f"ensemble {loaded.name!r}: free-text task {task.name!r} supports only "
                             f"the majority vote, not {loaded.manifest.vote_rule!r}")
+    bias = loaded.manifest.vote_bias
+    if bias is not None and (task.free_text or len(bias) != len(task.label_words)):
+        raise EnsembleError(f"ensemble {loaded.name!r}: its learned vote has a bias for {len(bias)} labels, "
+                            f"task {task.name!r} has {len(task.label_words or ())}")
     if task.free_text and loaded.manifest.target_format != "plain":
         raise EnsembleError(f"ensemble {loaded.name!r}: free text is decoded with plain targets, "
                             f"its members were trained with {loaded.manifest.target_format!r} targets")

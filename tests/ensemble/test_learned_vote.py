@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from softprompt.core.tasks import get_task
+from softprompt.ensemble.loaded import LoadedEnsemble, check_servable
 from softprompt.ensemble.stacking import Pool, fit_pool, label_log_probabilities, pool_logits
 from softprompt.ensemble.voting import combine, vote_classification
 from softprompt.store import EnsembleError, EnsembleManifest, Member
@@ -89,3 +91,12 @@ def test_a_manifest_keeps_its_pool_and_refuses_a_malformed_one():
                             ({"vote_rule": "learned", "pool": {"weights": [1.0, 1.0]}}, "exactly 'weights' and 'bias'")]:
         with pytest.raises(EnsembleError, match=problem):
             _manifest(**fields)
+
+
+def test_a_pool_for_another_number_of_labels_is_refused_before_serving():
+    three = _manifest(vote_rule="learned", pool={"weights": [1.0, 1.0], "bias": [0.0, 0.0, 0.0]})
+    loaded = LoadedEnsemble("e", "1", three, [], None)
+    with pytest.raises(EnsembleError, match="bias for 3 labels, task 'sst2' has 2"):
+        check_servable(loaded, get_task("sst2"))
+    check_servable(loaded._replace(manifest=_manifest(vote_rule="learned", pool={"weights": [1.0, 1.0],
+                                                                               "bias": [0.0, 0.0]})), get_task("sst2"))
