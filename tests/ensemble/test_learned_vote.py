@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import log_softmax, softmax
 
 from softprompt.core.tasks import get_task
 from softprompt.ensemble.loaded import LoadedEnsemble, check_servable
@@ -24,10 +25,11 @@ def _members(rng: np.random.Generator, gold: np.ndarray, strengths, lean=0.0) ->
 def test_the_pool_is_its_formula_and_one_vote_per_example_agrees():
     scores = np.random.default_rng(0).normal(size=(4, 6, 3)) * 2                   # [K, B, C]
     weights, bias = [0.5, 0.0, 2.0, 1.0], [0.3, -0.2, 0.0]
-    logits = sum(w * label_log_probabilities(scores[k]) for k, w in enumerate(weights)) + np.array(bias)
+    logits = sum(w * log_softmax(scores[k], axis=-1) for k, w in enumerate(weights)) + np.array(bias)
     winners, shares = combine(scores, weights=weights, rule="learned", bias=bias)
     assert (winners == logits.argmax(-1)).all()
-    assert shares == pytest.approx(np.exp(label_log_probabilities(logits)))
+    assert shares == pytest.approx(softmax(logits, axis=-1))
+    assert label_log_probabilities(scores) == pytest.approx(log_softmax(scores, axis=-1))
     for b in range(6):
         vote = vote_classification(scores[:, b], ("a", "b", "c"), rule="learned", weights=weights, bias=bias)
         assert vote.label == "abc"[winners[b]] and list(vote.shares.values()) == pytest.approx(shares[b].tolist())
