@@ -87,12 +87,9 @@ def evaluate_ensembles(model: FrozenModel, task: TaskSpec, examples: Sequence, *
     values = [metric_of(task, task.score(examples, predicted), metric) for predicted in answers]
     scores, weights, disagreement = {}, {}, {}
     for row, votes in ensembles.items():
-        scores[row] = metric_of(task, task.score(examples, vote(votes if isinstance(votes, LearnedRow)
-                                                                 else np.asarray(votes))), metric)
-        if isinstance(votes, LearnedRow):
-            weights[row] = [round(float(w), 3) for w in votes.weights]
-        else:
-            weights[row] = np.asarray(votes).astype(int).tolist()
+        scores[row] = metric_of(task, task.score(examples, vote(votes)), metric)
+        weights[row] = ([round(float(w), 3) for w in votes.weights] if isinstance(votes, LearnedRow)
+                        else np.asarray(votes).astype(int).tolist())
         disagreement[row] = pairwise_disagreement([answers[k] for k in np.flatnonzero(weights[row])])
     first = np.flatnonzero(next(iter(weights.values())))
     chosen = [values[k] for k in first]

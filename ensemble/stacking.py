@@ -39,9 +39,9 @@ class Pool(NamedTuple):
 
 def label_log_probabilities(scores: np.ndarray) -> np.ndarray:
     """[..., C] label log-likelihoods -> log-softmax over the labels."""
-    scores = np.asarray(scores, np.float64)
-    shifted = scores - scores.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    from scipy.special import log_softmax
+
+    return log_softmax(np.asarray(scores, np.float64), axis=-1)
 
 
 def pool_logits(scores: np.ndarray, pool: Pool) -> np.ndarray:

@@ -65,15 +65,12 @@ def combine(scores: np.ndarray, *, weights: Sequence[float] | None = None, rule:
     """
     scores = np.asarray(scores, np.float64)
     members, _, labels = scores.shape
+    w = _weights(weights, members)
     if rule == "learned":
         if bias is None or len(bias) != labels:
             raise ValueError(f"the learned vote needs a bias per label ({labels}), got {bias!r}")
-        weights = np.asarray(np.ones(members) if weights is None else weights, np.float64)
-        if weights.shape != (members,) or (weights < 0).any():
-            raise ValueError(f"need {members} non-negative member weights, got {weights.tolist()}")
-        probabilities = label_probabilities(pool_logits(scores, Pool(weights, np.asarray(bias, np.float64))))
+        probabilities = label_probabilities(pool_logits(scores, Pool(w, np.asarray(bias, np.float64))))
         return probabilities.argmax(axis=-1), probabilities
-    w = _weights(weights, members)
     if rule == "majority":
         choices = scores.argmax(axis=-1)                                   # [N, B]
         counts = np.einsum("n,nbc->bc", w, np.eye(labels)[choices])        # [B, C] weight per label
