@@ -46,13 +46,14 @@ def start_on_free_port(host: str = "127.0.0.1", *, attempts: int = 5,
 
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
-    for attempt in range(attempts):
+    for attempt in range(1, attempts + 1):
         port = choose_port(host)
         try:
             start_http(host, port)
-            return port
         except PortInUse:
-            if attempt == attempts - 1:
+            if attempt == attempts:
                 raise
             serve.shutdown()
-    return port   # not reached: the last attempt returned or raised
+        else:
+            return port
+    raise AssertionError("not reached: the last attempt returns or raises")

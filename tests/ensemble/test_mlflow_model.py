@@ -20,9 +20,9 @@ from softprompt.core.tasks import Example, get_task
 from softprompt.ensemble.loaded import input_factory, load_ensemble
 from softprompt.ensemble.predict import vote_inputs
 from softprompt.ensemble.pyfunc import _load_pyfunc
-from softprompt.serve.listen import free_loopback_port
 from softprompt.store import EnsembleError, Store
 
+from ports import quiet_port
 from sample_ensembles import register_sample_ensemble
 
 RECORDS = [{"sentence": "a gorgeous, witty film"}, {"sentence": "the worst script in years"},
@@ -72,7 +72,7 @@ def test_a_model_with_another_fingerprint_is_refused(registered, tiny_model, tmp
 
 def test_mlflow_models_serve_answers(registered, tiny_model, tmp_path):
     store, _ = registered
-    port = free_loopback_port()
+    port = quiet_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     env = os.environ | {"MLFLOW_TRACKING_URI": store.tracking_uri,      # an activated venv: its uvicorn on PATH
                          "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"}

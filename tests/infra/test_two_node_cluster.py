@@ -13,7 +13,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ import yaml
 
 from softprompt.store import Store, names
 
+from ports import quiet_port, quiet_ports
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1: without it `ray start --address` refuses to add a second node
@@ -37,17 +38,6 @@ NODE_PORTS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent
               "--dashboard-agent-listen-port", "--metrics-export-port", "--runtime-env-agent-port")
 
 
-def _free_ports(count: int) -> list[int]:
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
-
-
 def _ray(*arguments: str, env: dict) -> subprocess.CompletedProcess:
     done = subprocess.run([str(BIN / "ray"), *arguments], env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, f"ray {arguments[0]} failed:\n{done.stdout}\n{done.stderr}"
@@ -56,7 +46,7 @@ def _ray(*arguments: str, env: dict) -> subprocess.CompletedProcess:
 
 def _node_flags() -> list[str]:
     """Every per-node port explicit: two nodes on one address must not both take a default."""
-    return [f"{flag}={port}" for flag, port in zip(NODE_PORTS, _free_ports(len(NODE_PORTS)))]
+    return [f"{flag}={port}" for flag, port in zip(NODE_PORTS, quiet_ports(len(NODE_PORTS)))]
 
 
 def _stop(temp_dir: str) -> None:
@@ -79,7 +69,7 @@ def _stop(temp_dir: str) -> None:
 def cluster():
     """(GCS address, dashboard URL, environment) of a head node with 1 CPU and a worker node with 1 CPU
     and a custom resource; stopped afterwards."""
-    gcs_port, dashboard_port, client_port = _free_ports(3)
+    gcs_port, dashboard_port, client_port = quiet_ports(3)
     temp_dir = tempfile.mkdtemp(prefix="sp2n-", dir="/tmp")  # short: Ray's socket paths must fit
     env = os.environ | ENV | {"SOFTPROMPT_HOME": os.environ.get("SOFTPROMPT_HOME", str(Path.home() / ".cache/softprompt"))}
     env.pop("RAY_ADDRESS", None)
@@ -149,7 +139,7 @@ def test_campaign_lands_on_both_nodes_and_serve_deploy_answers(cluster, tmp_path
     placed = {run.tags[names.TAG_NODE_ID] for run in runs}
     assert placed == {node["id"] for node in nodes}, "the trials did not use both nodes"
 
-    port = _free_ports(1)[0]
+    port = quiet_port()
     config_path = tmp_path / "serve-config.yaml"
     config_path.write_text(yaml.safe_dump(_generated_serve_config(postgres_uri, port), sort_keys=False))
     deployed = subprocess.run([str(BIN / "serve"), "deploy", str(config_path), "--address", dashboard],

@@ -10,8 +10,10 @@ from typing import Callable, Iterator, NamedTuple
 
 import pytest
 
-from softprompt.serve.listen import free_loopback_port, start_on_free_port
+from softprompt.serve.listen import start_on_free_port
 from softprompt.store import Store
+
+from ports import quiet_port
 
 for _name, _value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
                       "RAY_AUTH_MODE": "disabled", "JAX_PLATFORMS": "cpu"}.items():
@@ -56,8 +58,8 @@ def ensembles(store, tiny_model) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def free_port() -> Callable[[], int]:
-    """Call it for a TCP port free on 127.0.0.1 right now."""
-    return free_loopback_port
+    """Call it for a TCP port free on 127.0.0.1 now, for a server started moments later (`ports`)."""
+    return quiet_port
 
 
 @contextlib.contextmanager
