@@ -102,6 +102,15 @@ def evaluate_text_prompt(model: FrozenModel, task, *, template: str, shots: int 
                          split: str = "validation", max_examples: int | None = None,
                          data_dir: str | None = None) -> dict[str, float]:
     """The task's metrics for a designed text prompt (classification tasks only)."""
+    return task.score(*text_prompt_answers(model, task, template=template, shots=shots, seed=seed, split=split,
+                                           max_examples=max_examples, data_dir=data_dir))
+
+
+def text_prompt_answers(model: FrozenModel, task, *, template: str, shots: int = 0, seed: int = 0,
+                        split: str = "validation", max_examples: int | None = None,
+                        data_dir: str | None = None) -> tuple[list, list[str]]:
+    """A designed text prompt's answers: (the first `max_examples` labelled records of `split` as
+    examples, the label word it predicts for each), rank classification over the label words."""
     if not task.label_words:
         raise ValueError(f"text prompts are scored by rank classification; task {task.name!r} is free text")
     evaluation = _labelled(task, task.source.records(split, data_dir=data_dir))[:max_examples]
@@ -116,5 +125,4 @@ def evaluate_text_prompt(model: FrozenModel, task, *, template: str, shots: int 
     with work_progress(f"designed prompt on {task.name}", total=len(queries)):
         scores = label_log_likelihoods(model, table, queries, _continuations(model, task.label_words), max_rows=16)
     predictions = [task.label_words[i] for i in scores.argmax(axis=1)]
-    examples = [task.preprocess(record)[0] for record, _ in evaluation]
-    return task.score(examples, predictions)
+    return [task.preprocess(record)[0] for record, _ in evaluation], predictions

@@ -15,32 +15,35 @@ from softprompt.core.models import load_model
 from softprompt.core.prompts import PromptArtifactError
 from softprompt.core.tasks import TaskSpec
 from softprompt.core.tasks.slices import overlap
-from softprompt.core.text_prompts import evaluate_text_prompt
+from softprompt.core.text_prompts import text_prompt_answers
 from softprompt.store import EnsembleError, RegisteredEnsemble, Store
 from softprompt.store.names import TAG_BASELINE
 from softprompt.store.prompts import verified_prompt
 
-from .evaluate import LearnedRow, Table3, evaluate_ensembles, metric_of
+from .evaluate import LearnedRow, Table3, evaluate_ensembles
 from .loaded import load_registered, manifest_task, scoring_model
 
-# A designed text prompt as a Table 3 row: (row name, (model, task, examples) -> the table's metric).
+# A designed text prompt as a Table 3 row: (row name, (model, task, examples) -> its answers to them).
 Baseline = tuple[str, Callable]
 
 
 def designed_baselines(store: Store, registered: RegisteredEnsemble, *, split: str,
                        data_dir: str | None) -> list[Baseline]:
     """The designed prompts recorded beside the ensemble's members (their campaigns' baseline
-    runs of the same task), each as a row scored on the report's own examples."""
+    runs of the same task), each as a row answering the report's own examples."""
     manifest = registered.manifest
     experiments = sorted({store.get_run(member.run_id).experiment_id for member in manifest.members})
     rows = []
     for run in store.baseline_runs(experiments, task=manifest.task):
-        def score(model, task, examples, params=run.params):
-            metrics = evaluate_text_prompt(model, task, template=params["template"], shots=int(params["shots"]),
-                                           seed=int(params["seed"]), split=split, max_examples=len(examples),
-                                           data_dir=data_dir)
-            return metric_of(task, metrics, manifest.metric)
-        rows.append((f"designed: {run.tags.get(TAG_BASELINE, run.name)}", score))
+        def answer(model, task, examples, params=run.params):
+            scored, answers = text_prompt_answers(model, task, template=params["template"], shots=int(params["shots"]),
+                                                  seed=int(params["seed"]), split=split,
+                                                  max_examples=len(examples), data_dir=data_dir)
+            if [(e.inputs, e.targets) for e in scored] != [(e.inputs, e.targets) for e in examples]:
+                raise EnsembleError(f"the designed prompt {run.run_id} was scored on other {task.name} examples "
+                                    f"than the report's {len(examples)}")
+            return answers
+        rows.append((f"designed: {run.tags.get(TAG_BASELINE, run.name)}", answer))
     return rows
 
 
@@ -83,7 +86,7 @@ def _top_rows(store: Store, registered: RegisteredEnsemble, model, folder: Path)
 
 
 def ensemble_table(store: Store, registered: RegisteredEnsemble, model, task: TaskSpec, examples: Sequence, *,
-                   baselines: dict[str, float] | None = None) -> Table3:
+                   baselines: dict[str, Sequence[str]] | None = None) -> Table3:
     """Table 3 of a registered ensemble: its members, and for a greedy ensemble also the top-N
     ensemble of its candidate pool, scored in one pass."""
     manifest = registered.manifest
@@ -127,6 +130,17 @@ def render_table3(table: Table3, *, title: str) -> Table:
     return view
 
 
+def paired_sentence(paired: dict, kind: str, *, examples: int) -> str:
+    """One rival of Table3.paired in words: where it and the ensemble differ, and the test's verdict."""
+    rival = paired["against"][kind]
+    noise = "more than these examples' noise (p < 0.05)" if rival["p_value"] < 0.05 else \
+        "within these examples' noise (p >= 0.05)"
+    name = rival["name"][:8] if kind == "best tuned prompt" else rival["name"]     # a run id, or a row name
+    return (f"{paired['ensemble']} against the {kind} ({name}): of {examples} examples it alone gets "
+            f"{rival['ensemble_only']} right, the other {rival['rival_only']}; exact McNemar test p = "
+            f"{rival['p_value']:.2g}, a gap {noise}")
+
+
 def plot_table3(table: Table3, path: Path, *, title: str) -> Path:
     """A bar chart of the prompts, their average, the best, the baselines and the ensembles."""
     import matplotlib
@@ -166,10 +180,13 @@ def evaluate_and_log(store: Store, reference: str, *, split: str = "validation",
     frozen = load_model(model or manifest.model, dtype=manifest.dtype)
     examples = task.examples(split, data_dir=data_dir, limit=max_examples, training=False)
     baselines = designed_baselines(store, registered, split=split, data_dir=data_dir) if designed else []
-    scored = {name: score(frozen, task, examples) for name, score in baselines}
-    table = ensemble_table(store, registered, frozen, task, examples, baselines=scored)
+    answered = {name: answer(frozen, task, examples) for name, answer in baselines}
+    table = ensemble_table(store, registered, frozen, task, examples, baselines=answered)
     title = f"{registered.name} v{registered.version} on {task.name} {split} ({table.examples} examples)"
-    (console or Console(stderr=True)).print(render_table3(table, title=title))
+    console = console or Console(stderr=True)
+    console.print(render_table3(table, title=title))
+    for kind in (table.paired or {}).get("against", ()):
+        console.print(paired_sentence(table.paired, kind, examples=table.examples), soft_wrap=True)
     metrics = {f"member_{n}_{table.metric}": value for n, (_, value) in enumerate(table.members)}
     metrics |= {f"{key}_{table.metric}": getattr(table, key) for key in ("average", "best", "ensemble")}
     with tempfile.TemporaryDirectory() as folder:

@@ -202,6 +202,8 @@ def _with_inits(table3: dict, store) -> dict:
 
 
 def _print_summary(console: Console, rows, trial_table, summary: DemoResult) -> None:
+    from softprompt.ensemble.report import paired_sentence
+
     console.print(trial_table(rows, title="trials (Ray Tune)"))
     table3, metric = summary.table3, summary.table3["metric"]
     view = Table("prompt", metric, title=f"Table 3 layout ({table3['examples']} validation sentences)")
@@ -218,6 +220,8 @@ def _print_summary(console: Console, rows, trial_table, summary: DemoResult) -> 
         word = "beats" if gap > 0 else "ties" if gap == 0 else "loses to"
         console.print(f"the voted ensemble {verdict['ensemble']:.2f} {word} the {rival} {verdict[rival]:.2f} "
                       f"({gap:+.2f})")
+        if rival in (table3.get("paired") or {}).get("against", {}):
+            console.print("  " + paired_sentence(table3["paired"], rival, examples=table3["examples"]), soft_wrap=True)
     voted = Table("sentence", "voted", "vote shares", title="voted predictions over HTTP (POST /v1/predict)")
     for prediction in summary.predictions:
         shares = ", ".join(f"{label} {share:.2f}" for label, share in prediction["shares"].items())

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from softprompt.demo import INITS
 
 BIN = Path(sys.executable).parent / "softprompt"
@@ -43,6 +45,12 @@ def test_quick_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path):
     assert verdict["best tuned prompt"] == max(m["accuracy"] for m in table3["members"])
     assert verdict["ensemble"] == table3["ensembles"]["ensemble (greedy)"]
     assert verdict["best designed prompt"] == table3["baselines"]["designed: review+labels 0-shot"]
+    against = table3["paired"]["against"]   # each verdict's gap, sentence by sentence, and whether it is noise
+    assert set(against) == {"best tuned prompt", "best designed prompt"}
+    assert against["best designed prompt"]["name"] == "designed: review+labels 0-shot"
+    for rival, paired in against.items():
+        assert verdict["ensemble"] - verdict[rival] == pytest.approx(
+            100 * (paired["ensemble_only"] - paired["rival_only"]) / 64)
     assert len(summary["predictions"]) == 6
     for prediction in summary["predictions"]:
         assert prediction["label"] in ("negative", "positive")
@@ -53,7 +61,8 @@ def test_quick_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path):
     assert summary["tracking_uri"].startswith("sqlite:///" + str(tmp_path))
     assert set(summary["minutes"]) == {"search campaign", "ensemble and Table 3", "serving"}
     assert all(minutes > 0 for minutes in summary["minutes"].values())
-    for heading in ("trials", "Table 3", "the voted ensemble", "voted predictions", "MLflow UI", "wall time"):
+    for heading in ("trials", "Table 3", "the voted ensemble", "exact McNemar test", "voted predictions", "MLflow UI",
+                    "wall time"):
         assert heading in done.stdout
     started = _ray_sessions() - before
     assert started, "the demo started its own local Ray"

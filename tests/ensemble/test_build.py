@@ -125,6 +125,15 @@ def test_ensemble_evaluate_prints_table3_with_top_n_and_greedy_rows(campaign):
     assert table["best"] == max(greedy_members) and table["average"] == pytest.approx(np.mean(greedy_members))
     assert 0.0 <= table["disagreement"]["ensemble (top-5)"] <= 1.0
     assert "ensemble (greedy), disagreement" in result.output
+    # the evaluated ensemble against the best prompt on the same 16 examples: their accuracies differ by
+    # exactly the examples one of them alone gets right
+    paired = table["paired"]
+    best = max(table["members"], key=lambda member: member["accuracy"])
+    rival = paired["against"]["best tuned prompt"]
+    assert paired["ensemble"] == "ensemble (greedy)" and rival["name"] == best["run_id"]
+    assert table["ensemble"] - best["accuracy"] == pytest.approx(100 * (rival["ensemble_only"] - rival["rival_only"]) / 16)
+    assert 0.0 < rival["p_value"] <= 1.0 and "against the best tuned prompt" in result.output
+    assert "exact McNemar test p =" in result.output
 
 
 def test_top_selection_too_few_runs_and_allow_fewer(campaign):
