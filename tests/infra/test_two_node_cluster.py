@@ -44,9 +44,9 @@ def _ray(*arguments: str, env: dict) -> subprocess.CompletedProcess:
     return done
 
 
-def _node_flags() -> list[str]:
+def _node_flags(ports: list[int]) -> list[str]:
     """Every per-node port explicit: two nodes on one address must not both take a default."""
-    return [f"{flag}={port}" for flag, port in zip(NODE_PORTS, quiet_ports(len(NODE_PORTS)))]
+    return [f"{flag}={port}" for flag, port in zip(NODE_PORTS, ports, strict=True)]
 
 
 def _stop(temp_dir: str) -> None:
@@ -69,7 +69,9 @@ def _stop(temp_dir: str) -> None:
 def cluster():
     """(GCS address, dashboard URL, environment) of a head node with 1 CPU and a worker node with 1 CPU
     and a custom resource; stopped afterwards."""
-    gcs_port, dashboard_port, client_port = quiet_ports(3)
+    ports = quiet_ports(3 + 2 * len(NODE_PORTS))     # drawn at once: distinct from each other
+    (gcs_port, dashboard_port, client_port), head_ports, worker_ports = (
+        ports[:3], ports[3: 3 + len(NODE_PORTS)], ports[3 + len(NODE_PORTS):])
     temp_dir = tempfile.mkdtemp(prefix="sp2n-", dir="/tmp")  # short: Ray's socket paths must fit
     env = os.environ | ENV | {"SOFTPROMPT_HOME": os.environ.get("SOFTPROMPT_HOME", str(Path.home() / ".cache/softprompt"))}
     env.pop("RAY_ADDRESS", None)
@@ -79,9 +81,9 @@ def cluster():
         _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--num-cpus=1",
              "--object-store-memory=300000000", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
              f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}",
-             "--disable-usage-stats", f"--temp-dir={temp_dir}", *_node_flags(), env=env)
+             "--disable-usage-stats", f"--temp-dir={temp_dir}", *_node_flags(head_ports), env=env)
         _ray("start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-             "--resources={\"second_node\": 1}", "--object-store-memory=300000000", f"--temp-dir={temp_dir}", *_node_flags(), env=env)
+             "--resources={\"second_node\": 1}", "--object-store-memory=300000000", f"--temp-dir={temp_dir}", *_node_flags(worker_ports), env=env)
         yield address, f"http://127.0.0.1:{dashboard_port}", env | {"RAY_ADDRESS": address}
     finally:
         _stop(temp_dir)
