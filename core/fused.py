@@ -31,6 +31,7 @@ import numpy as np
 from .batching import Batch, EncodedPair, make_batch
 from .multi_prompt import PromptTable, stack_prompts
 from .scoring import token_log_probs
+from .sharding import shard_rows
 
 
 class TrialGradient(NamedTuple):
@@ -83,6 +84,7 @@ def fused_value_and_grad(ops, params, prompts: Sequence[np.ndarray | jax.Array],
     tokens[: len(prompts)] = [sum(len(pair.target_ids) for pair in trial) for trial in pairs]
     losses, grads = 0.0, 0.0
     for batch in fused_calls(pairs, pad_id=pad_id, rows_per_call=rows_per_call):
+        batch = shard_rows(params, batch)
         call_losses, call_grads = _call_value_and_grad(ops, params, table.embeddings, table.mask, batch, tokens)
         losses, grads = losses + call_losses, grads + call_grads
     losses, grads = np.asarray(losses), np.asarray(grads)

@@ -24,6 +24,7 @@ from .models.base import FrozenModel
 from .multi_prompt import PromptTable
 from .progress import advance_work
 from .scoring import candidate_log_likelihood, first_target_log_probs, greedy_step_logits
+from .sharding import shard_rows
 
 DEFAULT_MAX_ROWS = 64  # rows per forward pass; fixed, so the batch dimension compiles once
 
@@ -61,6 +62,7 @@ def _single_token_scores(model: FrozenModel, table: PromptTable, queries: Sequen
         label_ids = np.zeros((rows_per_pass, widest), np.int32)
         for row, ids in enumerate(chunk_labels):
             label_ids[row, : len(ids)] = ids
+        batch, label_ids = shard_rows(model.params, (batch, label_ids))
         picked = np.asarray(first_target_log_probs(model.ops, model.params, table, batch, label_ids))
         scores += [picked[row, : len(ids)] for row, ids in enumerate(chunk_labels)]
         advance_work(len(chunk))
@@ -98,6 +100,7 @@ def _candidate_scores(model: FrozenModel, table: PromptTable, queries: Sequence[
         no_input = np.zeros((rows_per_pass, 0), np.int32)
         candidate_batch = Batch(no_input, no_input.astype(bool), target_ids, target_mask,
                                 np.array(owner + [0] * (rows_per_pass - len(owner)), np.int32))
+        query_batch, candidate_batch = shard_rows(model.params, (query_batch, candidate_batch))
         flat = np.asarray(candidate_log_likelihood(model.ops, model.params, table, query_batch, candidate_batch))
         bounds = np.cumsum([0] + [len(candidates) for candidates in chunk_labels])
         scores += [flat[bounds[i]: bounds[i + 1]] for i in range(len(chunk))]
@@ -145,7 +148,8 @@ def greedy_decode(model: FrozenModel, table: PromptTable, queries: Sequence[Quer
         done = np.zeros(rows_per_pass, bool)
         total = np.zeros(rows_per_pass)
         for step in range(len(forced), len(buffer)):
-            logits = greedy_step_logits(ops, model.params, table, batch._replace(target_ids=jnp.asarray(target_ids)))
+            step_batch = shard_rows(model.params, batch._replace(target_ids=jnp.asarray(target_ids)))
+            logits = greedy_step_logits(ops, model.params, table, step_batch)
             log_probs = np.asarray(jax.nn.log_softmax(logits[:, step].astype(jnp.float32)))
             next_ids = log_probs.argmax(-1)
             total += np.where(done, 0.0, log_probs.max(-1))

@@ -30,7 +30,7 @@ from .progress import TrainProgress
 from .prompts import SoftPrompt
 from .scoring import prompt_loss
 from .sentinel import with_sentinel_targets
-from .sharding import data_parallel
+from .sharding import Placement, default_placement, place_model
 from .tasks import get_task
 
 CHECKPOINT_FOLDER = "checkpoint"
@@ -137,7 +137,7 @@ def prepare_model(config: TrainConfig, model: FrozenModel | None = None) -> Froz
 def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_dir: str | Path | None = None,
           model: FrozenModel | None = None, on_evaluation: Callable[[EvalReport], None] | None = None,
           progress: bool = True, stop_after_step: int | None = None,
-          steps: StepService | None = None) -> TrainResult:
+          steps: StepService | None = None, placement: Placement | None = None) -> TrainResult:
     """Tunes a soft prompt as `config` says and returns the best one.
 
     out_dir: where the best prompt artifact is (re)written after each improvement.
@@ -145,6 +145,8 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
     stop_after_step: return (unfinished) after this step's checkpoint — for tests and drills.
     steps: compute each step's gradient and each evaluation there (e.g. fused with other trials');
       the optimiser state, data order and checkpoints stay here, so the run is the same run.
+    placement: the device mesh the frozen weights and batches go on (`core.sharding`); default:
+      `default_placement(config.batch_size)` (all local devices; one device: none).
 
     Example:
       >>> result = train(TrainConfig(task="rte", steps=20, batch_size=4, eval_every=10))   # doctest: +SKIP
@@ -169,10 +171,11 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
     step_fn = _make_step(model.ops, config.parameter_scaling)
     update_fn = _make_update(config.parameter_scaling)
     schedule = learning_rate_schedule(config.optimizer())
-    placement = data_parallel(config.batch_size) if steps is None else None
+    placement = (placement or default_placement(config.batch_size)) if steps is None else None
+    model = place_model(model, placement)
     params = model.ops.training_params(model.params) if steps is None else None   # else the service's
-    params = placement.replicate(params) if placement else params
     if placement:
+        params = placement.weights(params)   # the derived arrays (Gemma 3's unembedding) split too
         state = state._replace(prompt=placement.replicate(state.prompt), opt_state=placement.replicate(state.opt_state))
     scorer = steps.evaluate if steps is not None else functools.partial(evaluate_prompt, model)
     evaluate = functools.partial(scorer, task=task, examples=eval_examples, encoded=eval_inputs)
@@ -188,7 +191,7 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
             else:
                 batch = make_batch([pairs[i] for i in indices], pad_id=model.tokenizer.pad_id)
                 if placement:
-                    batch = placement.shard_batch(batch)
+                    batch = placement.rows(batch)
                 prompt, opt_state, loss = step_fn(state.prompt, state.opt_state, params, batch, schedule(state.step))
             state = state._replace(prompt=prompt, opt_state=opt_state, step=state.step + 1, epoch=epoch, offset=offset)
             losses.append(float(loss))

@@ -26,7 +26,7 @@ import json, jax, jax.numpy as jnp, numpy as np
 from softprompt.core.batching import Batch
 from softprompt.core.models.gemma3 import Gemma3Config, Gemma3Ops, random_params
 from softprompt.core.scoring import prompt_loss
-from softprompt.core.sharding import data_parallel
+from softprompt.core.sharding import make_placement
 config = Gemma3Config(vocab_size=64, d_model=16, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8,
                       ffn_dim=32, layer_types=("local", "local", "global"), sliding_window=3)
 ops = Gemma3Ops(config)
@@ -35,9 +35,9 @@ rng = np.random.default_rng(0)
 batch = Batch(rng.integers(3, 64, (4, 6)).astype(np.int32), np.arange(6)[None] < np.array([[6], [2], [4], [1]]),
               rng.integers(3, 64, (4, 2)).astype(np.int32), np.ones((4, 2), bool), np.zeros(4, np.int32))
 prompt = jnp.asarray(rng.normal(size=(5, 16)), jnp.float32)
-placement = data_parallel(4)
+placement = make_placement(batch_size=4)
 if placement:
-    batch, prompt, params = placement.shard_batch(batch), placement.replicate(prompt), placement.replicate(params)
+    batch, prompt, params = placement.rows(batch), placement.replicate(prompt), placement.weights(params)
 loss, grad = jax.jit(jax.value_and_grad(prompt_loss), static_argnums=1)(prompt, ops, params, batch)
 print(json.dumps({"devices": jax.local_device_count(), "sharded": placement is not None, "loss": float(loss),
                   "grad": np.asarray(grad).tolist()}))

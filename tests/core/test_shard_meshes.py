@@ -1,0 +1,86 @@
+"""Sharded frozen weights (core/sharding.py): on meshes 8x1, 4x2, 2x4 and 1x8 of forced CPU devices,
+T5 and Gemma 3 train, score an ensemble and fuse trials exactly as on one device, and each device
+holds about 1/model of the frozen bytes. The 8-device work runs in one subprocess
+(tests/core/shard_meshes.py): XLA_FLAGS must be set before jax starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from jax.sharding import AbstractMesh, PartitionSpec
+
+from softprompt.core.sharding import Placement, make_placement
+
+SCRIPT = Path(__file__).with_name("shard_meshes.py")
+MESHES = ("8x1/fsdp", "4x2/tensor", "2x4/fsdp", "1x8/tensor")
+
+
+@pytest.fixture(scope="module")
+def meshes() -> dict:
+    env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
+                        "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("family", ["t5", "gemma3"])
+def test_shard_training_step_and_ensemble_scores_equal_one_device(meshes, family):
+    one = meshes[family]["1x1"]
+    assert np.abs(one["grad"]).max() > 0
+    for name in MESHES:
+        placed = meshes[family][name]
+        assert placed["loss"] == pytest.approx(one["loss"], rel=1e-5), name
+        np.testing.assert_allclose(placed["grad"], one["grad"], rtol=1e-4, atol=1e-6, err_msg=name)
+        for ours, reference in zip(placed["scores"], one["scores"]):
+            np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("family", ["t5", "gemma3"])
+def test_shard_fused_trials_equal_one_device(meshes, family):
+    one, placed = meshes[family]["1x1"], meshes[family]["4x2/tensor"]
+    np.testing.assert_allclose(placed["fused_loss"], one["fused_loss"], rtol=1e-5)
+    for ours, reference in zip(placed["fused_grad"], one["fused_grad"]):
+        np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["t5", "gemma3"])
+def test_shard_each_device_holds_its_share_of_the_frozen_bytes(meshes, family):
+    for name, held in meshes[family].items():
+        if not name.endswith("/bytes"):
+            continue
+        model = int(name.split("/")[0].split("x")[1])
+        share = held["frozen_bytes"] / model
+        assert held["devices"] == 8
+        # only vectors (norm scales) and T5's tiny position-bias table stay whole
+        assert share <= held["max_device_bytes"] <= 1.1 * share, (name, held)
+
+
+def test_shard_weight_rules_split_heads_columns_or_the_hidden_dimension():
+    fsdp, tensor = (Placement(AbstractMesh((2, 4), ("data", "model")), strategy) for strategy in ("fsdp", "tensor"))
+    model = PartitionSpec
+    assert tensor.weight_spec("blocks_0/attn/q", (32, 8, 16)) == model(None, "model", None)   # heads
+    assert tensor.weight_spec("blocks_0/attn/k", (32, 1, 16)) == model("model", None, None)   # 1 kv head
+    assert tensor.weight_spec("blocks_0/attn/out", (8, 16, 32)) == model("model", None, None)
+    assert tensor.weight_spec("blocks_0/mlp/gate", (32, 64)) == model(None, "model")          # columns
+    assert tensor.weight_spec("blocks_0/mlp/down", (64, 32)) == model("model", None)          # rows
+    assert tensor.weight_spec("embedding", (256, 32)) == model("model", None)                  # vocabulary
+    assert fsdp.weight_spec("blocks_0/attn/q", (32, 8, 16)) == model("model", None, None)     # hidden
+    assert fsdp.weight_spec("decoder/layers_1/self_attn/o/kernel", (64, 32)) == model(None, "model")
+    assert fsdp.weight_spec("shared/embedding", (2100, 64)) == model(None, "model")
+    assert fsdp.weight_spec("shared/embedding", (2101, 30)) == model()    # nothing divides: replicated
+    assert fsdp.weight_spec("final_norm/scale", (32,)) == model()
+
+
+def test_shard_one_device_is_no_placement():
+    assert make_placement(model_axis=1) is None
+    with pytest.raises(ValueError, match="model axis"):
+        make_placement(model_axis=3)
+    with pytest.raises(ValueError, match="strategy"):
+        Placement(AbstractMesh((1, 2), ("data", "model")), "zero")
