@@ -153,6 +153,14 @@ def place_model(model, placement: Placement | None):
     return dataclasses.replace(model, params=placement.weights(model.params))
 
 
+def place_for_training(model, placement: Placement | None):
+    """(the placed model, its training weights `ops.training_params` placed too): the derived arrays
+    (Gemma 3's transposed embedding) are split by their own rules."""
+    model = place_model(model, placement)
+    params = model.ops.training_params(model.params)
+    return model, placement.weights(params) if placement else params
+
+
 def placement_of(params: Any) -> Placement | None:
     """The placement the weights were put on (`Placement.weights`), or None if they are not on a
     data x model mesh. The strategy is not recorded in the arrays and reads as fsdp."""

@@ -30,7 +30,7 @@ from .progress import TrainProgress
 from .prompts import SoftPrompt
 from .scoring import prompt_loss
 from .sentinel import with_sentinel_targets
-from .sharding import Placement, default_placement, place_model
+from .sharding import Placement, default_placement, place_for_training
 from .tasks import get_task
 
 CHECKPOINT_FOLDER = "checkpoint"
@@ -172,10 +172,8 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
     update_fn = _make_update(config.parameter_scaling)
     schedule = learning_rate_schedule(config.optimizer())
     placement = (placement or default_placement(config.batch_size)) if steps is None else None
-    model = place_model(model, placement)
-    params = model.ops.training_params(model.params) if steps is None else None   # else the service's
+    model, params = place_for_training(model, placement) if steps is None else (model, None)   # else the service's
     if placement:
-        params = placement.weights(params)   # the derived arrays (Gemma 3's unembedding) split too
         state = state._replace(prompt=placement.replicate(state.prompt), opt_state=placement.replicate(state.opt_state))
     scorer = steps.evaluate if steps is not None else functools.partial(evaluate_prompt, model)
     evaluate = functools.partial(scorer, task=task, examples=eval_examples, encoded=eval_inputs)

@@ -65,12 +65,13 @@ class StepServer:
         import jax
 
         from softprompt.core.sentinel import with_sentinel_targets
+        from softprompt.core.sharding import default_placement, place_for_training
 
         from .trainable import unshare_model
 
         model = unshare_model(model)
-        self._model = with_sentinel_targets(model) if sentinel else model
-        self._params = self._model.ops.training_params(self._model.params)
+        model = with_sentinel_targets(model) if sentinel else model
+        self._model, self._params = place_for_training(model, default_placement())
         self._cpu = jax.default_backend() == "cpu"
         self._max_trials, self._rows_per_call, self._window_s = max_trials, rows_per_call, window_s
         self._pending: list[_Request] = []

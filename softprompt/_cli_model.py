@@ -24,3 +24,41 @@ def info(model: str = typer.Option("t5-tiny-random", help="Built-in name, .gguf 
                 "frozen_params": frozen.num_params, "trainable_params": trainable,
                 "total_params": total, "percent_trainable": 100.0 * trainable / total,
                 "fingerprint": frozen.fingerprint})
+
+
+@app.command("plan")
+def plan(model: str = typer.Option(..., help="config.json, a folder holding one, or a built-in name."),
+         batch_size: int = typer.Option(32, min=1, help="Rows per trial and step."),
+         prompt_length: int = typer.Option(100, min=1, help="Soft-prompt length."),
+         max_length: int = typer.Option(256, min=1, help="Input tokens per row."),
+         target_length: int = typer.Option(8, min=1, help="Target tokens per row."),
+         device: str = typer.Option("h100", help="h100, h200, a100-80g, l4, tpu-v5e or cpu."),
+         dtype: str = typer.Option("bfloat16", help="Frozen weights: float32 or bfloat16."),
+         trials: int = typer.Option(1, min=1, help="Trials fused into one step."),
+         steps: int = typer.Option(30_000, min=1, help="Steps per trial (--campaign: its own)."),
+         campaign: str = typer.Option(None, help="Campaign file: its steps and trial count."),
+         sharding: str = typer.Option("fsdp", help="Weight split: fsdp or tensor.")) -> None:
+    """Memory, devices and time of a run, from the config alone (no weights loaded)."""
+    from softprompt.core.abstract_models import read_config
+    from softprompt.core.planner import RunShape, plan as make_plan
+
+    with user_errors():
+        name, config = read_config(model)
+        total = None
+        if campaign:
+            from softprompt.search.campaign import load_campaign
+            loaded = load_campaign(campaign)
+            steps, total = loaded.max_steps(), loaded.num_samples * len(loaded.tasks) * loaded.seeds
+        shape = RunShape(batch_size, prompt_length, max_length, target_length, trials, dtype)
+        result = make_plan(config, shape, device, name=name, steps=steps, trials_total=total, strategy=sharding)
+    size = lambda n: f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+    for label, value in (("model", f"{result.model} ({result.family}, {result.params:,} params)"),
+                         ("frozen weights", f"{size(result.frozen_bytes)} {dtype}"),
+                         ("device", f"{device}, mesh {result.mesh} (data x model), {result.devices_needed} devices"
+                                    + ("" if result.fits else " - does NOT fit")),
+                         ("per device", f"{size(result.bytes_per_device)}"),
+                         ("step", f"{result.step_flops:.3g} FLOP, {result.projected_step_s:.3g} s projected"
+                                  + ("" if result.traced else " (estimated by formula)")),
+                         ("campaign", f"{result.projected_campaign_h:.2f} h projected")):
+        typer.echo(f"{label:>15}  {value}")
+    print_json(result.to_dict())

@@ -25,8 +25,9 @@ from softprompt.core.models.base import FrozenModel
 from softprompt.core.models.gemma3 import Gemma3Config, Gemma3Ops, random_params
 from softprompt.core.models.gemma3_loading import GemmaTokenizer
 from softprompt.core.multi_prompt import stack_prompts
+from softprompt.core.planner import weight_bytes_per_device
 from softprompt.core.scoring import prompt_loss
-from softprompt.core.sharding import STRATEGIES, bytes_per_device, make_placement, place_model, tree_bytes
+from softprompt.core.sharding import STRATEGIES, bytes_per_device, make_placement, place_for_training, place_model, tree_bytes
 
 MESHES = ((8, 1), (4, 2), (2, 4), (1, 8))
 GEMMA = Gemma3Config(vocab_size=256, d_model=32, num_layers=2, num_heads=8, num_kv_heads=2, head_dim=8,
@@ -63,9 +64,7 @@ def compute(model: FrozenModel, placement, *, fused: bool) -> dict:
     """A training step's loss and prompt gradient, an ensemble's label scores (a table of 3
     prompts: the evaluation path, `classify_scores`) and, with `fused`, two fused trials' steps."""
     pairs, prompts, queries, labels = inputs(model)
-    placed = place_model(model, placement)
-    params = placed.ops.training_params(placed.params)
-    params = placement.weights(params) if placement else params
+    placed, params = place_for_training(model, placement)
     batch = make_batch(pairs, pad_id=model.tokenizer.pad_id)
     prompt = jnp.asarray(prompts[0])
     if placement:
@@ -83,7 +82,10 @@ def compute(model: FrozenModel, placement, *, fused: bool) -> dict:
 def held_bytes(model: FrozenModel, placement) -> dict:
     """The frozen bytes, and the most any one device holds once placed."""
     held = bytes_per_device(place_model(model, placement).params)
-    return {"frozen_bytes": tree_bytes(model.params), "max_device_bytes": max(held.values()), "devices": len(held)}
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), model.params)
+    planned = weight_bytes_per_device(abstract, placement.data, placement.model, placement.strategy)
+    return {"frozen_bytes": tree_bytes(model.params), "max_device_bytes": max(held.values()), "devices": len(held),
+            "planned_bytes": planned}
 
 
 def main() -> None:

@@ -60,6 +60,7 @@ def test_shard_each_device_holds_its_share_of_the_frozen_bytes(meshes, family):
         assert held["devices"] == 8
         # only vectors (norm scales) and T5's tiny position-bias table stay whole
         assert share <= held["max_device_bytes"] <= 1.1 * share, (name, held)
+        assert held["planned_bytes"] == held["max_device_bytes"], name     # the planner's figure
 
 
 def test_shard_weight_rules_split_heads_columns_or_the_hidden_dimension():

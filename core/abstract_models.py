@@ -1,0 +1,168 @@
+"""A frozen model without its weights, from a Hugging Face `config.json` alone: the parameter tree
+as `jax.ShapeDtypeStruct`s, and the family's ops when its step can be traced. What the planner
+(`core/planner.py`) sizes runs with.
+
+Families are looked up by the config's `model_type` in `BUILDERS`; a family module adds itself with
+`register(model_type, builder)`, builder(hf_config, dtype) -> AbstractModel. T5 and Gemma 3 are
+traced (their ops run on abstract shapes). Other decoder-only configs (llama, mistral, qwen2,
+qwen3, gemma2) get an estimated tree with the Gemma 3 parameter names and no ops — bytes and
+devices exactly, the step's cost by formula — until a shared decoder registers them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class AbstractModel(NamedTuple):
+    family: str
+    num_layers: int
+    d_model: int
+    params: Any                   # the stored parameters as ShapeDtypeStructs
+    ops: Any = None               # the family's FamilyOps, or None: not traceable (estimated)
+    truncate: Callable[[int], "AbstractModel"] | None = None   # the same model with n layers
+    config: Mapping[str, Any] = {}   # the architecture fields the estimate formulas read
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(self.params)))
+
+    def training_params(self) -> Any:
+        """The parameters a training step takes (`FamilyOps.training_params`: plus derived arrays)."""
+        return jax.eval_shape(self.ops.training_params, self.params) if self.ops is not None else self.params
+
+
+BUILDERS: dict[str, Callable[[Mapping[str, Any], str], AbstractModel]] = {}
+
+
+def register(model_type: str, builder: Callable[[Mapping[str, Any], str], AbstractModel]) -> None:
+    BUILDERS[model_type] = builder
+
+
+def abstract_model(hf: Mapping[str, Any], dtype: str = "bfloat16") -> AbstractModel:
+    """The abstract model of a Hugging Face config (a multimodal Gemma 3 config: its text model)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if "text_config" in hf:
+        hf = {"model_type": f"{hf.get('model_type', '')}_text", **hf["text_config"]}
+    model_type = str(hf.get("model_type", ""))
+    if model_type not in BUILDERS:
+        raise ValueError(f"model_type {model_type!r} cannot be planned: known {', '.join(sorted(BUILDERS))}")
+    return BUILDERS[model_type](hf, dtype)
+
+
+GEMMA3_270M = {"model_type": "gemma3_text", "vocab_size": 262_144, "hidden_size": 640, "intermediate_size": 2048,
+               "num_hidden_layers": 18, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256,
+               "sliding_window": 512, "query_pre_attn_scalar": 256, "rope_theta": 1e6, "rope_local_base_freq": 1e4}
+
+
+def read_config(source: str) -> tuple[str, dict]:
+    """(name, Hugging Face config) of a built-in model name, a config.json, or a folder holding one."""
+    import json
+    from pathlib import Path
+
+    if source == "gemma3-270m":
+        return source, dict(GEMMA3_270M)
+    if source == "t5-tiny-random":
+        from .models.tiny_t5 import HF_CONFIG
+        return source, dict(HF_CONFIG)
+    path = Path(source)
+    path = path / "config.json" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"{source}: not a built-in model (gemma3-270m, t5-tiny-random), "
+                                "a config.json or a folder holding one")
+    try:
+        return path.parent.name, json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a JSON config ({error})") from error
+
+
+def _abstract(tree: Any, dtype: str) -> Any:
+    return jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, DTYPES[dtype]), tree)
+
+
+def _t5(hf: Mapping[str, Any], dtype: str) -> AbstractModel:
+    from .models.t5 import T5Config, T5Ops
+    from .models.t5_loading import hf_tensors
+
+    config = T5Config.from_hf(dict(hf), has_lm_head=hf.get("tie_word_embeddings") is False)
+
+    def build(c: T5Config) -> AbstractModel:
+        tree: dict = {}
+        for path, _, shape, is_linear in hf_tensors(c):
+            node = tree
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = jax.ShapeDtypeStruct(shape[::-1] if is_linear else shape, DTYPES[dtype])
+        return AbstractModel("t5", c.num_layers + c.num_decoder_layers, c.d_model, tree, T5Ops(c, dtype),
+                             lambda n: build(dataclasses.replace(c, num_layers=n, num_decoder_layers=n)),
+                             dataclasses.asdict(c))
+    return build(config)
+
+
+def _gemma3(hf: Mapping[str, Any], dtype: str) -> AbstractModel:
+    from .models.gemma3 import Gemma3, Gemma3Ops
+    from .models.gemma3_loading import config_from_hf
+
+    # the shapes do not depend on rope scaling (Gemma 3 4B-27B scale their global layers' positions)
+    hf = {key: value for key, value in hf.items() if key not in ("rope_scaling", "rope_parameters")}
+    config = config_from_hf({"vocab_size": 262_208, **hf, "model_type": "gemma3_text"})
+
+    def build(c) -> AbstractModel:
+        ops = Gemma3Ops(c)
+        embeds, mask = jax.ShapeDtypeStruct((1, 1, c.d_model), jnp.float32), jax.ShapeDtypeStruct((1, 1), bool)
+        shapes = jax.eval_shape(Gemma3(c).init, jax.random.key(0), embeds, mask)["params"]
+        params = _abstract(shapes, dtype)
+        truncate = lambda n: build(dataclasses.replace(c, num_layers=n, layer_types=c.layer_types[-n:]))
+        return AbstractModel("gemma3", c.num_layers, c.d_model, params, ops, truncate, dataclasses.asdict(c))
+    return build(config)
+
+
+def _decoder_estimate(hf: Mapping[str, Any], dtype: str) -> AbstractModel:
+    """The parameter tree of a Llama-style decoder from its config, with the Gemma 3 names
+    (embedding, blocks_{i}/attn/q|k|v|out, blocks_{i}/mlp/gate|up|down, norm scales)."""
+    d, layers = int(hf["hidden_size"]), int(hf["num_hidden_layers"])
+    heads = int(hf["num_attention_heads"])
+    kv_heads = int(hf.get("num_key_value_heads") or heads)
+    head_dim = int(hf.get("head_dim") or d // heads)
+    ffn, vocab = int(hf["intermediate_size"]), int(hf["vocab_size"])
+    model_type = str(hf.get("model_type"))
+    bias = bool(hf.get("attention_bias", model_type == "qwen2"))
+    gemma = model_type.startswith("gemma")
+    leaf = lambda *shape: jax.ShapeDtypeStruct(shape, DTYPES[dtype])
+    block = {"attn": {"q": leaf(d, heads, head_dim), "k": leaf(d, kv_heads, head_dim),
+                      "v": leaf(d, kv_heads, head_dim), "out": leaf(heads, head_dim, d)},
+             "mlp": {"gate": leaf(d, ffn), "up": leaf(d, ffn), "down": leaf(ffn, d)},
+             "pre_attention_norm": {"scale": leaf(d)}, "pre_ffw_norm": {"scale": leaf(d)}}
+    if bias:
+        block["attn"] |= {"q_bias": leaf(heads, head_dim), "k_bias": leaf(kv_heads, head_dim),
+                          "v_bias": leaf(kv_heads, head_dim)}
+    if gemma:
+        block |= {"post_attention_norm": {"scale": leaf(d)}, "post_ffw_norm": {"scale": leaf(d)}}
+    if model_type == "qwen3" or gemma:
+        block["attn"] |= {"query_norm": {"scale": leaf(head_dim)}, "key_norm": {"scale": leaf(head_dim)}}
+    params = {"embedding": leaf(vocab, d), "final_norm": {"scale": leaf(d)},
+              **{f"blocks_{i}": block for i in range(layers)}}
+    tied = bool(hf.get("tie_word_embeddings", gemma))
+    if not tied:
+        params["unembedding"] = leaf(d, vocab)   # the separate lm_head
+    facts = {"d_model": d, "num_layers": layers, "num_heads": heads, "head_dim": head_dim, "ffn_dim": ffn,
+             "vocab_size": vocab, "tied": tied}
+    return AbstractModel(model_type, layers, d, params, None, None, facts)
+
+
+register("t5", _t5)
+register("gemma3_text", _gemma3)
+for _model_type in ("llama", "mistral", "qwen2", "qwen3", "gemma2"):
+    register(_model_type, _decoder_estimate)
+try:   # the shared decoder (core/models/decoder.py), once it exists, registers its families
+    from .models import decoder as _decoder   # noqa: F401
+except ImportError:
+    pass
