@@ -109,6 +109,7 @@ class Resources(_Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)                    # a fraction shares one GPU between trials
     tpu: int = Field(0, ge=0)
+    device: str | None = None                        # h100, a100-80g, ...: launch refuses a plan that cannot fit
 
 
 class Baseline(_Strict):

@@ -30,6 +30,7 @@ from softprompt.store.resilience import StoreUnreachable, check_reachable
 from . import report as report_lib
 from .baselines import BaselineScore, recorded_baselines, score_baselines
 from .campaign import Campaign, CampaignError, check_resources
+from .capacity import check_plan
 from .ray_env import apply_ray_env_defaults, ray_log_options, verbose
 from .state import PENDING_FILE, STATE_FILE, Stored, driver_lock, read_state, write_state
 from .step_server import FuseSettings, end_step_servers
@@ -87,7 +88,8 @@ def launch(campaign: Campaign, *, storage_path: str | os.PathLike | None = None,
     """Runs a new campaign to the end and returns its trial table. `trial_hook(trial_id, step)`
     runs inside each trial after each report (Ray pickles it to the trial processes).
 
-    An unreachable tracking store is refused before anything is written."""
+    An unreachable tracking store, or trials the planner finds too large for the devices they ask
+    for (`resources.device`, search/capacity.py), are refused before anything is written."""
     if storage_path is not None:
         campaign = campaign.replace(storage_path=str(storage_path))
     folder = experiment_dir(campaign.name, campaign.storage_path)
@@ -96,6 +98,7 @@ def launch(campaign: Campaign, *, storage_path: str | os.PathLike | None = None,
                             f"`softprompt search resume {campaign.name}` continues it, or choose another --name")
     tracking_uri = resolve_tracking_uri(campaign.tracking_uri, storage_path=campaign.storage_path)
     _check_store(tracking_uri)
+    check_plan(campaign)   # with resources.device: refused now, not out of memory an hour later
     ensure_ray(campaign)
     store = Store(tracking_uri, artifact_root=default_artifact_root(tracking_uri, storage_path=campaign.storage_path))
     with driver_lock(folder):

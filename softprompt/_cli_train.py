@@ -35,9 +35,12 @@ def train(
     seed: int = typer.Option(0),
     checkpoint_dir: Optional[Path] = typer.Option(None, help="[default: OUT/checkpoints]; resumed from when present."),
     progress: bool = typer.Option(True, help="Show the progress bar."),
+    model_axis: Optional[int] = typer.Option(None, min=1, help="Devices the weights are split over."),
+    sharding: Optional[str] = typer.Option(None, help="Weight split: fsdp or tensor."),
 ) -> None:
     """Tune a soft prompt on a task with the model frozen; the last stdout line is JSON."""
     from softprompt.core.config import TrainConfig
+    from softprompt.core.sharding import default_placement
     from softprompt.core.train import train as run_training
 
     with user_errors():
@@ -48,8 +51,9 @@ def train(
             learning_rate=learning_rate, parameter_scaling=parameter_scaling, batch_size=batch_size,
             steps=steps, warmup_steps=warmup_steps, decay_factor=decay_factor, steps_per_decay=steps_per_decay,
             eval_every=eval_every, max_eval_examples=max_eval_examples, seed=seed)
+        placement = default_placement(batch_size, model_axis=model_axis, strategy=sharding)
         result = run_training(config, out_dir=out, checkpoint_dir=checkpoint_dir or out / "checkpoints",
-                              progress=progress)
+                              progress=progress, placement=placement)
     print_json({"best_step": result.prompt.step, "best_metrics": dict(result.prompt.metrics),
                 "steps": result.steps, "out": str(out)})
 
