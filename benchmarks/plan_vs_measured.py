@@ -5,7 +5,8 @@ the same shapes — real SST-2 sentences cut/padded to the planned input length.
     .venv/bin/python benchmarks/plan_vs_measured.py --model gemma3-270m [--device cpu] [--dtype float32]
 Last line: one JSON object with planned_bytes, measured_peak_bytes (the process's peak resident
 memory above what it held before the weights were loaded; on a GPU: the device's peak bytes in use),
-memory_ratio (measured / planned), planned_step_s, measured_step_s, time_ratio (measured / planned).
+memory_ratio (measured / planned), planned_step_s, measured_step_s, time_ratio (measured / planned),
+tokens_per_s (prompt, input and target tokens per second of the measured step).
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def main() -> None:
           "planned_bytes": planned.bytes_per_device, "measured_peak_bytes": measured_bytes,
           "memory_ratio": measured_bytes / planned.bytes_per_device, "planned_step_s": planned.projected_step_s,
           "measured_step_s": measured_s, "time_ratio": measured_s / planned.projected_step_s,
-          "step_flops": planned.step_flops})
+          "step_flops": planned.step_flops,
+          "tokens_per_s": args.batch_size * (args.prompt_length + args.max_length + arrays[2].shape[1]) / measured_s})
 
 
 if __name__ == "__main__":
