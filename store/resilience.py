@@ -104,6 +104,26 @@ class _Outage:
 OUTAGE = _Outage()
 
 
+class _TransientFailures(logging.Filter):
+    """Drops what MLflow's database layer logs (with a traceback) about a transient failure before
+    it raises it: `retrying` reports the outage in one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or not is_transient(error)
+
+
+_FILTERED = ("mlflow.store.db.utils", "mlflow.store.tracking.sqlalchemy_store")
+
+
+def quiet_transient_failures() -> None:
+    """Installs `_TransientFailures` on MLflow's database loggers (once per process)."""
+    for name in _FILTERED:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _TransientFailures) for f in target.filters):
+            target.addFilter(_TransientFailures())
+
+
 def _reason(error: BaseException) -> str:
     """The first line of what `error` says (StoreUnreachable's own prefix left out)."""
     text = str(error).strip().splitlines()
@@ -115,6 +135,8 @@ def _reason(error: BaseException) -> str:
 def retrying(call: Callable, *, deadline_s: float, first_wait_s: float = 0.2, store: str = "") -> Callable:
     """`call` retried on transient errors with exponential backoff until `deadline_s` has passed.
     The outage is reported once (see `_Outage`); `store` names the store in those lines."""
+
+    quiet_transient_failures()
 
     @functools.wraps(call)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
