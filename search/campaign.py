@@ -164,8 +164,8 @@ class Campaign(_Strict):
 
     name: str
     tasks: list[str] = Field(min_length=1)
-    model: str = "t5-tiny-random"
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    model: str = "gemma3-270m"
+    dtype: Literal["float32", "bfloat16", "auto"] = "auto"
     data_dir: str | None = None
     data_source: str = "jsonl"                       # jsonl | tfds | tfds:NAME (data_dir: TFDS's folder)
     space: Literal["table6", "none"] = "table6"

@@ -48,7 +48,7 @@ INIT_TEXT = "Review sentiment, positive or negative:"
 QUICK = {"model": "t5-tiny-random", "dtype": "float32", "steps": 24, "eval_every": 12,
          "prompt_length": 8, "selection_examples": 48, "evaluation_examples": 64,
          "baselines": [{"name": "review+labels 0-shot", "template": DESIGNED}]}
-REAL = {"model": "gemma3-270m", "dtype": "bfloat16", "steps": 300, "eval_every": 150,
+REAL = {"model": "gemma3-270m", "dtype": "auto", "steps": 300, "eval_every": 150,
         "prompt_length": 20, "selection_examples": 200, "evaluation_examples": 300,
         "baselines": [{"name": "review+labels 4-shot", "template": DESIGNED, "shots": 4},
                       {"name": "review+labels 8-shot", "template": DESIGNED, "shots": 8}]}
@@ -147,6 +147,16 @@ def _serve_and_ask(reference: str, tracking_uri: str, records: list[dict], *, ja
         serve.shutdown()
 
 
+def expected_time() -> str:
+    """One line: the dtype `auto` picks on this machine and the demo's expected minutes there."""
+    from softprompt.core.models import native_dtype
+
+    if native_dtype() == "bfloat16":
+        return "bfloat16 weights (native here): expect 15-20 min on 2 cores (docs/results.md, The demo)"
+    return ("float32 weights (this CPU would emulate bfloat16): expect 20-30 min on 2 cores "
+            "(docs/results.md, The demo)")
+
+
 def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo",
              console: Console | None = None) -> DemoResult:
     """Runs the demo into `storage_path`/<campaign>; returns what the summary shows."""
@@ -164,6 +174,8 @@ def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo",
     name = f"demo-{'quick' if quick else 'sst2'}-{time.strftime('%Y%m%d-%H%M%S')}"
     size = QUICK if quick else REAL
     watch = Stopwatch()
+    if not quick:
+        console.print(expected_time())
     console.rule(f"[bold]1/4 search campaign {name}: {len(INITS)} prompts ({', '.join(INITS)}) x {size['steps']} "
                  f"steps on SST-2 with {size['model']}, designed prompts beside them")
     try:

@@ -8,20 +8,49 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 
 from .base import FamilyOps, FrozenModel, Tokenizer
 
 BUILTIN_MODELS = ("gemma3-270m", "t5-tiny-random")
 DTYPES = ("float32", "bfloat16")
+AUTO_DTYPE = "auto"   # bfloat16 where the hardware multiplies it natively, else float32 (`native_dtype`)
+_NATIVE_BF16_CPU_FLAGS = re.compile(r"\b(amx_bf16|avx512_bf16)\b")
 
 
 class UnknownModelError(ValueError):
     """A model name that is neither built in nor a loadable path."""
 
 
-@functools.lru_cache(maxsize=2)
+@functools.cache
+def native_dtype() -> str:
+    """The frozen weights' dtype that `auto` means here: bfloat16 on GPUs and TPUs and on CPUs with
+    bfloat16 instructions (AMX, AVX512-BF16); float32 on CPUs that would emulate bfloat16."""
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return "bfloat16"
+    try:
+        cpu = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if _NATIVE_BF16_CPU_FLAGS.search(cpu) else "float32"
+
+
+def resolve_dtype(dtype: str) -> str:
+    """`dtype` with `auto` replaced by `native_dtype()`."""
+    return native_dtype() if dtype == AUTO_DTYPE else dtype
+
+
 def load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
+    """A frozen model by built-in name, `.gguf` file, or Hugging Face-format directory; `dtype`
+    float32, bfloat16 or auto (see `native_dtype`). Cached in-process (the last two)."""
+    return _load_model(name, dtype=resolve_dtype(dtype))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
     """A frozen model by built-in name, `.gguf` file, or Hugging Face-format directory.
 
     Loaded models are cached in-process (the last two), so repeated calls are free.
@@ -57,4 +86,5 @@ def load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
         "or a Hugging Face-format directory (config.json + safetensors + tokenizer)")
 
 
-__all__ = ["BUILTIN_MODELS", "FamilyOps", "FrozenModel", "Tokenizer", "UnknownModelError", "load_model"]
+__all__ = ["AUTO_DTYPE", "BUILTIN_MODELS", "FamilyOps", "FrozenModel", "Tokenizer", "UnknownModelError", "load_model", "native_dtype",
+           "resolve_dtype"]
