@@ -220,7 +220,7 @@ def _load_model(campaign: Campaign):
     keep a copy once it is in the object store)."""
     from softprompt.core.models import load_model
 
-    return load_model.__wrapped__(campaign.model, dtype=campaign.dtype)
+    return load_model(campaign.model, dtype=campaign.dtype, cached=False)
 
 
 def _runtime(campaign: Campaign, trial_hook: TrialHook | None) -> TrialRuntime:

@@ -43,10 +43,12 @@ def resolve_dtype(dtype: str) -> str:
     return native_dtype() if dtype == AUTO_DTYPE else dtype
 
 
-def load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
+def load_model(name: str, *, dtype: str = "float32", cached: bool = True) -> FrozenModel:
     """A frozen model by built-in name, `.gguf` file, or Hugging Face-format directory; `dtype`
-    float32, bfloat16 or auto (see `native_dtype`). Cached in-process (the last two)."""
-    return _load_model(name, dtype=resolve_dtype(dtype))
+    float32, bfloat16 or auto (see `native_dtype`). Cached in-process (the last two) unless
+    `cached=False` (a caller that hands the weights on and keeps no copy)."""
+    load = _load_model if cached else _load_model.__wrapped__
+    return load(name, dtype=resolve_dtype(dtype))
 
 
 @functools.lru_cache(maxsize=2)
