@@ -69,3 +69,28 @@ def test_the_reader_sees_relative_and_local_imports():
     assert "softprompt.ensemble.loaded" in modules and "softprompt.store" in modules
     assert any(m.startswith("softprompt.ensemble.") for m in imports_of(ROOT / "serve" / "batcher.py"))
     assert "mlflow.pyfunc" in imports_of(ROOT / "store" / "registry.py")
+
+
+def test_import_softprompt_is_light():
+    """`import softprompt` and every layer's package load neither JAX, Ray nor MLflow (their public
+    names import on first use), and take well under 2 seconds."""
+    import subprocess
+    import sys
+
+    probe = ("import time; start = time.perf_counter()\n"
+             "import softprompt, softprompt.core, softprompt.store, softprompt.search, softprompt.ensemble, "
+             "softprompt.serve, softprompt.cli\n"
+             "import sys; print(time.perf_counter() - start, sorted({'jax', 'ray', 'mlflow'} & set(sys.modules)))")
+    seconds, heavy = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                                    timeout=60).stdout.split(" ", 1)
+    assert heavy.strip() == "[]" and float(seconds) < 2.0
+
+
+def test_every_public_name_resolves():
+    import importlib
+
+    for package in ("softprompt", "softprompt.core", "softprompt.store", "softprompt.search",
+                    "softprompt.ensemble", "softprompt.serve"):
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"{package}.{name}"
