@@ -33,7 +33,8 @@ from .campaign import Campaign, CampaignError, check_resources
 from .ray_env import apply_ray_env_defaults, ray_log_options, verbose
 from .state import PENDING_FILE, STATE_FILE, Stored, driver_lock, read_state, write_state
 from .step_server import FuseSettings, end_step_servers
-from .trainable import TrialRuntime, run_trial, share_model
+from .shared_model import share_model
+from .trainable import TrialRuntime, run_trial
 
 logger = logging.getLogger(__name__)
 

@@ -66,7 +66,7 @@ class StepServer:
 
         from softprompt.core.sentinel import with_sentinel_targets
 
-        from .trainable import unshare_model
+        from .shared_model import unshare_model
 
         model = unshare_model(model)
         self._model = with_sentinel_targets(model) if sentinel else model

@@ -94,3 +94,30 @@ def test_every_public_name_resolves():
         module = importlib.import_module(package)
         for name in module.__all__:
             assert getattr(module, name) is not None, f"{package}.{name}"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join((["softprompt"] if parts[0] != "softprompt" else []) + parts)
+
+
+def test_no_module_imports_itself_through_others():
+    """No import cycle between modules (function-local imports included): a cycle means two modules
+    are one idea split in two, or a third module is missing. Packages' `__init__` re-exports are
+    lazy and do not count."""
+    graph = {_module_name(path): path for path in MODULES if path.name != "__init__.py"}
+    edges = {name: sorted({m for m in imports_of(path) if m in graph and m != name}) for name, path in graph.items()}
+    state: dict[str, int] = {}   # 1 = on the current path, 2 = done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for nxt in edges[name]:
+            assert state.get(nxt) != 1, "import cycle: " + " -> ".join(path[path.index(nxt):] + [name, nxt]
+                                                                      if nxt in path else [name, nxt])
+            if nxt not in state:
+                visit(nxt, path + [name])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
