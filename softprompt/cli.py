@@ -38,6 +38,9 @@ def _options(
     """Prompt tuning as a service: search campaigns, voted soft-prompt ensembles, serving."""
     if verbose:
         os.environ["SOFTPROMPT_VERBOSE"] = "1"   # read where Ray starts, also in child processes
+    else:   # only our own lines: no MLflow INFO (database creation), no Tune configuration box or hints
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 app.add_typer(_cli_model.app, name="model")
