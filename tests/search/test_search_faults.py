@@ -166,6 +166,8 @@ def test_no_password_is_written_or_printed(ray_address, jax_cache, tmp_path, pos
     done = run_cli("search", "launch", str(path), env={"RAY_ADDRESS": ray_address, "MLFLOW_TRACKING_URI": uri})
     assert done.returncode == 0, done.stderr[-3000:]
     assert PASSWORD not in done.stdout + done.stderr
+    for noise in ("Configuration for experiment", "View detailed results", "TensorBoard", "INFO mlflow"):
+        assert noise not in done.stdout + done.stderr   # only softprompt's own lines unless --verbose
     written = [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
     assert any(p.name == "tuner.pkl" for p in written) and any(p.name == "campaign.json" for p in written)
     leaked = [str(p) for p in written if PASSWORD.encode() in p.read_bytes()]
