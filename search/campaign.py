@@ -141,7 +141,7 @@ class EnsembleSettings(_Strict):
 class Fuse(_Strict):
     """Fused trials (search/step_server.py): the trials on a node compute their steps together in
     one forward/backward of one copy of the model. `auto`: on when trials ask for GPUs (on a
-    compute-bound CPU fusing saves memory copies, not time; see the README)."""
+    compute-bound CPU fusing saves memory copies, not time; docs/campaigns.md)."""
 
     enabled: Literal[True, False, "auto"] = "auto"
     max_trials: int = Field(8, ge=1)                 # trials per fused call
