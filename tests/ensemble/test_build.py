@@ -41,7 +41,7 @@ def campaign(tmp_path_factory):
     """A 6-trial campaign on RTE launched through the CLI, holding out 48 training records,
     with `ensemble: {top: 5}` (greedy selection on them)."""
     folder = tmp_path_factory.mktemp("campaign")
-    spec = {"name": "ens", "tasks": ["rte"], "model": "t5-tiny-random", "space": "table6",
+    spec = {"name": "ens", "tasks": ["rte"], "model": "t5-tiny-random", "dtype": "float32", "space": "table6",
             "fixed": {"learning_rate": 0.3, "parameter_scaling": False, "batch_size": 4, "steps": 6,
                       "warmup_steps": 0, "decay_factor": None, "prompt_length": 4, "init": "sampled_vocab",
                       "selection_examples": HOLDOUT.size, "selection_seed": HOLDOUT.seed},
