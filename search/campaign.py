@@ -290,6 +290,7 @@ def parse_campaign(values: Mapping[str, Any], *, source: str = "campaign") -> Ca
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or source
         raise CampaignError(field, first["msg"].removeprefix("Value error, ")) from None
+    _check_model(campaign)
     _check_tasks(campaign)
     _check_hyperparameters(campaign)
     return campaign
@@ -346,6 +347,15 @@ def merge_campaign_values(base: Mapping[str, Any], values: Mapping[str, Any]) ->
         if own or inherited:
             merged[section] = inherited | own
     return merged
+
+
+def _check_model(campaign: Campaign) -> None:
+    from softprompt.core.models import UnknownModelError, check_model_name
+
+    try:
+        check_model_name(campaign.model)
+    except UnknownModelError as error:
+        raise CampaignError("model", str(error)) from None
 
 
 def _check_tasks(campaign: Campaign) -> None:

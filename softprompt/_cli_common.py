@@ -76,7 +76,7 @@ def user_errors() -> Iterator[None]:
         flag = _FLAGS.get(error.field, "--" + error.field.replace("_", "-"))
         typer.echo(f"error: {flag} {error.detail}", err=True)
         raise typer.Exit(code=2) from error
-    except (ValueError, KeyError, FileNotFoundError) as error:
+    except (ValueError, LookupError, FileNotFoundError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(code=2) from error
