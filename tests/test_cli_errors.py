@@ -60,15 +60,15 @@ def _cases(world) -> list[tuple[str, list[str], str]]:
         ("unknown tfds task", ["data", "prepare-tfds", "--task", "no-such-task", "--out", missing], "no-such-task"),
         ("bad YAML", ["search", "launch", str(root / "bad.yaml")], "bad.yaml"),
         ("bad campaign", ["search", "launch", str(root / "no-task.yaml")], "no-such-task"),
-        ("no campaign", ["search", "status", "nope", "--storage-path", str(root)], "no campaign"),
-        ("no campaign to resume", ["search", "resume", "nope", "--storage-path", str(root)], "no campaign"),
-        ("unknown ensemble", ["ensemble", "evaluate", "missing@production", "--tracking-uri", uri], "missing"),
-        ("malformed reference", ["ensemble", "evaluate", "a b@", "--tracking-uri", uri], "malformed"),
-        ("not a database", ["ensemble", "evaluate", "x", "--tracking-uri",
+        ("no campaign", ["search", "status", "nope", "--store", str(root)], "no campaign"),
+        ("no campaign to resume", ["search", "resume", "nope", "--store", str(root)], "no campaign"),
+        ("unknown ensemble", ["ensemble", "evaluate", "missing@production", "--store", uri], "missing"),
+        ("malformed reference", ["ensemble", "evaluate", "a b@", "--store", uri], "malformed"),
+        ("not a database", ["ensemble", "evaluate", "x", "--store",
                             f"sqlite:///{root / 'not-a-db' / 'mlflow.db'}"], "not a database"),
-        ("unreachable store", ["ensemble", "build", "--task", "rte", "--tracking-uri", unreachable],
+        ("unreachable store", ["ensemble", "build", "--task", "rte", "--store", unreachable],
          "cannot reach the tracking store"),
-        ("damaged registry version", ["serve", "--ensemble", "damaged@production", "--tracking-uri", uri],
+        ("damaged registry version", ["serve", "damaged@production", "--store", uri],
          f"ensemble 'damaged' version {version} member 1"),
     ]
 
@@ -93,7 +93,7 @@ def test_a_damaged_member_is_named_by_file_before_serve_starts_ray(world, monkey
     import ray
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    result = runner.invoke(app, ["serve", "--ensemble", "damaged@production", "--tracking-uri", world["uri"]])
+    result = runner.invoke(app, ["serve", "damaged@production", "--store", world["uri"]])
     line = _one_line_error(result, "member 1 (run ")
     assert "data/ensemble/members/1/prompt.safetensors" in line and "sha256 differs" in line
     assert not ray.is_initialized()
@@ -103,7 +103,7 @@ def test_a_damaged_member_is_named_by_file_before_serve_starts_ray(world, monkey
 def test_an_invalid_ensemble_name_is_refused_before_anything_is_written(tmp_path, monkeypatch, name):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    result = runner.invoke(app, ["ensemble", "build", "--task", "rte", "--name", name, "--tracking-uri", uri])
+    result = runner.invoke(app, ["ensemble", "build", "--task", "rte", "--name", name, "--store", uri])
     _one_line_error(result, "invalid ensemble name")
     assert not (tmp_path / "store").exists()
 

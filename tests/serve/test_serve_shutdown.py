@@ -36,8 +36,8 @@ def test_sigterm_drains_requests_in_flight(store, tiny_model, free_port, tmp_pat
     log = tmp_path / "serve.log"
     # one input per pass, one model row per chunk: a long request takes many seconds
     process = subprocess.Popen(
-        [str(BIN), "serve", "--ensemble", "drain-sst2@production", "--port", str(port), "--replica-cpus", "0",
-         "--tracking-uri", store.uri, "--jax-cache-dir", str(tmp_path / "jax"), "--grace-period", str(GRACE_S),
+        [str(BIN), "serve", "drain-sst2@production", "--port", str(port), "--replica-cpus", "0",
+         "--store", store.uri, "--jax-cache-dir", str(tmp_path / "jax"), "--grace-period", str(GRACE_S),
          "--max-batch-size", "1", "--max-rows-per-pass", "1", "--batch-wait-timeout-s", "0"],
         stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=os.environ | {"JAX_PLATFORMS": "cpu"},
         cwd=tmp_path)
