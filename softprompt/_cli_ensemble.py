@@ -39,16 +39,40 @@ def build(task: str = typer.Option(..., help="The task whose trials to draw from
                                         "| mean_logprob | learned (member weights and a per-label bias fitted "
                                         "on the selection split; with --select greedy)"),
           allow_fewer: bool = typer.Option(False, help="Build a smaller ensemble when fewer runs qualify."),
+          promote_if_better: bool = typer.Option(False, help="Move the alias only if the new version beats the "
+                                                             "alias's version on the selection split (paired test)."),
+          promote_max_p: float = typer.Option(0.05, min=0.0, max=1.0, help="The paired test's p-value a promotion "
+                                                                           "needs at most."),
           tracking_uri: Optional[str] = typer.Option(None, help=TRACKING_HELP)) -> None:
     """Choose members among a task's finished trials and register them as an ensemble version."""
     from softprompt.ensemble.build import build_ensemble
 
     with user_errors():
-        registered = build_ensemble(_store(tracking_uri), task=task, top=top, name=name, experiments=experiment,
-                                    metric=metric, alias=alias, vote_rule=vote, allow_fewer=allow_fewer,
-                                    select=select, selection_split=selection_split,
+        store = _store(tracking_uri)
+        registered = build_ensemble(store, task=task, top=top, name=name, experiments=experiment,
+                                    metric=metric, alias=None if promote_if_better else alias, vote_rule=vote,
+                                    allow_fewer=allow_fewer, select=select, selection_split=selection_split,
                                     selection_limit=selection_examples, data_dir=data_dir)
-    print_json(build_summary(registered, alias))
+        if not promote_if_better:
+            print_json(build_summary(registered, alias))
+            return
+        promotion = promote(store, registered, alias=alias, max_p=promote_max_p, selection_split=selection_split,
+                            selection_examples=selection_examples, data_dir=data_dir)
+    print_json(build_summary(registered, alias if promotion["promoted"] else None) | {"promotion": promotion})
+
+
+def promote(store, registered, *, alias: str, max_p: float, selection_split: str | None = None,
+            selection_examples: int | None = None, data_dir: str | None = None) -> dict:
+    """The guarded promotion of a just-built version (`ensemble.promote`): one line on stderr
+    saying what happened and why; returns the figures."""
+    from softprompt.ensemble.build import SelectionSplit
+    from softprompt.ensemble.promote import promote_if_better
+
+    split = SelectionSplit(selection_split, None, data_dir) if selection_split else None
+    promotion = promote_if_better(store, registered, alias=alias, max_p=max_p, split=split, limit=selection_examples,
+                                  data_dir=data_dir)
+    typer.echo(promotion.line(), err=True)
+    return promotion.as_dict()
 
 
 def build_summary(registered, alias: str | None) -> dict:

@@ -71,17 +71,24 @@ def _build_ensembles(campaign, result) -> list[dict]:
     from softprompt.ensemble.build import build_ensemble
     from softprompt.store import Store
 
-    from ._cli_ensemble import build_summary
+    from ._cli_ensemble import build_summary, promote
 
     store = Store(result.tracking_uri)
     built = []
     for task in campaign.tasks:
         settings = campaign.ensemble
+        guarded = settings.promote_if_better
         registered = build_ensemble(store, task=task, top=settings.top, experiments=[campaign.name],
                                     name=f"{Path(task).stem}-ensemble", select=settings.select,
                                     vote_rule=settings.vote, selection_split=settings.selection_split,
-                                    allow_fewer=True)
-        built.append(build_summary(registered, "production"))
+                                    allow_fewer=True, alias=None if guarded else "production")
+        if not guarded:
+            built.append(build_summary(registered, "production"))
+            continue
+        promotion = promote(store, registered, alias="production", max_p=settings.promote_max_p,
+                            selection_split=settings.selection_split)
+        built.append(build_summary(registered, "production" if promotion["promoted"] else None)
+                     | {"promotion": promotion})
     return built
 
 

@@ -47,6 +47,8 @@ def serve(
     jax_cache_dir: str = typer.Option("runs/jax_cache", help="JAX compilation cache shared by replicas."),
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster [default: start a local one]."),
     metrics_port: Optional[int] = typer.Option(None, help="Prometheus port of a local Ray [default: Ray's choice]."),
+    follow_interval: float = typer.Option(10.0, min=0.0, help="Poll each NAME@ALIAS every S seconds and serve "
+                                                              "the version it moves to (0: off)."),
 ) -> None:
     """Serve voted predictions over HTTP until Ctrl-C (or SIGTERM); prints one JSON line when ready."""
     from softprompt.search.ray_env import RAY_LOGS, apply_ray_env_defaults, quiet_serve_logger, ray_log_options
@@ -68,7 +70,8 @@ def serve(
                         max_inputs=max_inputs, max_batch_size=max_batch_size,
                         batch_wait_timeout_s=batch_wait_timeout_s, token=token, max_rows_per_pass=max_rows_per_pass,
                         replicas=replicas, replica_cpus=replica_cpus, jax_cache_dir=jax_cache_dir,
-                        max_body_bytes=max_body_bytes, max_queued_requests=max_queued_requests, app_name=APP_NAME)
+                        max_body_bytes=max_body_bytes, max_queued_requests=max_queued_requests, app_name=APP_NAME,
+                        follow_interval_s=follow_interval or None)
 
     import ray
     from ray import serve as ray_serve

@@ -246,3 +246,39 @@ def test_a_learned_ensemble_serves_and_reports_its_pool(campaign, tiny_model, tm
     assert list(table["ensembles"])[:2] == ["ensemble (greedy, learned)", "ensemble (greedy, majority)"]
     assert table["ensemble"] == table["ensembles"]["ensemble (greedy, learned)"]
     assert table["weights"]["ensemble (greedy, learned)"][:len(members)] == pool["weights"]
+
+
+def test_build_and_campaign_end_with_a_guarded_promotion(campaign, tmp_path):
+    """`ensemble build --promote-if-better`: an unset alias is taken; the same selection again is
+    registered but refused (0 against 0 discordant examples), the alias stays; a campaign file's
+    `ensemble: {promote_if_better: true}` ends the same way."""
+    from types import SimpleNamespace
+
+    from softprompt._cli_search import _build_ensembles
+    from softprompt.search.campaign import load_campaign
+
+    store, summary = campaign
+    command = ["ensemble", "build", "--task", "rte", "--experiment", "ens", "--name", "rte-guarded", "--top", "3",
+               "--promote-if-better", "--tracking-uri", store.tracking_uri]
+    taken = runner.invoke(app, command)
+    assert taken.exit_code == 0, taken.output
+    first = json.loads(taken.stdout.strip().splitlines()[-1])
+    assert first["alias"] == "production" and first["promotion"]["promoted"] and first["promotion"]["incumbent"] is None
+    refused = runner.invoke(app, command + ["--promote-max-p", "0.5"])
+    assert refused.exit_code == 0, refused.output
+    second = json.loads(refused.stdout.strip().splitlines()[-1])
+    promotion = second["promotion"]
+    assert second["alias"] is None and not promotion["promoted"] and promotion["incumbent"] == first["version"]
+    assert (promotion["candidate_only"], promotion["incumbent_only"], promotion["p_value"]) == (0, 0, 1.0)
+    assert promotion["examples"] == HOLDOUT.size and promotion["max_p"] == 0.5
+    assert f"not promoted: version {second['version']}" in refused.stderr
+    assert store.alias_version("rte-guarded", "production") == first["version"]
+    assert store.resolve_ensemble(f"rte-guarded/{second['version']}").manifest.members   # registered all the same
+
+    production = store.alias_version("rte-ensemble", "production")
+    spec = {"name": "ens", "tasks": ["rte"], "model": "t5-tiny-random", "fixed": {"selection_examples": HOLDOUT.size},
+            "ensemble": {"top": 5, "promote_if_better": True}}
+    (tmp_path / "guarded.yaml").write_text(yaml.safe_dump(spec))
+    [built] = _build_ensembles(load_campaign(tmp_path / "guarded.yaml"), SimpleNamespace(tracking_uri=store.tracking_uri))
+    assert built["promotion"]["incumbent"] == production and not built["promotion"]["promoted"]
+    assert store.alias_version("rte-ensemble", "production") == production
