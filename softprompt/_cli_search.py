@@ -1,4 +1,4 @@
-"""`softprompt search launch | resume | status`: prompt-tuning campaigns on Ray Tune.
+"""`softprompt search launch | resume | extend | status`: prompt-tuning campaigns on Ray Tune.
 
 A campaign lives in `<storage-path>/<name>/` (default storage path `./runs`, or the campaign
 file's `storage_path`); its trials are tracked in MLflow (`MLFLOW_TRACKING_URI` when set, else
@@ -138,6 +138,34 @@ def resume(name: str = typer.Argument(..., help="Campaign name."),
 
 
 @app.command()
+def extend(name: str = typer.Argument(..., help="Campaign name."),
+           trials: int = typer.Option(..., min=1, help="How many more trials (a multiple of tasks x seeds)."),
+           storage_path: Path = typer.Option(Path("./runs"), help="Folder holding campaigns.")) -> None:
+    """Run N more trials of an ended campaign, the searcher told the earlier trials' scores."""
+    from softprompt.search import launch as launching
+    from softprompt.search.extend import extend as extending
+
+    with user_errors():
+        result = extending(name, trials, storage_path=storage_path)
+    campaign = launching.stored_campaign(name, storage_path=storage_path).campaign
+    _show(result.rows, result.baselines, title=name)
+    ensembles = []
+    if result.finished and not result.all_failed:
+        with user_errors():
+            ensembles = _build_ensembles(campaign, result)      # rebuilt over every trial (guarded if asked)
+        if ensembles:
+            launching.record_ensembles(result.experiment_dir, ensembles)
+    print_json(_result_json(result) | {"extensions": _extensions(result.experiment_dir)}
+               | ({"ensembles": ensembles} if ensembles else {}))
+
+
+def _extensions(folder) -> list[dict]:
+    from softprompt.search.extend import extensions_summary
+
+    return extensions_summary(folder)
+
+
+@app.command()
 def status(name: str = typer.Argument(..., help="Campaign name."),
            storage_path: Path = typer.Option(Path("./runs"), help="Folder holding campaigns.")) -> None:
     """The campaign's trials: configuration, state, best score, steps."""
@@ -146,7 +174,8 @@ def status(name: str = typer.Argument(..., help="Campaign name."),
     with user_errors():
         rows, baselines = launching.status(name, storage_path=storage_path)
     _show(rows, baselines, title=name)
-    print_json({"campaign": name} | _summary(rows, baselines))
+    extensions = _extensions(launching.experiment_dir(name, storage_path))
+    print_json({"campaign": name} | _summary(rows, baselines) | ({"extensions": extensions} if extensions else {}))
 
 
 @app.command()
