@@ -180,7 +180,10 @@ def status(name: str = typer.Argument(..., help="Campaign name."),
 
 @app.command()
 def report(name: str = typer.Argument(..., help="Campaign name (its MLflow experiment)."),
-           by: str = typer.Option(..., "--by", help="The axis: a trial param such as prompt_length, init, seed."),
+           by: Optional[str] = typer.Option(None, "--by", help="The axis: a trial param such as prompt_length, "
+                                                               "init, seed."),
+           html: Optional[Path] = typer.Option(None, "--html", help="Write one static page instead: trials, "
+                                                                   "curves, Table 3, ensembles."),
            metric: str = typer.Option("score", help="Plot best_<metric> [default: score, the selection score]."),
            out: Optional[Path] = typer.Option(None, help="Folder for the PNG and CSV [default: the campaign folder]."),
            storage_path: Path = typer.Option(Path("./runs"), help="Folder holding campaigns."),
@@ -195,6 +198,16 @@ def report(name: str = typer.Argument(..., help="Campaign name (its MLflow exper
     from softprompt.search.findings import report_axis
     from softprompt.store import Store
 
+    if html is not None:
+        from softprompt.search.html_report import write_html_report
+
+        with user_errors():
+            page = write_html_report(name, html, folder=launching.experiment_dir(name, storage_path))
+        print_json({"campaign": name, "html": str(page)})
+        return
+    if by is None:
+        typer.echo("error: give --by AXIS (a metric against one axis) or --html FILE (the campaign page)", err=True)
+        raise typer.Exit(code=2)
     with user_errors():
         folder = launching.experiment_dir(name, storage_path)
         uri = tracking_uri or launching.stored_tracking_uri(name, storage_path=storage_path)
