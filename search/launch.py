@@ -33,7 +33,8 @@ from .campaign import Campaign, CampaignError, check_resources
 from .ray_env import apply_ray_env_defaults, ray_log_options, verbose
 from .state import PENDING_FILE, STATE_FILE, Stored, driver_lock, read_state, write_state
 from .step_server import FuseSettings, end_step_servers
-from .trainable import TrialRuntime, run_trial, share_model
+from .shared_model import share_model
+from .trainable import TrialRuntime, run_trial
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def _load_model(campaign: Campaign):
     keep a copy once it is in the object store)."""
     from softprompt.core.models import load_model
 
-    return load_model.__wrapped__(campaign.model, dtype=campaign.dtype)
+    return load_model(campaign.model, dtype=campaign.dtype, cached=False)
 
 
 def _runtime(campaign: Campaign, trial_hook: TrialHook | None) -> TrialRuntime:

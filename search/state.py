@@ -68,7 +68,8 @@ def read_state(folder: Path) -> Stored:
     try:
         state = json.loads((folder / STATE_FILE).read_text())
     except FileNotFoundError:
-        raise CampaignError("name", f"no campaign in {folder} (launch it first, or pass --storage-path)") from None
+        raise LookupError(f"no campaign {folder.name!r} in {folder.parent} (launch it first, or pass the --store "
+                          "it was launched with)") from None
     except json.JSONDecodeError as error:
         raise CampaignError("name", f"{folder / STATE_FILE} is not valid JSON ({error})") from None
     values = {k: v for k, v in state["campaign"].items() if not (k in RETIRED_FIELDS and v is None)}

@@ -40,7 +40,7 @@ LOADER_MODULE = "softprompt.ensemble.pyfunc"   # named, not imported: the store 
 DATA_FOLDER = "data/ensemble"   # inside the model: pyfunc copies the data folder under data/<its name>
 MEMBERS_FOLDER = "members"
 DEFAULT_ALIAS = "production"
-_REFERENCE = re.compile(r"^(?:models:/)?(?P<name>[^@/]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))?$")
+_REFERENCE = re.compile(r"^(?:models:/)?(?P<name>[^@/:]+)(?:@(?P<alias>[\w-]+)|[:/](?P<version>\d+))?$")
 
 
 class RegisteredEnsemble(NamedTuple):
@@ -57,10 +57,11 @@ class RegisteredEnsemble(NamedTuple):
 
 
 def parse_reference(reference: str) -> tuple[str, str | None, str | None]:
-    """(name, alias, version) of a reference; a bare name means its `production` alias."""
+    """(name, alias, version) of `NAME`, `NAME@ALIAS` or `NAME:VERSION` (MLflow's `models:/NAME/VERSION`
+    is read too); a bare name means its `production` alias."""
     match = _REFERENCE.match(reference.strip())
     if not match:
-        raise EnsembleError(f"malformed ensemble reference {reference!r} (use NAME, NAME@ALIAS or NAME/VERSION)")
+        raise EnsembleError(f"malformed ensemble reference {reference!r} (use NAME, NAME@ALIAS or NAME:VERSION)")
     alias = match["alias"] or (None if match["version"] else DEFAULT_ALIAS)
     return match["name"], alias, match["version"]
 

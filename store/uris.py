@@ -42,6 +42,31 @@ def resolve_tracking_uri(explicit: str | None = None, *,
     return uri
 
 
+def is_uri(value: str) -> bool:
+    """Whether a `--store` value is a URI (`sqlite:///...`, `postgresql+psycopg://...`, `http://...`)
+    rather than a folder."""
+    return "://" in value or value.startswith(("sqlite:", "databricks"))
+
+
+def parse_store(value: str | None) -> tuple[str, str | None]:
+    """`(storage_path, tracking_uri)` for the command line's one store flag, `--store DIR|URI`.
+
+    A folder holds everything: campaigns, the SQLite file and the artifacts (it wins over
+    `$MLFLOW_TRACKING_URI`). A URI names the tracking store; campaign folders stay under `./runs`.
+    Nothing given: `$MLFLOW_TRACKING_URI` when set, else `./runs` (`tracking_uri` None = that rule).
+
+    >>> parse_store("postgresql+psycopg://ana@db/mlflow")
+    ('./runs', 'postgresql+psycopg://ana@db/mlflow')
+    >>> parse_store(None)
+    ('./runs', None)
+    """
+    if value is None:
+        return DEFAULT_STORAGE_PATH, None
+    if is_uri(value):
+        return DEFAULT_STORAGE_PATH, value
+    return value, "sqlite:///" + str(Path(value).resolve() / DEFAULT_DATABASE)
+
+
 def default_artifact_root(tracking_uri: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH) -> str | None:
     """Where a new experiment's artifacts go: `<storage_path>/mlartifacts` for a database store;
     None (the server's own default) for a tracking server."""

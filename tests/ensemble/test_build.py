@@ -42,7 +42,7 @@ def campaign(tmp_path_factory):
     """A 6-trial campaign on RTE launched through the CLI, holding out 48 training records,
     with `ensemble: {top: 5}` (greedy selection on them)."""
     folder = tmp_path_factory.mktemp("campaign")
-    spec = {"name": "ens", "tasks": ["rte"], "model": "t5-tiny-random", "space": "table6",
+    spec = {"name": "ens", "tasks": ["rte"], "model": "t5-tiny-random", "dtype": "float32", "space": "table6",
             "fixed": {"learning_rate": 0.3, "parameter_scaling": False, "batch_size": 4, "steps": 6,
                       "warmup_steps": 0, "decay_factor": None, "prompt_length": 4, "init": "sampled_vocab",
                       "selection_examples": HOLDOUT.size, "selection_seed": HOLDOUT.seed},
@@ -110,14 +110,14 @@ def test_selection_and_evaluation_splits_are_disjoint(campaign):
     validation = {e.inputs for e in task.examples("validation")}
     assert len(held) == 48 and not held & trained and not held & validation
     refused = runner.invoke(app, ["ensemble", "evaluate", "rte-ensemble@production", "--split", "train",
-                                  "--tracking-uri", store.tracking_uri])
+                                  "--store", store.tracking_uri])
     assert refused.exit_code == 2 and "was selected on the 'train' split" in refused.output
 
 
 def test_ensemble_evaluate_prints_table3_with_top_n_and_greedy_rows(campaign):
     store, _ = campaign
     result = runner.invoke(app, ["ensemble", "evaluate", "rte-ensemble@production", "--max-examples", "16",
-                                 "--tracking-uri", store.tracking_uri])
+                                 "--store", store.tracking_uri])
     assert result.exit_code == 0, result.output
     table = json.loads(result.output.strip().splitlines()[-1])
     assert set(table["ensembles"]) == {"ensemble (greedy)", "ensemble (top-5)"}
@@ -156,13 +156,13 @@ def test_a_named_selection_split_and_soft_votes(campaign):
                            selection_split="validation", selection_limit=20)
     assert built.manifest.selection["split"] == "validation" and built.manifest.selection["holdout"] is None
     assert built.manifest.vote_rule == "soft"
-    refused = runner.invoke(app, ["ensemble", "evaluate", "rte-soft@production", "--tracking-uri", store.tracking_uri])
+    refused = runner.invoke(app, ["ensemble", "evaluate", "rte-soft@production", "--store", store.tracking_uri])
     assert refused.exit_code == 2 and "selected on the 'validation' split" in refused.output
     # a slice of validation selects; the report may read the validation records before it, not more
     tail = build_ensemble(store, task="rte", top=3, experiments=["ens"], name="rte-tail",
                           selection_split="validation[20:]", selection_limit=20)
     assert tail.manifest.selection["split"] == "validation[20:]" and tail.manifest.selection["examples"] == 20
-    command = ["ensemble", "evaluate", "rte-tail@production", "--tracking-uri", store.tracking_uri]
+    command = ["ensemble", "evaluate", "rte-tail@production", "--store", store.tracking_uri]
     refused = runner.invoke(app, command + ["--max-examples", "21"])
     assert refused.exit_code == 2 and "selected on the 'validation[20:]' split" in refused.output
     reported = runner.invoke(app, command + ["--max-examples", "20"])
@@ -176,7 +176,7 @@ def test_a_changed_member_artifact_is_refused(campaign):
     member = registered.manifest.members[1]
     copy = Path(registered.source.removeprefix("file://")) / "data" / "ensemble" / "members" / "1" / "prompt.safetensors"
     copy.write_bytes(copy.read_bytes()[:-8] + b"\0" * 8)
-    result = runner.invoke(app, ["ensemble", "evaluate", "rte-tampered@prod", "--tracking-uri", store.tracking_uri])
+    result = runner.invoke(app, ["ensemble", "evaluate", "rte-tampered@prod", "--store", store.tracking_uri])
     assert result.exit_code == 2 and "sha256 differs" in result.output and member.run_id in result.output
 
 
@@ -203,7 +203,7 @@ def test_the_learned_vote_refuses_prompts_without_signal_and_fits_prompts_with_i
     noise) get a pool whose recorded score is its accuracy there."""
     store, _ = campaign
     built = runner.invoke(app, ["ensemble", "build", "--task", "rte", "--top", "3", "--experiment", "ens",
-                                "--name", "rte-no-signal", "--vote", "learned", "--tracking-uri", store.tracking_uri])
+                                "--name", "rte-no-signal", "--vote", "learned", "--store", store.tracking_uri])
     assert built.exit_code == 2 and "carry no signal" in built.output and "Traceback" not in built.output
     assert not store.client.search_registered_models("name = 'rte-no-signal'")
     with pytest.raises(EnsembleError, match="use it with --select greedy"):
@@ -241,7 +241,7 @@ def test_a_learned_ensemble_serves_and_reports_its_pool(campaign, tiny_model, tm
     assert [v.label for v in votes] == [task.label_words[c] for c in winners]
     np.testing.assert_allclose([list(v.shares.values()) for v in votes], shares, rtol=1e-6)
     reported = runner.invoke(app, ["ensemble", "evaluate", "rte-learned@production", "--max-examples", "16",
-                                   "--tracking-uri", store.tracking_uri])
+                                   "--store", store.tracking_uri])
     assert reported.exit_code == 0, reported.output
     table = json.loads(reported.output.strip().splitlines()[-1])
     assert list(table["ensembles"])[:2] == ["ensemble (greedy, learned)", "ensemble (greedy, majority)"]
@@ -260,7 +260,7 @@ def test_build_and_campaign_end_with_a_guarded_promotion(campaign, tmp_path):
 
     store, summary = campaign
     command = ["ensemble", "build", "--task", "rte", "--experiment", "ens", "--name", "rte-guarded", "--top", "3",
-               "--promote-if-better", "--tracking-uri", store.tracking_uri]
+               "--promote-if-better", "--store", store.tracking_uri]
     taken = runner.invoke(app, command)
     assert taken.exit_code == 0, taken.output
     first = json.loads(taken.stdout.strip().splitlines()[-1])
@@ -323,11 +323,11 @@ class _Page(HTMLParser):
 def test_search_report_html_is_one_static_page(campaign, tmp_path):
     store, summary = campaign
     evaluated = runner.invoke(app, ["ensemble", "evaluate", "rte-ensemble@production", "--max-examples", "16",
-                                    "--no-designed", "--tracking-uri", store.tracking_uri])
+                                    "--no-designed", "--store", store.tracking_uri])
     assert evaluated.exit_code == 0, evaluated.output
     out = tmp_path / "report" / "ens.html"
     done = runner.invoke(app, ["search", "report", "ens", "--html", str(out),
-                               "--storage-path", str(Path(summary["experiment_dir"]).parent)])
+                               "--store", str(Path(summary["experiment_dir"]).parent)])
     assert done.exit_code == 0, done.output
     page = _Page()
     page.feed(out.read_text())
@@ -342,5 +342,5 @@ def test_search_report_html_is_one_static_page(campaign, tmp_path):
     members = page.tables["ensemble-0"][1:]
     assert [row[0] for row in members] == [m["run_id"] for m in built["members"]]
     assert "http" not in out.read_text().replace("http://www.w3.org/2000/svg", "")   # nothing fetched
-    refused = runner.invoke(app, ["search", "report", "ens", "--storage-path", str(tmp_path)])
+    refused = runner.invoke(app, ["search", "report", "ens", "--store", str(tmp_path)])
     assert refused.exit_code == 2 and "--by AXIS" in refused.output

@@ -66,7 +66,7 @@ def test_extend_adds_exactly_n_runs_from_a_warm_started_searcher(ray_address, ja
     assert sorted(t.params["learning_rate"] for t in sampled) == sorted(row.config["learning_rate"] for row in new)
     assert all(math.isfinite(row.best_score) for row in new)
 
-    status = runner.invoke(app, ["search", "status", "extend-optuna", "--storage-path", str(tmp_path / "runs")])
+    status = runner.invoke(app, ["search", "status", "extend-optuna", "--store", str(tmp_path / "runs")])
     assert status.exit_code == 0, status.output
     shown = json.loads(status.stdout.strip().splitlines()[-1])
     assert shown["trials"] == 3 and shown["states"] == {"TERMINATED": 3}

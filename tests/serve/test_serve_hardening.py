@@ -118,6 +118,6 @@ def test_a_reload_that_fails_leaves_every_replica_on_the_old_version(served, sto
 
 
 def test_an_empty_token_is_refused(store):
-    result = subprocess.run([str(BIN), "serve", "--ensemble", "hard-rte@production", "--tracking-uri", store.uri,
+    result = subprocess.run([str(BIN), "serve", "hard-rte@production", "--store", store.uri,
                              "--token", ""], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "token is empty" in result.stderr
