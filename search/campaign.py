@@ -129,6 +129,8 @@ class EnsembleSettings(_Strict):
     select: Literal["greedy", "top"] = "greedy"      # greedy needs a selection split: fixed.selection_examples,
     selection_split: str | None = None               #   or this, a split or slice, e.g. "validation[500:]"
     vote: Literal["majority", "soft", "mean_logprob", "learned"] = "majority"   # learned: with select greedy
+    promote_if_better: bool = False                  # move `production` only if the new version beats its version
+    promote_max_p: float = Field(0.05, gt=0, le=1)   #   on the selection split (paired test, p at most this)
 
     @field_validator("selection_split")
     @classmethod

@@ -31,6 +31,9 @@ def build(task: str = typer.Option(..., help="The task whose trials to draw from
           vote: str = typer.Option("majority", "--vote",
                                    help="majority | soft | mean_logprob | learned (see docs/campaigns.md)."),
           allow_fewer: bool = typer.Option(False, help="Build a smaller ensemble if fewer runs qualify."),
+          promote_if_better: bool = typer.Option(False, help="Move the alias only if the new version beats "
+                                                             "its version (paired test)."),
+          promote_max_p: float = typer.Option(0.05, min=0.0, max=1.0, help="Most p-value a promotion accepts."),
           store: Optional[str] = store_option()) -> None:
     """Choose members among a task's finished trials and register them as an ensemble version."""
     from softprompt.ensemble.build import build_ensemble
@@ -38,10 +41,29 @@ def build(task: str = typer.Option(..., help="The task whose trials to draw from
     with user_errors():
         source = campaign_store(experiment[0] if experiment and len(experiment) == 1 else None, store)
         registered = build_ensemble(source, task=task, top=top, name=name, experiments=experiment,
-                                    metric=metric, alias=alias, vote_rule=vote, allow_fewer=allow_fewer,
-                                    select=select, selection_split=selection_split,
+                                    metric=metric, alias=None if promote_if_better else alias, vote_rule=vote,
+                                    allow_fewer=allow_fewer, select=select, selection_split=selection_split,
                                     selection_limit=max_examples, data_dir=data_dir)
-    print_json(build_summary(registered, alias))
+        if not promote_if_better:
+            print_json(build_summary(registered, alias))
+            return
+        promotion = promote(source, registered, alias=alias, max_p=promote_max_p, selection_split=selection_split,
+                            selection_examples=max_examples, data_dir=data_dir)
+    print_json(build_summary(registered, alias if promotion["promoted"] else None) | {"promotion": promotion})
+
+
+def promote(store, registered, *, alias: str, max_p: float, selection_split: str | None = None,
+            selection_examples: int | None = None, data_dir: str | None = None) -> dict:
+    """The guarded promotion of a just-built version (`ensemble.promote`): one line on stderr
+    saying what happened and why; returns the figures."""
+    from softprompt.ensemble.build import SelectionSplit
+    from softprompt.ensemble.promote import promote_if_better
+
+    split = SelectionSplit(selection_split, None, data_dir) if selection_split else None
+    promotion = promote_if_better(store, registered, alias=alias, max_p=max_p, split=split, limit=selection_examples,
+                                  data_dir=data_dir)
+    typer.echo(promotion.line(), err=True)
+    return promotion.as_dict()
 
 
 def build_summary(registered, alias: str | None) -> dict:

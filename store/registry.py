@@ -163,6 +163,20 @@ class Registry(PromptArtifacts, StoreBase):
         manifest = EnsembleManifest.loads(text, source=reference)
         return RegisteredEnsemble(name, str(version.version), manifest, version.run_id, source)
 
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The version `name@alias` points to now (None when the alias is not set): one registry
+        call, no artifact read (what a server following the alias polls)."""
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+        except MlflowException as error:
+            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+
+    def move_alias(self, name: str, alias: str, version: str) -> None:
+        """Points `name@alias` at `version` (a registered version of `name`)."""
+        self.client.set_registered_model_alias(name, alias, version)
+
     def fetch_member_prompts(self, registered: RegisteredEnsemble, destination: str | os.PathLike) -> list[Path]:
         """Local folders of the version's member prompts, in member order: the copies inside the
         model; for versions without them, each member's trial artifact."""
