@@ -48,6 +48,14 @@ class RunShape(NamedTuple):
         return self.batch_size * self.trials
 
 
+def plan_dtype(dtype: str, device: str) -> str:
+    """`auto` (the frozen weights' dtype softprompt picks by hardware) as it resolves on `device`:
+    bfloat16 on accelerators, float32 on the CPU."""
+    if dtype != "auto":
+        return dtype
+    return "float32" if device.lower() == "cpu" else "bfloat16"
+
+
 class StepCost(NamedTuple):
     flops: float                 # one step, all devices together
     bytes_accessed: float

@@ -34,7 +34,7 @@ def check_plan(campaign: Campaign):
     plan's numbers when it needs more devices than it gets. None: no `resources.device` set, or a
     model the planner cannot read (a .gguf file)."""
     from softprompt.core.abstract_models import read_config
-    from softprompt.core.planner import RunShape, plan
+    from softprompt.core.planner import RunShape, plan, plan_dtype
     from softprompt.core.tasks import get_task
 
     if campaign.resources.device is None:
@@ -46,7 +46,7 @@ def check_plan(campaign: Campaign):
     max_length = max(get_task(task, source=campaign.data_source).max_input_tokens for task in campaign.tasks)
     trials = campaign.fuse.max_trials if campaign.fused() else 1
     shape = RunShape(int(largest(campaign, "batch_size")), int(largest(campaign, "prompt_length")),
-                     max_length, 8, trials, campaign.dtype)
+                     max_length, 8, trials, plan_dtype(campaign.dtype, campaign.resources.device))
     given = devices_given(campaign)
     try:
         planned = plan(config, shape, campaign.resources.device, name=name, steps=campaign.max_steps())
@@ -55,7 +55,7 @@ def check_plan(campaign: Campaign):
     if not planned.fits or planned.devices_needed > given:
         raise CampaignError("resources", (
             f"the plan for {name} ({shape.rows} rows of {shape.max_length} tokens, prompt {shape.prompt_length}, "
-            f"{campaign.dtype}) needs {planned.devices_needed} x {campaign.resources.device} (mesh {planned.mesh}, "
+            f"{shape.dtype}) needs {planned.devices_needed} x {campaign.resources.device} (mesh {planned.mesh}, "
             f"{planned.bytes_per_device / 2**30:.1f} GiB each); a trial gets {given}: ask for gpu: "
             f"{planned.devices_needed} (`softprompt model plan` shows the numbers)"))
     return planned

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from ._cli_common import print_json, user_errors
+from ._cli_common import DEFAULT_MODEL, DTYPE_HELP, MODEL_HELP, print_json, user_errors
 
-app = typer.Typer(help="Inspect frozen models.", no_args_is_help=True)
+app = typer.Typer(help="Inspect frozen models.",
+                  no_args_is_help=True, rich_markup_mode=None)
 
 
 @app.command("info")
-def info(model: str = typer.Option("t5-tiny-random", help="Built-in name, .gguf file or HF directory."),
-         prompt_length: int = typer.Option(100, min=1, help="Soft-prompt length to count."),
-         dtype: str = typer.Option("float32", help="float32 or bfloat16 frozen weights.")) -> None:
+def info(model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
+         prompt_length: int = typer.Option(20, min=1, help="Soft-prompt positions to count."),
+         dtype: str = typer.Option("auto", help=DTYPE_HELP)) -> None:
     """Parameter counts with a prompt of the given length (the paper's Table 4) and the fingerprint."""
     from softprompt.core.models import load_model
 
@@ -33,14 +34,14 @@ def plan(model: str = typer.Option(..., help="config.json, a folder holding one,
          max_length: int = typer.Option(256, min=1, help="Input tokens per row."),
          target_length: int = typer.Option(8, min=1, help="Target tokens per row."),
          device: str = typer.Option("h100", help="h100, h200, a100-80g, l4, tpu-v5e or cpu."),
-         dtype: str = typer.Option("bfloat16", help="Frozen weights: float32 or bfloat16."),
+         dtype: str = typer.Option("auto", help="Frozen weights: float32, bfloat16 or auto."),
          trials: int = typer.Option(1, min=1, help="Trials fused into one step."),
          steps: int = typer.Option(30_000, min=1, help="Steps per trial (--campaign: its own)."),
          campaign: str = typer.Option(None, help="Campaign file: its steps and trial count."),
          sharding: str = typer.Option("fsdp", help="Weight split: fsdp or tensor.")) -> None:
     """Memory, devices and time of a run, from the config alone (no weights loaded)."""
     from softprompt.core.abstract_models import read_config
-    from softprompt.core.planner import RunShape, plan as make_plan
+    from softprompt.core.planner import RunShape, plan as make_plan, plan_dtype
 
     with user_errors():
         name, config = read_config(model)
@@ -49,6 +50,7 @@ def plan(model: str = typer.Option(..., help="config.json, a folder holding one,
             from softprompt.search.campaign import load_campaign
             loaded = load_campaign(campaign)
             steps, total = loaded.max_steps(), loaded.num_samples * len(loaded.tasks) * loaded.seeds
+        dtype = plan_dtype(dtype, device)
         shape = RunShape(batch_size, prompt_length, max_length, target_length, trials, dtype)
         result = make_plan(config, shape, device, name=name, steps=steps, trials_total=total, strategy=sharding)
     size = lambda n: f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
