@@ -35,10 +35,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from _common import BATCH, PROMPT_LENGTH, emit, interleaved_seconds
+from softprompt.core.devices import get_device
 from softprompt.search.campaign import Fuse
 
 # Published peaks of the accelerator the projection names (NVIDIA H100 SXM, dense bfloat16).
-ACCELERATOR = {"name": "H100 SXM (projection)", "flops_per_s": 989e12, "bytes_per_s": 3.35e12}
+_H100 = get_device("h100")   # the published figures live in core/devices.py
+ACCELERATOR = {"name": f"{_H100.name} (projection)", "flops_per_s": _H100.bf16_flops, "bytes_per_s": _H100.bandwidth}
 LAUNCH_S = 5e-6          # assumed cost of launching one kernel (CUDA launch + XLA runtime overhead)
 
 
