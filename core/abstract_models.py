@@ -53,6 +53,7 @@ def abstract_model(hf: Mapping[str, Any], dtype: str = "bfloat16") -> AbstractMo
     if "text_config" in hf:
         hf = {"model_type": f"{hf.get('model_type', '')}_text", **hf["text_config"]}
     model_type = str(hf.get("model_type", ""))
+    _import_decoder()
     if model_type not in BUILDERS:
         raise ValueError(f"model_type {model_type!r} cannot be planned: known {', '.join(sorted(BUILDERS))}")
     return BUILDERS[model_type](hf, dtype)
@@ -82,6 +83,14 @@ def read_config(source: str) -> tuple[str, dict]:
         return path.parent.name, json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not a JSON config ({error})") from error
+
+
+def _import_decoder() -> None:
+    """The shared decoder (core/models/decoder.py), once it exists, registers its families on import."""
+    try:
+        from .models import decoder  # noqa: F401
+    except ImportError:
+        pass
 
 
 def _abstract(tree: Any, dtype: str) -> Any:
@@ -162,7 +171,3 @@ register("t5", _t5)
 register("gemma3_text", _gemma3)
 for _model_type in ("llama", "mistral", "qwen2", "qwen3", "gemma2"):
     register(_model_type, _decoder_estimate)
-try:   # the shared decoder (core/models/decoder.py), once it exists, registers its families
-    from .models import decoder as _decoder   # noqa: F401
-except ImportError:
-    pass
