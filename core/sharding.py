@@ -141,7 +141,11 @@ def default_placement(batch_size: int | None = None, *, model_axis: int | None =
                       strategy: str | None = None) -> Placement | None:
     """`make_placement` with the model axis and strategy from the arguments, else the settings
     `SOFTPROMPT_MODEL_AXIS` (default 1) and `SOFTPROMPT_SHARDING` (default fsdp)."""
-    model_axis = model_axis or int(os.environ.get(ENV_MODEL_AXIS, "1") or 1)
+    if model_axis is None:
+        setting = os.environ.get(ENV_MODEL_AXIS, "") or "1"
+        if not setting.isdigit():
+            raise ValueError(f"{ENV_MODEL_AXIS} must be a device count, got {setting!r}")
+        model_axis = int(setting)
     strategy = strategy or os.environ.get(ENV_STRATEGY, "") or "fsdp"
     return make_placement(model_axis=model_axis, strategy=strategy, batch_size=batch_size)
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from jax.sharding import AbstractMesh, PartitionSpec
@@ -79,8 +80,18 @@ def test_shard_weight_rules_split_heads_columns_or_the_hidden_dimension():
 
 
 def test_shard_one_device_is_no_placement():
-    assert make_placement(model_axis=1) is None
+    one = jax.local_devices()[:1]
+    assert make_placement(model_axis=1, devices=one) is None
     with pytest.raises(ValueError, match="model axis"):
-        make_placement(model_axis=3)
+        make_placement(model_axis=3, devices=one)
     with pytest.raises(ValueError, match="strategy"):
         Placement(AbstractMesh((1, 2), ("data", "model")), "zero")
+
+
+def test_shard_settings_come_from_the_environment(monkeypatch):
+    from softprompt.core.sharding import default_placement
+    monkeypatch.setenv("SOFTPROMPT_MODEL_AXIS", "two")
+    with pytest.raises(ValueError, match="SOFTPROMPT_MODEL_AXIS must be a device count"):
+        default_placement(8)
+    monkeypatch.setenv("SOFTPROMPT_MODEL_AXIS", "1")
+    assert (default_placement(8) is None) == (jax.local_device_count() == 1)
