@@ -1,7 +1,7 @@
 """Run by tests/core/test_shard_meshes.py in a subprocess with 8 forced CPU devices
-(XLA_FLAGS must be set before jax starts): a tiny T5 and a tiny Gemma 3 computed on one device
-and on every data x model mesh of 8 devices, with both sharding strategies. Prints one JSON object:
-family -> placement ("1x1", "4x2/tensor", ...) -> the numbers; "<placement>/bytes" -> the frozen
+(XLA_FLAGS must be set before jax starts): `python shard_meshes.py t5|gemma3` computes t5-tiny-random
+or a tiny Gemma 3 on one device and on every data x model mesh of 8 devices. Prints one JSON object:
+placement ("1x1", "4x2/tensor", ...) -> the numbers; "<placement>/bytes" -> the frozen
 bytes and the most one device holds. Every mesh is computed once, with the strategies alternating
 (compilations for 8 devices are what takes the time); bytes are read for every mesh and strategy."""
 
@@ -88,25 +88,23 @@ def held_bytes(model: FrozenModel, placement) -> dict:
             "planned_bytes": planned}
 
 
-def main() -> None:
+def main(family: str) -> None:
     assert jax.local_device_count() == 8, jax.local_device_count()
     with tempfile.TemporaryDirectory() as folder:
-        models = {"t5": load_model("t5-tiny-random"), "gemma3": tiny_gemma(Path(folder))}
-        results = {}
-        for family, model in models.items():
-            fused = family == "gemma3"   # fused trials share each prompt's prefix: the decoder-only path
-            results[family] = {"1x1": compute(model, None, fused=fused)}
-            for (data, model_axis), strategy in zip(MESHES, ("fsdp", "tensor", "fsdp", "tensor")):
+        model = load_model("t5-tiny-random") if family == "t5" else tiny_gemma(Path(folder))
+        fused = family == "gemma3"   # fused trials share each prompt's prefix: the decoder-only path
+        results = {"1x1": compute(model, None, fused=fused)}
+        for (data, model_axis), strategy in zip(MESHES, ("fsdp", "tensor", "fsdp", "tensor")):
+            placement = make_placement(model_axis=model_axis, strategy=strategy)
+            assert (placement.data, placement.model) == (data, model_axis)
+            results[f"{data}x{model_axis}/{strategy}"] = compute(model, placement, fused=fused and data == 4)
+        for data, model_axis in MESHES:
+            for strategy in STRATEGIES:
                 placement = make_placement(model_axis=model_axis, strategy=strategy)
-                assert (placement.data, placement.model) == (data, model_axis)
-                results[family][f"{data}x{model_axis}/{strategy}"] = compute(model, placement, fused=fused and data == 4)
-            for data, model_axis in MESHES:
-                for strategy in STRATEGIES:
-                    placement = make_placement(model_axis=model_axis, strategy=strategy)
-                    results[family][f"{data}x{model_axis}/{strategy}/bytes"] = held_bytes(model, placement)
+                results[f"{data}x{model_axis}/{strategy}/bytes"] = held_bytes(model, placement)
     json.dump(results, sys.stdout)
     print()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1])
