@@ -84,11 +84,12 @@ def _read_trainable(arrays: dict[str, np.ndarray], template: Any, directory: Pat
 
 
 def load_checkpoint(directory: str | os.PathLike, *, opt_state_template: Any, config: dict[str, Any],
-                    trainable_template: Any = None) -> TrainState:
+                    trainable_template: Any = None, defaults: dict[str, Any] | None = None) -> TrainState:
     """Reads a checkpoint written by `save_checkpoint` for the same `config`.
 
     `opt_state_template` is a freshly initialised optimiser state with the right tree structure;
-    `trainable_template` the freshly initialised trained parameters (None: a bare prompt).
+    `trainable_template` the freshly initialised trained parameters (None: a bare prompt);
+    `defaults`: values of settings added since a checkpoint was written (it ran with them).
     """
     directory = Path(directory)
     try:
@@ -96,9 +97,9 @@ def load_checkpoint(directory: str | os.PathLike, *, opt_state_template: Any, co
         arrays = load_file(str(directory / ARRAYS))
     except (OSError, json.JSONDecodeError, SafetensorError) as error:
         raise CheckpointError(f"{directory}: unreadable checkpoint ({error})") from error
-    if meta.get("config") != config:
-        changed = sorted(k for k in set(config) | set(meta.get("config", {}))
-                         if config.get(k) != meta.get("config", {}).get(k))
+    stored = {key: value for key, value in (defaults or {}).items() if key in config} | meta.get("config", {})
+    if stored != config:
+        changed = sorted(k for k in set(config) | set(stored) if config.get(k) != stored.get(k))
         raise CheckpointError(f"{directory}: checkpoint was written for another configuration "
                               f"(differs in {', '.join(changed)})")
     template_leaves, treedef = jax.tree_util.tree_flatten(opt_state_template)

@@ -93,6 +93,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every setting's default (the task has none)."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+    @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)

@@ -239,7 +239,7 @@ def _initial_state(trainable, optimizer, config: TrainConfig, checkpoint_dir) ->
     folder = Path(checkpoint_dir) / CHECKPOINT_FOLDER if checkpoint_dir else None
     if folder is not None and checkpoint_exists(folder):
         return load_checkpoint(folder, opt_state_template=opt_state, config=config.to_dict(),
-                               trainable_template=trainable)
+                               trainable_template=trainable, defaults=TrainConfig.defaults())
     return TrainState(trainable=trainable, opt_state=opt_state, step=0, epoch=0, offset=0,
                       best_prompt=folded_prompt(trainable), best_score=-math.inf, best_step=0,
                       best_metrics={}, history=[])

@@ -116,3 +116,21 @@ def test_a_residual_run_on_a_step_service_matches_the_run_in_process(tiny_model)
     served = train(config, model=tiny_model, progress=False, steps=_LocalSteps(tiny_model))
     np.testing.assert_allclose(served.prompt.embeddings, alone.prompt.embeddings, rtol=1e-4, atol=1e-5)
     assert [h["loss"] for h in served.history] == pytest.approx([h["loss"] for h in alone.history], rel=1e-4)
+
+
+def test_a_checkpoint_written_before_reparam_existed_still_resumes(tiny_model, tmp_path):
+    """Checkpoints of runs started before the reparam settings existed resume (they ran without)."""
+    import json
+
+    config = TrainConfig(**(RESIDUAL | {"reparam": "none", "reparam_bottleneck": 64}), steps=4, eval_every=2)
+    train(config, model=tiny_model, checkpoint_dir=tmp_path, progress=False, stop_after_step=2)
+    state_file = tmp_path / CHECKPOINT_FOLDER / "state.json"
+    state = json.loads(state_file.read_text())
+    for key in ("reparam", "reparam_bottleneck"):
+        del state["config"][key]
+    state_file.write_text(json.dumps(state))
+    resumed = train(config, model=tiny_model, checkpoint_dir=tmp_path, progress=False)
+    assert resumed.finished and [h["step"] for h in resumed.history] == [2, 4]
+    with pytest.raises(ValueError, match="differs in reparam"):
+        train(TrainConfig(**RESIDUAL, steps=4, eval_every=2), model=tiny_model, checkpoint_dir=tmp_path,
+              progress=False)
