@@ -83,10 +83,21 @@ def _load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
             from .gemma3_loading import load_gemma3
             return load_gemma3(str(path), dtype=dtype)
         raise UnknownModelError(f"{path}/config.json: model_type {model_type!r} is not t5 or gemma3")
+    check_model_name(name)
+    raise UnknownModelError(f"{name}: not a model softprompt can load")   # check_model_name passed: not reached
+
+
+def check_model_name(name: str) -> None:
+    """Raises UnknownModelError, naming the choices, unless `name` is a built-in model, a `.gguf`
+    file or a folder with a `config.json` — without loading anything (a campaign checks its model
+    before it starts)."""
+    path = Path(name)
+    if name in BUILTIN_MODELS or (path.suffix == ".gguf" and path.is_file()) or (path / "config.json").is_file():
+        return
     raise UnknownModelError(
         f"unknown model {name!r}: use one of {', '.join(BUILTIN_MODELS)}, a .gguf file, "
         "or a Hugging Face-format directory (config.json + safetensors + tokenizer)")
 
 
-__all__ = ["AUTO_DTYPE", "BUILTIN_MODELS", "FamilyOps", "FrozenModel", "Tokenizer", "UnknownModelError", "load_model", "native_dtype",
+__all__ = ["AUTO_DTYPE", "BUILTIN_MODELS", "FamilyOps", "FrozenModel", "Tokenizer", "UnknownModelError", "check_model_name", "load_model", "native_dtype",
            "resolve_dtype"]
