@@ -4,10 +4,11 @@
 `residual` (Razdaibiedina et al. 2023, "Residual Prompt Tuning"): the trained parameters are P and
 a small MLP with a skip connection; the model sees
 
-    fold(P, mlp) = P + up(relu(down(norm(P))))     down: E -> H, up: H -> E (H = bottleneck)
+    fold(P, mlp) = P + up(relu(down(norm(P)))) / sqrt(H)     down: E -> H, up: H -> E (H = bottleneck)
 
 `norm` is a parameter-free layer norm over E (the MLP then sees unit-scale rows whatever the
-model's embedding scale). `up` starts at zero, so at step 0 the folded prompt IS the initial prompt
+model's embedding scale); the 1/sqrt(H) output scale (as LoRA scales its adapters by alpha/r) keeps
+the size of the MLP's early steps from growing with its width. `up` starts at zero, so at step 0 the folded prompt IS the initial prompt
 (a class-label or transferred init keeps its meaning) and the MLP grows from there, as LoRA's
 adapters do. Every saved prompt is the fold, a plain [L, E] array: artifacts, the registry,
 ensembles and serving never see the MLP; checkpoints keep it (and its optimiser state) to resume.
@@ -59,7 +60,7 @@ def fold(trainable: Any) -> jax.Array:
     centred = prompt - prompt.mean(axis=-1, keepdims=True)
     normed = centred * jax.lax.rsqrt((centred ** 2).mean(axis=-1, keepdims=True) + _NORM_EPS)
     hidden = jax.nn.relu(normed @ mlp["down"] + mlp["down_bias"])
-    return prompt + hidden @ mlp["up"] + mlp["up_bias"]
+    return prompt + (hidden @ mlp["up"]) / np.sqrt(mlp["up"].shape[0]) + mlp["up_bias"]
 
 
 @jax.jit

@@ -205,7 +205,8 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
                     batch = placement.shard_batch(batch)
                 trainable, opt_state, loss = step_fn(state.trainable, state.opt_state, params, batch,
                                                      schedule(state.step))
-            state = state._replace(trainable=trainable, opt_state=opt_state, step=state.step + 1, epoch=epoch, offset=offset)
+            state = state._replace(trainable=trainable, opt_state=opt_state, step=state.step + 1, epoch=epoch,
+                                   offset=offset)
             losses.append(float(loss))
             bar.advance(loss=losses[-1])
             if state.step % config.eval_every == 0 or state.step == config.steps:
