@@ -1,7 +1,8 @@
 """Frozen models by name: `load_model("gemma3-270m")`, `load_model("t5-tiny-random")`, or a path.
 
-Families: `t5` (encoder-decoder, the paper's model) and `gemma3` (decoder-only, the real model
-available offline). Each family implements `FamilyOps` (see `base.py`).
+Families: `t5` (encoder-decoder, the paper's model) and the shared decoder (`decoder.py`): Llama,
+Mistral, Qwen2, Qwen3, Gemma 2 and Gemma 3, from Hugging Face folders or GGUF files. Each family
+implements `FamilyOps` (see `base.py`).
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ def load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
         if model_type == "t5":
             from .t5_loading import load_t5
             return load_t5(path, dtype=dtype)
-        if model_type.startswith("gemma3"):
-            from .gemma3_loading import load_gemma3
-            return load_gemma3(str(path), dtype=dtype)
-        raise UnknownModelError(f"{path}/config.json: model_type {model_type!r} is not t5 or gemma3")
+        from .decoder_config import MODEL_TYPES, SUPPORTED
+        if model_type in MODEL_TYPES:
+            from .hf_loading import load_hf_directory
+            return load_hf_directory(path, dtype=dtype)
+        raise UnknownModelError(f"{path}/config.json: model_type {model_type!r} is not supported; "
+                                f"{SUPPORTED}, t5")
     raise UnknownModelError(
         f"unknown model {name!r}: use one of {', '.join(BUILTIN_MODELS)}, a .gguf file, "
         "or a Hugging Face-format directory (config.json + safetensors + tokenizer)")

@@ -22,23 +22,20 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
-import jax.numpy as jnp
 import numpy as np
-import safetensors
 import safetensors.numpy
 import tokenizers
 
-from ..fingerprint import cached_fingerprint, compute_fingerprint, file_sha256
+from ..fingerprint import file_sha256
 from ..paths import model_cache_dir
 from ..progress import advance_work, work_progress
 from .base import FrozenModel
-from .gemma3 import Gemma3Config, Gemma3Ops, Params
+from .hf_loading import CorruptModelFileError, HFTokenizer, load_hf_directory
 
 DEFAULT_MODEL = "gemma3-270m"
 CACHE_FILES = ("config.json", "model.safetensors", "tokenizer.json")
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 # GGUF tensor names -> Hugging Face names ("blk.N.<key>.weight" -> "model.layers.N.<value>.weight")
 _GGUF_LAYER_NAMES = {
@@ -52,53 +49,7 @@ _GGUF_TOP_NAMES = {"token_embd.weight": "model.embed_tokens.weight",
                    "output_norm.weight": "model.norm.weight"}
 
 
-class CorruptModelFileError(ValueError):
-    """A model file (cached or in a Hugging Face folder) that cannot be read; the message names it."""
-
-    def __init__(self, path: Path | str, problem: str):
-        super().__init__(f"{path}: {problem}. If it lies in the softprompt cache, delete that folder "
-                         "and load again to rebuild it.")
-        self.path = Path(path)
-
-
-# --------------------------------------------------------------------------------------------- tokenizer
-
-# bytes, unused slots, <control> spellings, and the runs of 2+ spaces the GGUF marks user-defined
-_CONTROL_PIECE = re.compile(
-    r"<0x[0-9A-Fa-f]{2}>|<unused\d+>|<[A-Za-z_][\w|/-]*>|\[multimodal\]|[\s\u2581]{2,}")
-
-
-class GemmaTokenizer:
-    """`base.Tokenizer` over a `tokenizers` tokenizer.json; `encode` adds no special tokens, and text
-    spelling one (`<bos>`, `<start_of_turn>`) is tokenised as the text it is."""
-
-    def __init__(self, tokenizer: tokenizers.Tokenizer, *, bos_id: int = 2, eos_id: int = 1, pad_id: int = 0):
-        tokenizer.encode_special_tokens = True   # "<bos>" in text is text: only code adds special tokens
-        self._tokenizer = tokenizer
-        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
-
-    @classmethod
-    def from_file(cls, path: Path | str, **special_ids: int) -> "GemmaTokenizer":
-        try:
-            return cls(tokenizers.Tokenizer.from_file(str(path)), **special_ids)
-        except Exception as error:  # tokenizers raises a bare Exception on malformed files
-            raise CorruptModelFileError(path, f"not a readable tokenizer.json ({error})") from error
-
-    def encode(self, text: str) -> list[int]:
-        return self._tokenizer.encode(text, add_special_tokens=False).ids
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
-
-    def ordinary_ids(self) -> np.ndarray:
-        """Ids of ordinary text pieces, ascending: not added (control, user-defined such as "\\n" runs
-        or <start_of_image>), not bytes <0x..>, <unusedN>, other <control> spellings or space runs.
-        For the GGUF's tokenizer these are exactly the tokens of type NORMAL."""
-        added = set(self._tokenizer.get_added_tokens_decoder())
-        vocab = self._tokenizer.get_vocab(with_added_tokens=False)
-        ids = [i for piece, i in vocab.items() if i not in added and not _CONTROL_PIECE.fullmatch(piece)]
-        return np.array(sorted(ids), dtype=np.int32)
+GemmaTokenizer = HFTokenizer  # the name before the decoder was shared
 
 
 def gguf_tokenizer(reader) -> tokenizers.Tokenizer:
@@ -202,137 +153,6 @@ def convert_gguf(gguf_path: Path | str, folder: Path) -> None:
     _write_atomically(folder / "model.safetensors",
                       lambda p: safetensors.numpy.save_file(state, str(p), metadata={"format": "pt"}))
     _write_atomically(folder / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
-
-
-# --------------------------------------------------------------------------------------------- HF folder
-
-def config_from_hf(hf: Mapping[str, Any]) -> Gemma3Config:
-    """Gemma3Config from a Hugging Face `Gemma3TextConfig` dict (flat rope keys or `rope_parameters`)."""
-    if hf.get("model_type") != "gemma3_text":
-        raise ValueError("expected a text-only Gemma 3 config (model_type 'gemma3_text'), "
-                         f"got {hf.get('model_type')!r}")
-    if (hf.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh"
-            or not hf.get("tie_word_embeddings", True)):
-        raise ValueError("only Gemma 3 with gelu_pytorch_tanh and tied embeddings is supported")
-    rope = hf.get("rope_parameters") or {}
-    scaled = [params for params in (hf.get("rope_scaling"), *rope.values())
-              if params and params.get("rope_type", "default") != "default"]
-    if scaled:
-        raise ValueError(f"rope scaling is not supported: {scaled}")
-    layers = int(hf["num_hidden_layers"])
-    pattern = int(hf.get("sliding_window_pattern", hf.get("_sliding_window_pattern", 6)))
-    layer_types = hf.get("layer_types") or [
-        "full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(layers)]
-    eos = hf.get("eos_token_id", 1)
-
-    def rope_base(layer_type: str, flat_key: str, default: float) -> float:  # v5 dict, else v4 key
-        return float(rope.get(layer_type, {}).get("rope_theta", hf.get(flat_key, default)))
-
-    return Gemma3Config(
-        vocab_size=int(hf["vocab_size"]), d_model=int(hf["hidden_size"]), num_layers=layers,
-        num_heads=int(hf["num_attention_heads"]), num_kv_heads=int(hf["num_key_value_heads"]),
-        head_dim=int(hf.get("head_dim", 256)), ffn_dim=int(hf["intermediate_size"]),
-        layer_types=tuple("global" if kind == "full_attention" else "local" for kind in layer_types),
-        sliding_window=int(hf["sliding_window"]),
-        local_rope_base=rope_base("sliding_attention", "rope_local_base_freq", 10_000.0),
-        global_rope_base=rope_base("full_attention", "rope_theta", 1_000_000.0),
-        query_pre_attn_scalar=float(hf.get("query_pre_attn_scalar", 256)),
-        rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        final_logit_softcap=hf.get("final_logit_softcapping"),
-        attn_logit_softcap=hf.get("attn_logit_softcapping"),
-        bos_id=int(hf.get("bos_token_id", 2)), eos_id=int(eos[0] if isinstance(eos, list) else eos),
-        pad_id=int(hf.get("pad_token_id", 0)))
-
-
-def params_from_hf(tensor: Callable[[str], np.ndarray], config: Gemma3Config, dtype: Any,
-                   source: Path | str = "?") -> Params:
-    """The Flax parameter tree (see gemma3.py) from Hugging Face tensors, `tensor(name)` -> [out, in]."""
-    c = config
-    d, heads, kv_heads, head_dim, ffn = c.d_model, c.num_heads, c.num_kv_heads, c.head_dim, c.ffn_dim
-
-    def take(name: str, shape: tuple[int, ...], layout: Callable = lambda a: a):
-        array = tensor(name)
-        if tuple(array.shape) != shape:
-            raise CorruptModelFileError(source, f"tensor {name} has shape {array.shape}, expected {shape}")
-        return jnp.asarray(layout(array), dtype=dtype)
-
-    def projection(name: str, n: int):  # [n * H, E] -> [E, n, H]
-        return take(name, (n * head_dim, d), lambda a: a.reshape(n, head_dim, d).transpose(2, 0, 1))
-
-    def norm(name: str, size: int = d):
-        return {"scale": take(name, (size,))}
-
-    def block(prefix: str) -> dict:
-        attn = {"q": projection(prefix + "self_attn.q_proj.weight", heads),
-                "k": projection(prefix + "self_attn.k_proj.weight", kv_heads),
-                "v": projection(prefix + "self_attn.v_proj.weight", kv_heads),
-                "out": take(prefix + "self_attn.o_proj.weight", (d, heads * head_dim),
-                            lambda a: a.reshape(d, heads, head_dim).transpose(1, 2, 0)),
-                "query_norm": norm(prefix + "self_attn.q_norm.weight", head_dim),
-                "key_norm": norm(prefix + "self_attn.k_norm.weight", head_dim)}
-        mlp = {"gate": take(prefix + "mlp.gate_proj.weight", (ffn, d), np.transpose),
-               "up": take(prefix + "mlp.up_proj.weight", (ffn, d), np.transpose),
-               "down": take(prefix + "mlp.down_proj.weight", (d, ffn), np.transpose)}
-        return {"pre_attention_norm": norm(prefix + "input_layernorm.weight"), "attn": attn,
-                "post_attention_norm": norm(prefix + "post_attention_layernorm.weight"),
-                "pre_ffw_norm": norm(prefix + "pre_feedforward_layernorm.weight"), "mlp": mlp,
-                "post_ffw_norm": norm(prefix + "post_feedforward_layernorm.weight")}
-
-    params = {"embedding": take("model.embed_tokens.weight", (c.vocab_size, d))}
-    params.update({f"blocks_{i}": block(f"model.layers.{i}.") for i in range(c.num_layers)})
-    params["final_norm"] = norm("model.norm.weight")
-    return params
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CorruptModelFileError(path, f"not readable JSON ({error})") from error
-
-
-def _read_params(files: list[Path], config: Gemma3Config, dtype: Any) -> Params:
-    """Parameters from one or more safetensors shards."""
-    where: dict[str, Path] = {}
-    handles = []
-    try:
-        for path in files:
-            handles.append(safetensors.safe_open(str(path), framework="np"))
-            where.update({name: path for name in handles[-1].keys()})
-    except Exception as error:  # safetensors' own error type is not importable in a stable place
-        raise CorruptModelFileError(path, f"not a readable safetensors file ({error})") from error
-    handle_of = {path: handle for path, handle in zip(files, handles)}
-
-    def tensor(name: str) -> np.ndarray:
-        if name not in where:
-            raise CorruptModelFileError(files[0].parent, f"tensor {name} is missing")
-        try:
-            return handle_of[where[name]].get_tensor(name)
-        except Exception as error:
-            raise CorruptModelFileError(where[name], f"tensor {name} cannot be read ({error})") from error
-
-    return params_from_hf(tensor, config, dtype, source=files[0])
-
-
-def load_hf_directory(folder: Path | str, *, name: str | None = None, dtype: str = "float32") -> FrozenModel:
-    """A Hugging Face-format Gemma 3 folder (config.json, *.safetensors, tokenizer.json)."""
-    folder = Path(folder)
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-    weights = sorted(folder.glob("*.safetensors"))
-    missing = [f for f in ("config.json", "tokenizer.json") if not (folder / f).exists()]
-    missing += [] if weights else ["*.safetensors"]
-    if missing:
-        raise FileNotFoundError(f"{folder} is not a Gemma 3 model folder: missing {', '.join(missing)}")
-    architecture = config_from_hf(_read_json(folder / "config.json"))
-    params = _read_params(weights, architecture, _DTYPES[dtype])
-    config = {**architecture.to_dict(), "dtype": dtype}
-    fingerprint = (cached_fingerprint(config, params, weights[0]) if len(weights) == 1
-                   else compute_fingerprint(config, params))
-    tokenizer = GemmaTokenizer.from_file(folder / "tokenizer.json", bos_id=architecture.bos_id,
-                                         eos_id=architecture.eos_id, pad_id=architecture.pad_id)
-    return FrozenModel(name=name or str(folder), ops=Gemma3Ops(architecture), params=params,
-                       tokenizer=tokenizer, config=config, fingerprint=fingerprint)
 
 
 # --------------------------------------------------------------------------------------------- entry point
