@@ -1,0 +1,139 @@
+"""The shared decoder against transformers, family by family (the exactness proof).
+
+For each family a tiny random transformers model (2 layers, hidden 64, random norms and biases,
+weights large enough that logits are far from uniform) is saved with `save_pretrained` and loaded
+by `load_model`; `target_logits` for soft prompts copied from the embeddings of some tokens must
+equal transformers' logits on those tokens, row by row, in a batch padded in its prompts, inputs
+and targets. One compile per family.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tokenizers
+
+from softprompt.core.models import UnknownModelError, load_model
+from softprompt.core.models.decoder_config import UnsupportedModelError
+from softprompt.core.models.hf_loading import MissingTensorError
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+VOCAB = 512
+SIZES = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=16, max_position_embeddings=128, rms_norm_eps=1e-6,
+             pad_token_id=0, eos_token_id=1, bos_token_id=2)
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 32, "rope_theta": 10_000.0}
+# family name -> (transformers config class, extra config fields, model_type)
+FAMILIES = {
+    "llama": ("LlamaConfig", dict(tie_word_embeddings=False), "llama"),
+    "llama3.1": ("LlamaConfig", dict(tie_word_embeddings=True, rope_parameters=LLAMA3_ROPE), "llama"),
+    "mistral": ("MistralConfig", dict(sliding_window=4), "mistral"),
+    "qwen2": ("Qwen2Config", dict(), "qwen2"),
+    "qwen3": ("Qwen3Config", dict(), "qwen3"),
+    "gemma2": ("Gemma2Config", dict(sliding_window=4, query_pre_attn_scalar=24, attn_logit_softcapping=2.0,
+                                    final_logit_softcapping=3.0), "gemma2"),
+    "gemma3": ("Gemma3TextConfig", dict(
+        sliding_window=4, query_pre_attn_scalar=24, layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}), "gemma3_text"),
+}
+
+
+def _tokenizer_file(path: Path) -> None:
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, VOCAB)}}
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tokenizer.save(str(path))
+
+
+def _as_transformers_4(folder: Path) -> None:
+    """Rewrite config.json's rope as real Llama 3.1 checkpoints spell it (rope_theta + rope_scaling)."""
+    config = json.loads((folder / "config.json").read_text())
+    rope = config.pop("rope_parameters")
+    config["rope_theta"] = rope.pop("rope_theta")
+    config["rope_scaling"] = rope
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def write_tiny(family: str, folder: Path, *, stddev: float = 0.25):
+    """A random transformers model of `family` saved in `folder` (+ tokenizer.json); returns it."""
+    class_name, extra, _ = FAMILIES[family]
+    config = getattr(transformers, class_name)(**SIZES, **extra)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.normal_(0.0, stddev) if "norm" not in name else parameter.uniform_(0.5, 1.5)
+    model.save_pretrained(folder)
+    _tokenizer_file(folder / "tokenizer.json")
+    if family == "llama3.1":
+        _as_transformers_4(folder)
+    return model
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def tiny(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param.replace(".", "_"))
+    return request.param, write_tiny(request.param, folder), load_model(str(folder))
+
+
+def _pad(rows: list[list[int]], length: int, left: list[bool]) -> tuple[jax.Array, jax.Array]:
+    ids, mask = [], []
+    for row, on_left in zip(rows, left):
+        padding = length - len(row)
+        ids.append([0] * padding + row if on_left else row + [0] * padding)
+        mask.append([False] * padding + [True] * len(row) if on_left else [True] * len(row) + [False] * padding)
+    return jnp.array(ids, jnp.int32), jnp.array(mask)
+
+
+def test_target_logits_equal_transformers(tiny):
+    family, reference, model = tiny
+    assert model.family == FAMILIES[family][2].removesuffix("_text")
+    rng = np.random.default_rng(0)
+    prompt_rows = [list(rng.integers(4, VOCAB, n)) for n in (5, 3, 4)]
+    input_rows = [list(rng.integers(4, VOCAB, n)) for n in (4, 6, 2)]    # rows beyond a window of 4
+    target_rows = [model.ops.format_target(list(rng.integers(4, VOCAB, n))) for n in (2, 1, 3)]
+    prompt_ids, prompt_mask = _pad(prompt_rows, 6, left=[True, False, True])
+    input_ids, input_mask = _pad(input_rows, 7, left=[True, False, False])
+    target_ids, target_mask = _pad(target_rows, 5, left=[False] * 3)
+    ours = jax.jit(model.ops.target_logits)(
+        model.params, prompts=model.ops.embed(model.params, prompt_ids), prompt_mask=prompt_mask,
+        input_ids=input_ids, input_mask=input_mask, target_ids=target_ids, target_mask=target_mask)
+    assert ours.shape == (3, 5, VOCAB) and ours.dtype == jnp.float32
+    bos = [2] if model.ops.config.add_bos else []
+    assert bos == ([] if family.startswith("qwen") else [2])
+    for b in range(3):
+        row = bos + prompt_rows[b] + input_rows[b] + target_rows[b]
+        with torch.no_grad():
+            logits = reference(torch.tensor([row])).logits[0].numpy()
+        expected = logits[len(row) - len(target_rows[b]) - 1:len(row) - 1]
+        got = np.asarray(ours[b, :len(target_rows[b])])
+        assert np.std(expected) > 1.0   # far from uniform
+        assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4, family
+
+
+def test_unsupported_and_malformed_folders_are_named(tmp_path):
+    folder = tmp_path / "tiny"
+    write_tiny("qwen3", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "phi3"}))
+    with pytest.raises(UnknownModelError, match="'phi3' is not supported; supported model_type values: gemma2"):
+        load_model(str(folder))
+    (folder / "config.json").write_text(json.dumps({**config, "rope_parameters": {"rope_type": "yarn"}}))
+    with pytest.raises(UnsupportedModelError, match=r"config.json: rope scaling 'yarn'"):
+        load_model(str(folder))
+    (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 96}))
+    with pytest.raises(MissingTensorError, match=r"model.safetensors: tensor model.layers.0.mlp.gate_proj.weight "
+                                                 r"has shape \[128, 64\], config.json says \[96, 64\]"):
+        load_model(str(folder))
+    (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
+    with pytest.raises(MissingTensorError, match="tensor model.layers.2.self_attn.q_proj.weight is missing"):
+        load_model(str(folder))
