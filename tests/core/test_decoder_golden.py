@@ -9,6 +9,7 @@ and targets. One compile per family.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -63,8 +64,14 @@ def _as_transformers_4(folder: Path) -> None:
     (folder / "config.json").write_text(json.dumps(config))
 
 
+SAVED_AS = {"mistral": "bfloat16", "qwen2": "shards"}  # how a family's checkpoint is written (else float32)
+GREEDY = ("llama3.1", "qwen3", "gemma2")               # families also checked on greedy decoding
+
+
 def write_tiny(family: str, folder: Path, *, stddev: float = 0.25):
-    """A random transformers model of `family` saved in `folder` (+ tokenizer.json); returns it."""
+    """A random float32 transformers model of `family` saved in `folder` (+ tokenizer.json), in
+    bfloat16 (its weights rounded to bfloat16 first, so both sides hold the same numbers) or in
+    shards with an index where SAVED_AS says; returns it."""
     class_name, extra, _ = FAMILIES[family]
     config = getattr(transformers, class_name)(**SIZES, **extra)
     torch.manual_seed(0)
@@ -72,7 +79,12 @@ def write_tiny(family: str, folder: Path, *, stddev: float = 0.25):
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             parameter.normal_(0.0, stddev) if "norm" not in name else parameter.uniform_(0.5, 1.5)
-    model.save_pretrained(folder)
+            if SAVED_AS.get(family) == "bfloat16":
+                parameter.copy_(parameter.bfloat16().float())
+    if SAVED_AS.get(family) == "bfloat16":
+        copy.deepcopy(model).to(torch.bfloat16).save_pretrained(folder)  # a copy: rope tables stay float32
+    else:
+        model.save_pretrained(folder, max_shard_size="200KB" if SAVED_AS.get(family) == "shards" else "1GB")
     _tokenizer_file(folder / "tokenizer.json")
     if family == "llama3.1":
         _as_transformers_4(folder)
@@ -118,6 +130,34 @@ def test_target_logits_equal_transformers(tiny):
         got = np.asarray(ours[b, :len(target_rows[b])])
         assert np.std(expected) > 1.0   # far from uniform
         assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4, family
+    if family in GREEDY:
+        _assert_greedy_decoding_matches_generate(reference, model)
+
+
+def test_checkpoint_layouts(tiny, tmp_path):
+    """bfloat16 files load as the run's float32; shards are read through their index."""
+    family, _, model = tiny
+    folder = Path(model.name)
+    files = sorted(path.name for path in folder.glob("*.safetensors"))
+    if SAVED_AS.get(family) == "shards":
+        assert len(files) > 1 and (folder / "model.safetensors.index.json").exists()
+    else:
+        assert files == ["model.safetensors"]
+    assert model.params["embedding"].dtype == jnp.float32
+
+
+def _assert_greedy_decoding_matches_generate(reference, model):
+    prompt, steps = [2, 17, 300, 45, 9], 8
+    expected = reference.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                  max_new_tokens=steps, do_sample=False, pad_token_id=0)[0, len(prompt):]
+    buffer = np.zeros((1, len(prompt) + steps), np.int32)
+    buffer[0, :len(prompt)] = prompt
+    logits = jax.jit(model.ops.logits)
+    for step in range(steps):
+        end = len(prompt) + step
+        scores = logits(model.params, jnp.asarray(buffer), jnp.arange(buffer.shape[1])[None] < end)
+        buffer[0, end] = int(jnp.argmax(scores[0, end - 1]))
+    assert buffer[0, len(prompt):].tolist() == expected.tolist()
 
 
 def test_unsupported_and_malformed_folders_are_named(tmp_path):
