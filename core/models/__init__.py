@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .base import FamilyOps, FrozenModel, Tokenizer
 
-BUILTIN_MODELS = ("gemma3-270m", "t5-tiny-random")
+BUILTIN_MODELS = ("gemma3-270m", "smollm2-135m", "t5-tiny-random")
 DTYPES = ("float32", "bfloat16")
 
 
@@ -34,9 +34,9 @@ def load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
     """
     if dtype not in DTYPES:
         raise UnknownModelError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if name == "gemma3-270m":
+    if name in ("gemma3-270m", "smollm2-135m"):  # GGUF files shipped on PyPI (gemma3_loading.NAMED_MODELS)
         from .gemma3_loading import load_gemma3
-        return load_gemma3("gemma3-270m", dtype=dtype)
+        return load_gemma3(name, dtype=dtype)
     if name == "t5-tiny-random":
         from .tiny_t5 import load_t5_tiny_random
         return load_t5_tiny_random(dtype=dtype)
