@@ -21,6 +21,7 @@ import tokenizers
 
 from softprompt.core.models import UnknownModelError, load_model
 from softprompt.core.models.decoder_config import UnsupportedModelError
+from softprompt.core.models.footprint import config_footprint
 from softprompt.core.models.hf_loading import MissingTensorError
 
 torch = pytest.importorskip("torch")
@@ -134,9 +135,10 @@ def test_target_logits_equal_transformers(tiny):
         _assert_greedy_decoding_matches_generate(reference, model)
 
 
-def test_checkpoint_layouts(tiny, tmp_path):
-    """bfloat16 files load as the run's float32; shards are read through their index."""
-    family, _, model = tiny
+def test_checkpoint_layouts(tiny):
+    """bfloat16 files load as the run's float32; shards are read through their index; the size
+    from config.json alone is the loaded one and transformers' own count."""
+    family, reference, model = tiny
     folder = Path(model.name)
     files = sorted(path.name for path in folder.glob("*.safetensors"))
     if SAVED_AS.get(family) == "shards":
@@ -144,6 +146,26 @@ def test_checkpoint_layouts(tiny, tmp_path):
     else:
         assert files == ["model.safetensors"]
     assert model.params["embedding"].dtype == jnp.float32
+    footprint = config_footprint(folder / "config.json", prompt_length=10)
+    assert footprint["frozen_params"] == model.num_params == reference.num_parameters()
+    assert footprint["frozen_bytes"]["bfloat16"] == 2 * model.num_params and footprint["family"] == model.family
+
+
+def test_model_info_from_a_config_alone(tmp_path):
+    """`softprompt model info` on a config.json with no weights: Llama 3.1 8B's published size."""
+    from typer.testing import CliRunner
+
+    from softprompt.cli import app
+    transformers.LlamaConfig(
+        vocab_size=128_256, hidden_size=4096, intermediate_size=14_336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, max_position_embeddings=131_072,
+        rope_parameters={**LLAMA3_ROPE, "original_max_position_embeddings": 8192}).save_pretrained(tmp_path)
+    result = CliRunner().invoke(app, ["model", "info", "--model", str(tmp_path / "config.json"),
+                                      "--prompt-length", "100"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output.strip().splitlines()[-1])
+    assert info["family"] == "llama" and info["frozen_params"] == 8_030_261_248
+    assert info["trainable_params"] == 409_600 and info["frozen_bytes"]["bfloat16"] == 16_060_522_496
 
 
 def _assert_greedy_decoding_matches_generate(reference, model):
