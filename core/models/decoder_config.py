@@ -170,12 +170,31 @@ def text_config(hf: Mapping[str, Any]) -> Mapping[str, Any]:
     return hf
 
 
+def with_defaults(hf: Mapping[str, Any], *, source: str = "config.json") -> Mapping[str, Any]:
+    """`hf` completed by transformers' config class for its model_type: checkpoints are saved with
+    only the fields that differ from its defaults (Gemma 3 4B's `text_config` names no head count),
+    and transformers 4 rope keys come back in transformers 5's `rope_parameters` spelling."""
+    if hf.get("model_type") not in MODEL_TYPES:
+        raise UnsupportedModelError(f"{source}: model_type {hf.get('model_type')!r} is not a supported decoder; "
+                                    f"{SUPPORTED}")
+    try:
+        from transformers import AutoConfig
+    except ImportError:  # pragma: no cover - transformers is a dependency; a config in full still reads
+        return hf
+    try:
+        return AutoConfig.for_model(**hf).to_dict()
+    except Exception as error:  # transformers' validators raise their own types (huggingface_hub's too)
+        raise UnsupportedModelError(f"{source}: not a valid {hf['model_type']} config "
+                                    f"({' '.join(str(error).split())})") from error
+
+
 def config_from_hf(hf: Mapping[str, Any], *, source: str = "config.json",
                    add_bos: bool | None = None) -> DecoderConfig:
-    """DecoderConfig from a Hugging Face config dict (transformers 4 flat rope keys or 5's
-    `rope_parameters`). `add_bos`: the tokenizer's own setting where known (tokenizer_config.json).
-    Raises UnsupportedModelError naming `source` for anything it cannot run exactly."""
-    hf = text_config(hf)
+    """DecoderConfig from a Hugging Face config dict (completed by `with_defaults`; transformers 4
+    flat rope keys or 5's `rope_parameters`). `add_bos`: the tokenizer's own setting where known
+    (tokenizer_config.json). Raises UnsupportedModelError naming `source` for anything it cannot run
+    exactly."""
+    hf = text_config(with_defaults(hf, source=source))
     model_type = hf.get("model_type")
     family = MODEL_TYPES.get(model_type)
     if family is None:

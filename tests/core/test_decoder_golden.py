@@ -126,7 +126,8 @@ def test_unsupported_and_malformed_folders_are_named(tmp_path):
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "phi3"}))
     with pytest.raises(UnknownModelError, match="'phi3' is not supported; supported model_type values: gemma2"):
         load_model(str(folder))
-    (folder / "config.json").write_text(json.dumps({**config, "rope_parameters": {"rope_type": "yarn"}}))
+    yarn = {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10_000.0, "original_max_position_embeddings": 32}
+    (folder / "config.json").write_text(json.dumps({**config, "rope_parameters": yarn}))
     with pytest.raises(UnsupportedModelError, match=r"config.json: rope scaling 'yarn'"):
         load_model(str(folder))
     (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 96}))
@@ -134,5 +135,31 @@ def test_unsupported_and_malformed_folders_are_named(tmp_path):
                                                  r"has shape \[128, 64\], config.json says \[96, 64\]"):
         load_model(str(folder))
     (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
+    with pytest.raises(UnsupportedModelError, match=r"config.json: not a valid qwen3 config \(.*`num_hidden_layers` "
+                                                    r"\(3\) must be equal to the number of `layer_types` \(2\)"):
+        load_model(str(folder))
+    three_layers = {key: value for key, value in config.items() if key != "layer_types"}
+    (folder / "config.json").write_text(json.dumps({**three_layers, "num_hidden_layers": 3}))
     with pytest.raises(MissingTensorError, match="tensor model.layers.2.self_attn.q_proj.weight is missing"):
         load_model(str(folder))
+
+
+def test_multimodal_gemma3_config_saved_as_differences(tmp_path):
+    """Gemma 3 4B's config.json as published: a `text_config` naming only what differs from
+    transformers' defaults (no head counts), rope scaling in the transformers-4 spelling."""
+    from softprompt.core.models.decoder_config import RopeScaling, config_from_hf
+    config = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+              "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                              "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                              "sliding_window": 1024},
+              "vision_config": {"model_type": "siglip_vision_model"}}
+    decoder = config_from_hf(config)
+    assert (decoder.family, decoder.num_heads, decoder.num_kv_heads, decoder.head_dim) == ("gemma3", 8, 4, 256)
+    assert decoder.layer_types[:6] == ("local",) * 5 + ("global",) and decoder.sliding_window == 1024
+    assert decoder.global_rope_scaling == RopeScaling("linear", 8.0) and decoder.local_rope_scaling is None
+    assert (decoder.global_rope_base, decoder.local_rope_base) == (1_000_000.0, 10_000.0)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with torch.device("meta"):
+        language_model = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**config["text_config"]))
+    footprint = config_footprint(tmp_path / "config.json", prompt_length=1)
+    assert footprint["frozen_params"] == language_model.num_parameters()
