@@ -21,7 +21,7 @@ class TrainConfig:
     # What to tune for.
     task: str                               # built-in task name or path of a task YAML file
     model: str = "t5-tiny-random"           # built-in model name, .gguf file or HF directory
-    dtype: str = "float32"                  # frozen weights: float32 or bfloat16 (prompt stays float32)
+    dtype: str = "float32"                  # frozen weights: float32, bfloat16 or auto (prompt stays float32)
     data_dir: str | None = None             # JSONL data folder; None: $SOFTPROMPT_DATA_DIR, then shipped data
     data_source: str = "jsonl"              # jsonl | tfds | tfds:NAME (then data_dir is TFDS's folder)
     # The prompt (paper §3.2; default length 100 in the paper, 20 here to suit a laptop).
@@ -64,7 +64,11 @@ class TrainConfig:
         for field in ("eval_split", "train_split"):
             _check(_is_split(getattr(self, field)), field, f"{getattr(self, field)!r} is not NAME or NAME[START:STOP]")
         _check(self.target_format in TARGET_FORMATS, "target_format", f"must be one of {TARGET_FORMATS}")
-        _check(self.dtype in ("float32", "bfloat16"), "dtype", "must be float32 or bfloat16")
+        _check(self.dtype in ("float32", "bfloat16", "auto"), "dtype", "must be float32, bfloat16 or auto")
+        if self.dtype == "auto":   # resolved once, so the trial's records name the dtype it ran in
+            from .models import resolve_dtype
+
+            object.__setattr__(self, "dtype", resolve_dtype(self.dtype))
         _check(self.data_source in ("jsonl", "tfds") or self.data_source.startswith("tfds:"), "data_source",
                "must be jsonl, tfds or tfds:NAME")
         _check((self.decay_factor is None) == (self.steps_per_decay is None), "decay_factor",
@@ -100,6 +104,14 @@ def _is_split(split: str) -> bool:
     return True
 
 
+class ConfigError(ValueError):
+    """A `TrainConfig` field with a value it cannot take; `field` names it, `detail` says why."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"TrainConfig.{field} {detail}")
+        self.field, self.detail = field, detail
+
+
 def _check(ok: bool, field: str, message: str) -> None:
     if not ok:
-        raise ValueError(f"TrainConfig.{field} {message}")
+        raise ConfigError(field, message)

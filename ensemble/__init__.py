@@ -4,3 +4,9 @@ replicate -> score -> vote path (`predict`), loading a registered version (`load
 (`evaluate`, `report`) and the loader of an ensemble's MLflow model (`pyfunc`). Talks to MLflow
 only through `softprompt.store`.
 """
+
+from softprompt.core._exports import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "build_ensemble": "build", "LoadedEnsemble": "loaded", "load_registered": "loaded",
+    "Vote": "voting", "vote_inputs": "predict", "Table3": "evaluate", "evaluate_and_log": "report"})

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-L2 = 0.01   # fixed before any measurement (see README, *The demo*)
+L2 = 0.01   # fixed before any measurement (docs/results.md, *The demo*)
 
 
 class Pool(NamedTuple):

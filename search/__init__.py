@@ -11,17 +11,9 @@ Modules: `campaign` (the YAML schema and its checks), `space` (Table 6 as Tune o
 Attributes load lazily, so a trial process importing `trainable` does not import MLflow.
 """
 
-from __future__ import annotations
+from softprompt.core._exports import lazy_exports
 
-import importlib
-
-_EXPORTS = {"Campaign": "campaign", "CampaignError": "campaign", "load_campaign": "campaign",
-            "parse_campaign": "campaign", "TABLE6": "space", "CampaignResult": "launch", "TrialRow": "report"}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'softprompt.search' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "Campaign": "campaign", "CampaignError": "campaign", "load_campaign": "campaign", "parse_campaign": "campaign",
+    "TABLE6": "space", "CampaignResult": "launch", "launch": "launch", "resume": "launch", "status": "launch",
+    "TrialRow": "report"})

@@ -125,10 +125,13 @@ class Baseline(_Strict):
 
 
 class EnsembleSettings(_Strict):
+    name: str | None = None                          # registered name [default: <task>-ensemble]
     top: int = Field(5, ge=1)                        # the most votes of each task's ensemble
     select: Literal["greedy", "top"] = "greedy"      # greedy needs a selection split: fixed.selection_examples,
     selection_split: str | None = None               #   or this, a split or slice, e.g. "validation[500:]"
     vote: Literal["majority", "soft", "mean_logprob", "learned"] = "majority"   # learned: with select greedy
+    promote_if_better: bool = False                  # move `production` only if the new version beats its version
+    promote_max_p: float = Field(0.05, gt=0, le=1)   #   on the selection split (paired test, p at most this)
 
     @field_validator("selection_split")
     @classmethod
@@ -141,7 +144,7 @@ class EnsembleSettings(_Strict):
 class Fuse(_Strict):
     """Fused trials (search/step_server.py): the trials on a node compute their steps together in
     one forward/backward of one copy of the model. `auto`: on when trials ask for GPUs (on a
-    compute-bound CPU fusing saves memory copies, not time; see the README)."""
+    compute-bound CPU fusing saves memory copies, not time; docs/campaigns.md)."""
 
     enabled: Literal[True, False, "auto"] = "auto"
     max_trials: int = Field(8, ge=1)                 # trials per fused call
@@ -164,8 +167,8 @@ class Campaign(_Strict):
 
     name: str
     tasks: list[str] = Field(min_length=1)
-    model: str = "t5-tiny-random"
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    model: str = "gemma3-270m"
+    dtype: Literal["float32", "bfloat16", "auto"] = "auto"
     data_dir: str | None = None
     data_source: str = "jsonl"                       # jsonl | tfds | tfds:NAME (data_dir: TFDS's folder)
     space: Literal["table6", "none"] = "table6"
@@ -290,6 +293,7 @@ def parse_campaign(values: Mapping[str, Any], *, source: str = "campaign") -> Ca
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or source
         raise CampaignError(field, first["msg"].removeprefix("Value error, ")) from None
+    _check_model(campaign)
     _check_tasks(campaign)
     _check_hyperparameters(campaign)
     return campaign
@@ -346,6 +350,15 @@ def merge_campaign_values(base: Mapping[str, Any], values: Mapping[str, Any]) ->
         if own or inherited:
             merged[section] = inherited | own
     return merged
+
+
+def _check_model(campaign: Campaign) -> None:
+    from softprompt.core.models import UnknownModelError, check_model_name
+
+    try:
+        check_model_name(campaign.model)
+    except UnknownModelError as error:
+        raise CampaignError("model", str(error)) from None
 
 
 def _check_tasks(campaign: Campaign) -> None:

@@ -33,7 +33,8 @@ from .campaign import Campaign, CampaignError, check_resources
 from .ray_env import apply_ray_env_defaults, ray_log_options, verbose
 from .state import PENDING_FILE, STATE_FILE, Stored, driver_lock, read_state, write_state
 from .step_server import FuseSettings, end_step_servers
-from .trainable import TrialRuntime, run_trial, share_model
+from .shared_model import share_model
+from .trainable import TrialRuntime, run_trial
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def launch(campaign: Campaign, *, storage_path: str | os.PathLike | None = None,
         raise CampaignError("name", f"campaign {campaign.name!r} already exists in {folder}: "
                             f"`softprompt search resume {campaign.name}` continues it, or choose another --name")
     tracking_uri = resolve_tracking_uri(campaign.tracking_uri, storage_path=campaign.storage_path)
+    campaign = campaign.replace(tracking_uri=masked(campaign.tracking_uri))   # the password stays in memory only
     _check_store(tracking_uri)
     ensure_ray(campaign)
     store = Store(tracking_uri, artifact_root=default_artifact_root(tracking_uri, storage_path=campaign.storage_path))
@@ -220,7 +222,7 @@ def _load_model(campaign: Campaign):
     keep a copy once it is in the object store)."""
     from softprompt.core.models import load_model
 
-    return load_model.__wrapped__(campaign.model, dtype=campaign.dtype)
+    return load_model(campaign.model, dtype=campaign.dtype, cached=False)
 
 
 def _runtime(campaign: Campaign, trial_hook: TrialHook | None) -> TrialRuntime:
@@ -259,7 +261,10 @@ def _trainable(campaign: Campaign, folder: Path, *, model, trial_hook: TrialHook
     return tune.with_resources(bound, tune.PlacementGroupFactory([bundle]))
 
 
-def _new_tuner(stored: Stored, store: Store, *, model, trial_hook: TrialHook | None) -> Any:
+def _new_tuner(stored: Stored, store: Store, *, model, trial_hook: TrialHook | None, num_samples: int | None = None,
+               search_alg: Any = None, tune_folder: Path | None = None) -> Any:
+    """The campaign's Tuner; an extension (`extend.py`) gives its own sample count, warm searcher
+    and Tune folder inside the campaign folder."""
     from ray import tune
 
     from .mlflow_callback import MlflowTrackingCallback
@@ -267,7 +272,7 @@ def _new_tuner(stored: Stored, store: Store, *, model, trial_hook: TrialHook | N
     from .schedulers import make_scheduler, make_search_alg
 
     campaign = stored.campaign
-    folder = experiment_dir(campaign.name, campaign.storage_path)
+    folder = tune_folder or experiment_dir(campaign.name, campaign.storage_path)
     callback = MlflowTrackingCallback(store, campaign=campaign.name, model_fingerprint=stored.model_fingerprint,
                                       folder=folder)
     # Tune's own status table unless verbose; one short line per trial event otherwise
@@ -275,12 +280,13 @@ def _new_tuner(stored: Stored, store: Store, *, model, trial_hook: TrialHook | N
     return tune.Tuner(
         _trainable(campaign, folder, model=model, trial_hook=trial_hook),
         param_space=campaign.param_space(),
-        tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=campaign.num_samples,
-                                    scheduler=make_scheduler(campaign), search_alg=make_search_alg(campaign),
+        tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=num_samples or campaign.num_samples,
+                                    scheduler=make_scheduler(campaign),
+                                    search_alg=make_search_alg(campaign) if search_alg is None else search_alg,
                                     reuse_actors=True),  # a trial process runs the next trial: imports,
                                                          # traced functions and shared weights stay warm
         run_config=tune.RunConfig(
-            name=campaign.name, storage_path=str(Path(campaign.storage_path).resolve()),
+            name=folder.name, storage_path=str(folder.parent.resolve()),
             failure_config=tune.FailureConfig(max_failures=campaign.max_failures),
             # PBT copies other trials' checkpoints: pruning them breaks Tune's bookkeeping, so keep all
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None if campaign.scheduler.type == "pbt" else 2),

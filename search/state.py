@@ -58,7 +58,8 @@ def write_json_atomically(path: Path, data: Any) -> None:
 
 def write_state(folder: Path, stored: Stored) -> None:
     write_json_atomically(folder / STATE_FILE, {
-        "campaign": stored.campaign.to_dict(), "tracking_uri": masked(stored.tracking_uri),
+        "campaign": stored.campaign.to_dict() | {"tracking_uri": masked(stored.campaign.tracking_uri)},
+        "tracking_uri": masked(stored.tracking_uri),
         "artifact_root": stored.artifact_root, "model_fingerprint": stored.model_fingerprint,
         "finished": stored.finished, "ensembles": list(stored.ensembles)})
 
@@ -68,7 +69,8 @@ def read_state(folder: Path) -> Stored:
     try:
         state = json.loads((folder / STATE_FILE).read_text())
     except FileNotFoundError:
-        raise CampaignError("name", f"no campaign in {folder} (launch it first, or pass --storage-path)") from None
+        raise LookupError(f"no campaign {folder.name!r} in {folder.parent} (launch it first, or pass the --store "
+                          "it was launched with)") from None
     except json.JSONDecodeError as error:
         raise CampaignError("name", f"{folder / STATE_FILE} is not valid JSON ({error})") from None
     values = {k: v for k, v in state["campaign"].items() if not (k in RETIRED_FIELDS and v is None)}

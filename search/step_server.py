@@ -66,7 +66,7 @@ class StepServer:
 
         from softprompt.core.sentinel import with_sentinel_targets
 
-        from .trainable import unshare_model
+        from .shared_model import unshare_model
 
         model = unshare_model(model)
         self._model = with_sentinel_targets(model) if sentinel else model
@@ -167,8 +167,8 @@ class StepServer:
 def table_size(group: int, live: int, max_trials: int) -> int:
     """Prompts in a fused call's table for `group` waiting trials of `live`: a decoder-only model
     runs each of them once per call, so not `max_trials` but the live trials rounded up to a power
-    of two (a few compiled table shapes as trials come and go). 3 trials on a CPU: a table of 8 made
-    fusing 10% slower than separate steps, one of 4 6% faster (campaign_throughput.py --table-size).
+    of two (a few compiled table shapes as trials come and go; docs/results.md, Fused trials, has the
+    measurements behind it).
 
     >>> [table_size(group, live, 8) for group, live in ((3, 3), (2, 3), (1, 1), (5, 6), (8, 20))]
     [4, 4, 1, 8, 8]

@@ -6,12 +6,9 @@ driver logs that folder to MLflow when the trial ends. The trial works in a scra
 outside the folders Ray copies; a retried or resumed trial copies Tune's latest checkpoint there
 and continues from that step.
 
-The frozen weights come from the driver through the object store (`share_model` there,
-`unshare_model` here): on CPU, `jax.device_put` of the object store's read-only numpy arrays does
-not copy, so trials on one node share one copy (measured with Gemma 3 270M in float32: 1.2 GB
-private memory per trial instead of 2.2 GB). On an accelerator each trial's device holds its own
-copy; the host copy is still shared. All trials share one JAX persistent compilation cache, so each
-distinct step function is compiled once per campaign, not once per trial.
+The frozen weights come from the driver through the object store (`shared_model.py`). All
+trials share one JAX persistent compilation cache, so each distinct step function is compiled once
+per campaign, not once per trial.
 
 With a campaign's `fuse:` on, the trial computes its steps and evaluations on its node's step
 server (`step_server.py`: one model copy, steps fused with the other trials'); it still keeps its
@@ -37,6 +34,7 @@ from softprompt.core.models.base import FrozenModel
 from softprompt.core.train import CHECKPOINT_FOLDER, EvalReport, train
 
 from .space import train_config
+from .shared_model import unshare_model
 from .step_server import FuseSettings, FusedSteps, step_server
 
 BEST_PROMPT = "best_prompt"       # the best prompt artifact inside every reported checkpoint
@@ -52,22 +50,6 @@ class TrialRuntime(NamedTuple):
     fuse: FuseSettings | None = None        # fused steps on the node's step server
     campaign: str = ""                      # names the step servers
     model_ref: tuple = ()                   # (ObjectRef of the shared model,) when fused
-
-
-def share_model(model: FrozenModel) -> FrozenModel:
-    """The model with numpy weights, ready for `ray.put` (the object store keeps numpy arrays in
-    shared memory and hands each process on the node read-only views of the same pages)."""
-    import jax
-    import numpy as np
-
-    return dataclasses.replace(model, params=jax.tree_util.tree_map(np.asarray, model.params))
-
-
-def unshare_model(model: FrozenModel) -> FrozenModel:
-    """The model with JAX weights that alias the shared numpy buffers (no copy on CPU)."""
-    import jax
-
-    return dataclasses.replace(model, params=jax.device_put(model.params))
 
 
 def run_trial(config: dict[str, Any], *, model: FrozenModel | None = None,

@@ -6,6 +6,8 @@
     MLFLOW_TRACKING_URI    the tracking server holding them [default: sqlite:///runs/mlflow.db]
     SOFTPROMPT_API_TOKEN   when set, `Authorization: Bearer <token>` is required on /v1/*
     SOFTPROMPT_MAX_INPUTS  inputs per request [default: 64]
+    SOFTPROMPT_FOLLOW_INTERVAL_S  poll each NAME@ALIAS this often and serve the version it moves to
+                           [default: 10; 0: off]
 
     serve build softprompt.serve.deploy:app -o serve-config.yaml     # what infra/ ships, generated
     serve deploy serve-config.yaml                                   # onto a running Ray cluster
@@ -34,7 +36,8 @@ def app_from_environment():
         versions = references
     return build_app(references, versions=versions, tracking_uri=uri,
                      token=os.environ.get("SOFTPROMPT_API_TOKEN"),   # set but empty: refused by build_app
-                     max_inputs=int(os.environ.get("SOFTPROMPT_MAX_INPUTS", "64")))
+                     max_inputs=int(os.environ.get("SOFTPROMPT_MAX_INPUTS", "64")),
+                     follow_interval_s=float(os.environ.get("SOFTPROMPT_FOLLOW_INTERVAL_S", "10")) or None)
 
 
 app = app_from_environment()

@@ -9,7 +9,8 @@ import typer
 
 from ._cli_common import print_json, user_errors
 
-app = typer.Typer(help="Task data: prepare a task's records as a TFDS dataset.", no_args_is_help=True)
+app = typer.Typer(help="Task data: prepare a task's records as a TFDS dataset.",
+                  no_args_is_help=True, rich_markup_mode=None)
 
 
 @app.command("prepare-tfds")

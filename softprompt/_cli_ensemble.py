@@ -6,74 +6,65 @@ from typing import List, Optional
 
 import typer
 
-from ._cli_common import print_json, user_errors
+from ._cli_common import campaign_store, open_store, print_json, store_option, user_errors
+from .pipeline import build_summary, promote
 
-app = typer.Typer(help="Build and evaluate voted prompt ensembles.", no_args_is_help=True)
+app = typer.Typer(help="Build and evaluate voted prompt ensembles.",
+                  no_args_is_help=True, rich_markup_mode=None)
 
-TRACKING_HELP = "MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db]."
-
-
-def _store(tracking_uri: str | None):
-    from softprompt.store import Store
-
-    return Store.at(tracking_uri)
+REFERENCE_HELP = "NAME, NAME@ALIAS or NAME:VERSION (a bare NAME is NAME@production)."
 
 
 @app.command("build")
 def build(task: str = typer.Option(..., help="The task whose trials to draw from."),
-          top: int = typer.Option(5, min=1, help="The most votes (members with multiplicity) of the ensemble."),
-          experiment: Optional[List[str]] = typer.Option(None, help="Campaign (experiment) names [default: all]."),
+          top: int = typer.Option(5, min=1, help="Most votes in the ensemble (with repeats)."),
+          experiment: Optional[List[str]] = typer.Option(
+              None, metavar="CAMPAIGN", help="Campaigns to draw from (repeatable) [default: all]."),
           metric: Optional[str] = typer.Option(None, help="Selection metric [default: the task's]."),
-          name: Optional[str] = typer.Option(None, help="Registered model name [default: <task>-ensemble]."),
+          name: Optional[str] = typer.Option(None, help="Registered name [default: TASK-ensemble]."),
           alias: str = typer.Option("production", help="Alias moved to the new version."),
-          select: str = typer.Option("greedy", help="greedy: forward selection with replacement on the selection "
-                                                    "split (never below its best member there) | top: the top N."),
+          select: str = typer.Option("greedy", help="greedy (forward selection) | top (the top N)."),
           selection_split: Optional[str] = typer.Option(
-              None, help="Split or slice greedy selection scores on, e.g. 'validation[500:]' [default: the "
-                         "training records the trials held out (campaign fixed.selection_examples)]. Never records "
-                         "you report on."),
-          selection_examples: Optional[int] = typer.Option(None, min=1, help="Use at most this many selection examples."),
-          data_dir: Optional[str] = typer.Option(None, help="Data folder for the selection split [default: the trials']."),
-          vote: str = typer.Option("majority", "--vote", "--vote-rule",
-                                   help="majority (weighted, ties to the likelier) | soft (mean label probability) "
-                                        "| mean_logprob | learned (member weights and a per-label bias fitted "
-                                        "on the selection split; with --select greedy)"),
-          allow_fewer: bool = typer.Option(False, help="Build a smaller ensemble when fewer runs qualify."),
-          tracking_uri: Optional[str] = typer.Option(None, help=TRACKING_HELP)) -> None:
+              None, metavar="SPLIT", help="Split to select on, e.g. 'validation[500:]' "
+                                          "[default: the trials' held-out records]."),
+          max_examples: Optional[int] = typer.Option(None, min=1, help="Select on at most N examples."),
+          data_dir: Optional[str] = typer.Option(None, help="Data folder [default: the trials']."),
+          vote: str = typer.Option("majority", "--vote",
+                                   help="majority | soft | mean_logprob | learned (see docs/campaigns.md)."),
+          allow_fewer: bool = typer.Option(False, help="Build a smaller ensemble if fewer runs qualify."),
+          promote_if_better: bool = typer.Option(False, help="Move the alias only if the new version beats "
+                                                             "its version (paired test)."),
+          promote_max_p: float = typer.Option(0.05, min=0.0, max=1.0, help="Most p-value a promotion accepts."),
+          store: Optional[str] = store_option()) -> None:
     """Choose members among a task's finished trials and register them as an ensemble version."""
     from softprompt.ensemble.build import build_ensemble
 
     with user_errors():
-        registered = build_ensemble(_store(tracking_uri), task=task, top=top, name=name, experiments=experiment,
-                                    metric=metric, alias=alias, vote_rule=vote, allow_fewer=allow_fewer,
-                                    select=select, selection_split=selection_split,
-                                    selection_limit=selection_examples, data_dir=data_dir)
-    print_json(build_summary(registered, alias))
-
-
-def build_summary(registered, alias: str | None) -> dict:
-    """What `ensemble build` prints: the version, its members with their votes, and the selection."""
-    manifest = registered.manifest
-    selection = {key: value for key, value in (manifest.selection or {}).items() if key != "candidates"}
-    return {"name": registered.name, "version": registered.version, "alias": alias, "task": manifest.task,
-            "metric": manifest.metric, "model_fingerprint": manifest.model_fingerprint, "vote": manifest.vote_rule,
-            "selection": selection, **({"pool": manifest.pool} if manifest.pool else {}),
-            "members": [{"run_id": m.run_id, manifest.metric: m.metric, "votes": m.multiplicity}
-                        for m in manifest.members]}
+        source = campaign_store(experiment[0] if experiment and len(experiment) == 1 else None, store)
+        registered = build_ensemble(source, task=task, top=top, name=name, experiments=experiment,
+                                    metric=metric, alias=None if promote_if_better else alias, vote_rule=vote,
+                                    allow_fewer=allow_fewer, select=select, selection_split=selection_split,
+                                    selection_limit=max_examples, data_dir=data_dir)
+        if not promote_if_better:
+            print_json(build_summary(registered, alias))
+            return
+        promotion = promote(source, registered, alias=alias, max_p=promote_max_p, selection_split=selection_split,
+                            selection_examples=max_examples, data_dir=data_dir)
+    print_json(build_summary(registered, alias if promotion["promoted"] else None) | {"promotion": promotion})
 
 
 @app.command("evaluate")
-def evaluate(reference: str = typer.Argument(..., help="NAME, NAME@ALIAS or NAME/VERSION."),
-             split: str = typer.Option("validation", help="Split or slice to report on, e.g. 'validation[:500]'."),
-             max_examples: Optional[int] = typer.Option(None, min=1, help="Report on the split's first N examples."),
-             data_dir: Optional[str] = typer.Option(None),
-             model: Optional[str] = typer.Option(None, help="[default: the ensemble's model]"),
-             designed: bool = typer.Option(True, help="Score the members' campaigns' designed prompts alongside."),
-             tracking_uri: Optional[str] = typer.Option(None, help=TRACKING_HELP)) -> None:
+def evaluate(reference: str = typer.Argument(..., metavar="ENSEMBLE", help=REFERENCE_HELP),
+             split: str = typer.Option("validation", help="Split to report on, e.g. 'validation[:500]'."),
+             max_examples: Optional[int] = typer.Option(None, min=1, help="Report on the first N examples."),
+             data_dir: Optional[str] = typer.Option(None, help="Data folder [default: the shipped data]."),
+             model: Optional[str] = typer.Option(None, help="Frozen model [default: the ensemble's]."),
+             designed: bool = typer.Option(True, help="Score the campaigns' designed prompts too."),
+             store: Optional[str] = store_option()) -> None:
     """Score each member, their average, the best member and the voted ensemble (Table 3)."""
     from softprompt.ensemble.report import evaluate_and_log
 
     with user_errors():
-        table = evaluate_and_log(_store(tracking_uri), reference, split=split, max_examples=max_examples,
+        table = evaluate_and_log(open_store(store), reference, split=split, max_examples=max_examples,
                                  data_dir=data_dir, model=model, designed=designed)
     print_json(table.as_dict())

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from ._cli_common import print_json, user_errors
+from ._cli_common import DEFAULT_MODEL, DTYPE_HELP, MODEL_HELP, print_json, user_errors
 
-app = typer.Typer(help="Inspect frozen models.", no_args_is_help=True)
+app = typer.Typer(help="Inspect frozen models.",
+                  no_args_is_help=True, rich_markup_mode=None)
 
 
 @app.command("info")
-def info(model: str = typer.Option("t5-tiny-random",
-                                   help="Built-in name, .gguf file, HF directory or a config.json alone."),
-         prompt_length: int = typer.Option(100, min=1, help="Soft-prompt length to count."),
-         dtype: str = typer.Option("float32", help="float32 or bfloat16 frozen weights.")) -> None:
+def info(model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP + " Or a config.json alone."),
+         prompt_length: int = typer.Option(20, min=1, help="Soft-prompt positions to count."),
+         dtype: str = typer.Option("auto", help=DTYPE_HELP)) -> None:
     """Parameter counts with a prompt of the given length (the paper's Table 4) and the fingerprint.
     From a config.json alone (no weights): the counts and the weights' bytes at each dtype."""
     from pathlib import Path

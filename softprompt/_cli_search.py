@@ -1,9 +1,8 @@
-"""`softprompt search launch | resume | status`: prompt-tuning campaigns on Ray Tune.
+"""`softprompt search launch | resume | extend | status`: prompt-tuning campaigns on Ray Tune.
 
-A campaign lives in `<storage-path>/<name>/` (default storage path `./runs`, or the campaign
-file's `storage_path`); its trials are tracked in MLflow (`MLFLOW_TRACKING_URI` when set, else
-`<storage-path>/mlflow.db`). Each command prints the trial table on stderr and one JSON line on
-stdout.
+A campaign lives in `<store>/<name>/` (`--store DIR`, default `./runs`, or the campaign file's
+`storage_path`); its trials are tracked in MLflow (`--store URI`, else `$MLFLOW_TRACKING_URI`, else
+`<store>/mlflow.db`). Each command prints the trial table on stderr and one JSON line on stdout.
 """
 
 from __future__ import annotations
@@ -14,13 +13,11 @@ from typing import Optional
 
 import typer
 
-from ._cli_common import print_json, user_errors
+from ._cli_common import campaign_store, print_json, storage_path_of, store_option, user_errors
+from .pipeline import campaign_ensembles
 
 app = typer.Typer(help="Prompt-tuning campaigns over the paper's Table 6 on Ray Tune, tracked in MLflow.",
-                  no_args_is_help=True)
-
-STORAGE_HELP = "Folder holding campaigns [default: the campaign file's storage_path, else ./runs]."
-
+                  no_args_is_help=True, rich_markup_mode=None)
 
 def _console():
     from rich.console import Console
@@ -63,40 +60,14 @@ def _result_json(result) -> dict:
         result.rows, result.baselines)
 
 
-def _build_ensembles(campaign, result) -> list[dict]:
-    """A campaign with `ensemble: {top: N}` registers each task's ensemble when it ends (done
-    here, in the shell, so that search/ never depends on ensemble/); returns what was built."""
-    if campaign.ensemble is None:
-        return []
-    from softprompt.ensemble.build import build_ensemble
-    from softprompt.store import Store
-
-    from ._cli_ensemble import build_summary
-
-    store = Store(result.tracking_uri)
-    built = []
-    for task in campaign.tasks:
-        settings = campaign.ensemble
-        registered = build_ensemble(store, task=task, top=settings.top, experiments=[campaign.name],
-                                    name=f"{Path(task).stem}-ensemble", select=settings.select,
-                                    vote_rule=settings.vote, selection_split=settings.selection_split,
-                                    allow_fewer=True)
-        built.append(build_summary(registered, "production"))
-    return built
-
-
 def _finish(campaign, result) -> None:
     """The trial table on stderr, ensembles built (once per campaign), then ONE JSON line on
     stdout; exit status 1 when every trial failed."""
     from softprompt.search import launch as launching
 
     _show(result.rows, result.baselines, title=result.name)
-    ensembles = list(result.ensembles)
-    if result.finished and not ensembles and not result.all_failed:
-        with user_errors():
-            ensembles = _build_ensembles(campaign, result)
-        if ensembles:
-            launching.record_ensembles(result.experiment_dir, ensembles)
+    with user_errors():
+        ensembles = campaign_ensembles(campaign, result)
     print_json(_result_json(result) | ({"ensembles": ensembles} if ensembles else {}))
     if result.all_failed:
         typer.echo(f"error: every trial of campaign {result.name!r} failed; their errors are in "
@@ -105,65 +76,103 @@ def _finish(campaign, result) -> None:
 
 
 @app.command()
-def launch(campaign_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Campaign YAML file."),
-           name: Optional[str] = typer.Option(None, help="Campaign name [default: the `name` in the file]."),
-           storage_path: Optional[Path] = typer.Option(None, help=STORAGE_HELP)) -> None:
+def launch(campaign_file: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="CAMPAIGN_FILE",
+                                                help="Campaign YAML file."),
+           name: Optional[str] = typer.Option(None, help="Campaign name [default: the file's name]."),
+           store: Optional[str] = store_option()) -> None:
     """Start a campaign and run it to the end."""
     from softprompt.search import launch as launching
     from softprompt.search.campaign import load_campaign
+    from softprompt.store.uris import is_uri, parse_store
 
     with user_errors():
-        campaign = load_campaign(campaign_file, name=name,
-                                 storage_path=str(storage_path) if storage_path else None)
+        storage_path, tracking_uri = parse_store(store) if store else (None, None)
+        campaign = load_campaign(campaign_file, name=name, tracking_uri=tracking_uri,
+                                 storage_path=None if store and is_uri(store) else storage_path)
         result = launching.launch(campaign)
     _finish(campaign, result)
 
 
 @app.command()
-def resume(name: str = typer.Argument(..., help="Campaign name."),
-           storage_path: Path = typer.Option(Path("./runs"), help="Folder holding campaigns.")) -> None:
+def resume(name: str = typer.Argument(..., metavar="NAME", help="Campaign name."),
+           store: Optional[str] = store_option()) -> None:
     """Continue a campaign whose driver stopped (unfinished and errored trials resume)."""
     from softprompt.search import launch as launching
 
+    storage_path = storage_path_of(store)
     with user_errors():
         result = launching.resume(name, storage_path=storage_path)
     _finish(launching.stored_campaign(name, storage_path=storage_path).campaign, result)
 
 
 @app.command()
-def status(name: str = typer.Argument(..., help="Campaign name."),
-           storage_path: Path = typer.Option(Path("./runs"), help="Folder holding campaigns.")) -> None:
-    """The campaign's trials: configuration, state, best score, steps."""
+def extend(name: str = typer.Argument(..., metavar="NAME", help="Campaign name."),
+           trials: int = typer.Option(..., min=1, help="More trials (a multiple of tasks x seeds)."),
+           store: Optional[str] = store_option()) -> None:
+    """Run N more trials of an ended campaign, its searcher told the earlier scores."""
     from softprompt.search import launch as launching
+    from softprompt.search.extend import extend as extending
 
+    storage_path = storage_path_of(store)
     with user_errors():
-        rows, baselines = launching.status(name, storage_path=storage_path)
-    _show(rows, baselines, title=name)
-    print_json({"campaign": name} | _summary(rows, baselines))
+        result = extending(name, trials, storage_path=storage_path)
+    campaign = launching.stored_campaign(name, storage_path=storage_path).campaign
+    _show(result.rows, result.baselines, title=name)
+    with user_errors():
+        ensembles = campaign_ensembles(campaign, result, rebuild=True)   # over every trial (guarded if asked)
+    print_json(_result_json(result) | {"extensions": _extensions(result.experiment_dir)}
+               | ({"ensembles": ensembles} if ensembles else {}))
+
+
+def _extensions(folder) -> list[dict]:
+    from softprompt.search.extend import extensions_summary
+
+    return extensions_summary(folder)
 
 
 @app.command()
-def report(name: str = typer.Argument(..., help="Campaign name (its MLflow experiment)."),
-           by: str = typer.Option(..., "--by", help="The axis: a trial param such as prompt_length, init, seed."),
-           metric: str = typer.Option("score", help="Plot best_<metric> [default: score, the selection score]."),
-           out: Optional[Path] = typer.Option(None, help="Folder for the PNG and CSV [default: the campaign folder]."),
-           storage_path: Path = typer.Option(Path("./runs"), help="Folder holding campaigns."),
-           tracking_uri: Optional[str] = typer.Option(
-               None, help="MLflow tracking URI [default: the campaign's, else $MLFLOW_TRACKING_URI, else "
-                          "sqlite:///<storage-path>/mlflow.db].")) -> None:
+def status(name: str = typer.Argument(..., metavar="NAME", help="Campaign name."),
+           store: Optional[str] = store_option()) -> None:
+    """The campaign's trials: configuration, state, best score, steps."""
+    from softprompt.search import launch as launching
+
+    storage_path = storage_path_of(store)
+    with user_errors():
+        rows, baselines = launching.status(name, storage_path=storage_path)
+    _show(rows, baselines, title=name)
+    extensions = _extensions(launching.experiment_dir(name, storage_path))
+    print_json({"campaign": name} | _summary(rows, baselines) | ({"extensions": extensions} if extensions else {}))
+
+
+@app.command()
+def report(name: str = typer.Argument(..., metavar="NAME", help="Campaign name (its MLflow experiment)."),
+           by: Optional[str] = typer.Option(None, "--by", help="The axis: a trial param (prompt_length, init, "
+                                                               "seed)."),
+           html: Optional[Path] = typer.Option(None, "--html", metavar="FILE",
+                                               help="Write one static page instead (trials, curves, Table 3)."),
+           metric: str = typer.Option("score", help="Plot best_<metric> (score: the selection score)."),
+           out: Optional[Path] = typer.Option(None, help="Folder for the PNG and CSV [default: the campaign's]."),
+           store: Optional[str] = store_option()) -> None:
     """A metric against one axis: mean and standard deviation over seeds, beside the designed prompts
     (PNG + CSV, logged to the campaign's experiment)."""
     from rich.table import Table
 
     from softprompt.search import launch as launching
     from softprompt.search.findings import report_axis
-    from softprompt.store import Store
 
+    if html is not None:
+        from softprompt.search.html_report import write_html_report
+
+        with user_errors():
+            page = write_html_report(name, html, folder=launching.experiment_dir(name, storage_path_of(store)))
+        print_json({"campaign": name, "html": str(page)})
+        return
+    if by is None:
+        typer.echo("error: give --by AXIS (a metric against one axis) or --html FILE (the campaign page)", err=True)
+        raise typer.Exit(code=2)
     with user_errors():
-        folder = launching.experiment_dir(name, storage_path)
-        uri = tracking_uri or launching.stored_tracking_uri(name, storage_path=storage_path)
-        store = Store.at(uri, storage_path=storage_path)
-        result = report_axis(store, name, by, metric=metric, folder=out or folder)
+        result = report_axis(campaign_store(name, store), name, by, metric=metric,
+                             folder=out or launching.experiment_dir(name, storage_path_of(store)))
     view = Table(by, f"best {metric} (mean)", "std", "trials", title=f"{name}: best validation {metric} by {by}")
     for point in result.points:
         view.add_row(point.value, f"{point.mean:.2f}", f"{point.std:.2f}", str(len(point.values)))

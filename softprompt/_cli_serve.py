@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from ._cli_common import print_json, user_errors
+from ._cli_common import open_store, print_json, store_option, user_errors
 
 APP_NAME = "softprompt"
 
@@ -24,55 +24,59 @@ def _stop_on_signal() -> threading.Event:
 
 
 def serve(
-    ensemble: Optional[List[str]] = typer.Option(
-        None, "--ensemble", help="NAME@ALIAS, NAME/VERSION (repeatable) [default: every registered "
-                                 "ensemble with a 'production' alias]."),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 exposes the API (use --token)."),
-    port: int = typer.Option(8000, min=1, max=65535),
-    replicas: int = typer.Option(1, min=1, help="Replicas; each holds one copy of the frozen model."),
-    tracking_uri: Optional[str] = typer.Option(
-        None, help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db]."),
+    ensemble: Optional[List[str]] = typer.Argument(
+        None, metavar="ENSEMBLE", show_default=False,
+        help="NAME, NAME@ALIAS or NAME:VERSION [default: every ensemble with a production alias]."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 exposes it (use --token)."),
+    port: int = typer.Option(8000, min=1, max=65535, help="HTTP port."),
+    replicas: int = typer.Option(1, min=1, help="Replicas, each with one copy of the model."),
+    store: Optional[str] = store_option(),
     token: Optional[str] = typer.Option(None, envvar="SOFTPROMPT_API_TOKEN",
-                                        help="Require 'Authorization: Bearer TOKEN' on /v1/* (an empty token "
-                                             "is refused)."),
-    max_inputs: int = typer.Option(64, min=1, help="Inputs per request; more is refused with 413."),
-    max_batch_size: int = typer.Option(32, min=1, help="Inputs gathered into one batched pass."),
+                                        help="Require 'Authorization: Bearer TOKEN' on /v1/*."),
+    max_inputs: int = typer.Option(64, min=1, help="Inputs per request (more: 413)."),
+    max_batch_size: int = typer.Option(32, min=1, help="Inputs gathered into one pass."),
     batch_wait_timeout_s: float = typer.Option(0.05, min=0.0, help="How long a batch waits to fill."),
-    max_rows_per_pass: int = typer.Option(32, min=1, help="Model rows (inputs x members) per forward chunk."),
-    max_body_bytes: int = typer.Option(1 << 20, min=1, help="Request bodies over this size get 413 (unread)."),
-    max_queued_requests: int = typer.Option(512, min=1, help="Requests waiting per deployment; beyond: 503 + "
-                                                              "Retry-After."),
+    max_rows_per_pass: int = typer.Option(32, min=1, help="Rows (inputs x members) per forward chunk."),
+    max_body_bytes: int = typer.Option(1 << 20, min=1, help="Larger request bodies get 413."),
+    max_queued_requests: int = typer.Option(512, min=1, help="Queued requests per replica (more: 503)."),
     model: Optional[str] = typer.Option(None, help="Frozen model [default: the ensembles' own]."),
     replica_cpus: float = typer.Option(1.0, min=0.0, help="Ray CPUs reserved per replica."),
-    jax_cache_dir: str = typer.Option("runs/jax_cache", help="JAX compilation cache shared by replicas."),
-    ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster [default: start a local one]."),
-    metrics_port: Optional[int] = typer.Option(None, help="Prometheus port of a local Ray [default: Ray's choice]."),
+    jax_cache_dir: str = typer.Option("runs/jax_cache", help="JAX compilation cache for replicas."),
+    ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster [default: a local one]."),
+    metrics_port: Optional[int] = typer.Option(None, help="Prometheus port of a local Ray."),
+    grace_period: float = typer.Option(30.0, min=0.0, help="On SIGTERM: seconds for requests in flight."),
+    follow_interval: float = typer.Option(10.0, min=0.0, help="Poll each alias every S seconds; serve where it "
+                                                              "moves (0: off)."),
 ) -> None:
     """Serve voted predictions over HTTP until Ctrl-C (or SIGTERM); prints one JSON line when ready."""
     from softprompt.search.ray_env import RAY_LOGS, apply_ray_env_defaults, quiet_serve_logger, ray_log_options
     from softprompt.serve.app import build_app
     from softprompt.serve.listen import PortInUse, start_http
     from softprompt.serve.state import resolve_all
-    from softprompt.store import Store
 
     apply_ray_env_defaults()
     with user_errors():
-        store = Store.at(tracking_uri)
+        store = open_store(store)
         uri = store.tracking_uri
         references = list(ensemble or store.ensembles_with_alias("production"))
         if not references:
             raise ValueError(f"no ensemble to serve: none registered with a 'production' alias in "
-                             f"{store.display_uri} (pass --ensemble NAME@ALIAS)")
+                             f"{store.display_uri} (name one: softprompt serve NAME@ALIAS)")
         registered = resolve_all(store, references)       # once, here: every replica loads these versions
+        for version in registered:     # a damaged member is named here, not in a replica's log
+            store.verify_ensemble(version)
         app = build_app(references, versions=[r.reference for r in registered], tracking_uri=uri, model=model,
                         max_inputs=max_inputs, max_batch_size=max_batch_size,
                         batch_wait_timeout_s=batch_wait_timeout_s, token=token, max_rows_per_pass=max_rows_per_pass,
                         replicas=replicas, replica_cpus=replica_cpus, jax_cache_dir=jax_cache_dir,
-                        max_body_bytes=max_body_bytes, max_queued_requests=max_queued_requests, app_name=APP_NAME)
+                        max_body_bytes=max_body_bytes, max_queued_requests=max_queued_requests, app_name=APP_NAME,
+                        grace_period_s=grace_period,
+                        follow_interval_s=follow_interval or None)
 
     import ray
     from ray import serve as ray_serve
 
+    from softprompt.serve.shutdown import drain_application
     from softprompt.serve.versions import drop_book
 
     address = ray_address or os.environ.get("RAY_ADDRESS") or "local"   # "local": our own, never another's
@@ -97,6 +101,11 @@ def serve(
                                   for r in registered], "auth": bool(token)})
         while not stop.wait(0.5):
             pass
+        typer.echo(f"stopping: health answers 503; requests in flight get up to {grace_period:g} s", err=True)
+        drained = drain_application(APP_NAME, app._bound_deployment.name, grace_period)
+        left = sum(r.get("left", 0) for r in drained if isinstance(r, dict))
+        typer.echo(f"stopped: {left} request(s) answered 503 at the end of the grace period" if left
+                   else "stopped: every request in flight finished", err=True)
     finally:
         drop_book(app._bound_deployment.init_args[0].book)
         if shared:             # a shared cluster: remove only this application, never the others'

@@ -7,33 +7,33 @@ from typing import Optional
 
 import typer
 
-from ._cli_common import print_json, user_errors
+from ._cli_common import DATA_DIR_HELP, DEFAULT_MODEL, DTYPE_HELP, MODEL_HELP, print_json, user_errors
 
 
 def train(
-    task: str = typer.Option(..., help="Built-in task name or path of a task YAML file."),
-    model: str = typer.Option("t5-tiny-random", help="Built-in model name, .gguf file or HF directory."),
-    out: Path = typer.Option(..., help="Folder for prompt.safetensors + prompt.json (the best prompt)."),
-    data_dir: Optional[str] = typer.Option(None, help="JSONL data folder [default: $SOFTPROMPT_DATA_DIR, then shipped data]."),
-    data_source: str = typer.Option("jsonl", help="jsonl | tfds (the task's TFDS dataset) | tfds:NAME "
-                                    "(e.g. one made by `softprompt data prepare-tfds`); --data-dir is then TFDS's folder."),
-    prompt_length: int = typer.Option(20, min=1),
-    init: str = typer.Option("class_labels", help="random_uniform | sampled_vocab | class_labels | from_text | from_file"),
+    task: str = typer.Option(..., help="Built-in task name or task YAML file."),
+    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
+    out: Path = typer.Option(..., help="Folder for the best prompt (safetensors + json)."),
+    data_dir: Optional[str] = typer.Option(None, help=DATA_DIR_HELP),
+    data_source: str = typer.Option("jsonl", help="jsonl | tfds | tfds:NAME (docs/tasks.md)."),
+    prompt_length: int = typer.Option(20, min=1, help="Soft-prompt positions."),
+    init: str = typer.Option("class_labels", help="class_labels | sampled_vocab | random_uniform | "
+                                                  "from_text | from_file"),
     init_text: Optional[str] = typer.Option(None, help="Text for --init from_text."),
     init_path: Optional[Path] = typer.Option(None, help="Prompt folder for --init from_file."),
-    steps: int = typer.Option(300, min=1),
-    batch_size: int = typer.Option(8, min=1),
-    learning_rate: float = typer.Option(0.3),
-    parameter_scaling: bool = typer.Option(False, help="Adafactor parameter scaling (Table 6)."),
-    warmup_steps: int = typer.Option(0, min=0),
-    decay_factor: Optional[float] = typer.Option(None),
-    steps_per_decay: Optional[int] = typer.Option(None),
-    eval_every: int = typer.Option(100, min=1),
-    max_eval_examples: Optional[int] = typer.Option(None, min=1),
+    steps: int = typer.Option(300, min=1, help="Training steps."),
+    batch_size: int = typer.Option(8, min=1, help="Examples per step."),
+    learning_rate: float = typer.Option(0.3, help="Adafactor learning rate."),
+    parameter_scaling: bool = typer.Option(False, help="Adafactor parameter scaling."),
+    warmup_steps: int = typer.Option(0, min=0, help="Linear warmup steps (0: off)."),
+    decay_factor: Optional[float] = typer.Option(None, help="Multiply the rate by it every..."),
+    steps_per_decay: Optional[int] = typer.Option(None, help="...this many steps."),
+    eval_every: int = typer.Option(100, min=1, help="Evaluate (and keep the best) every N steps."),
+    max_examples: Optional[int] = typer.Option(None, min=1, help="Evaluate on at most N examples."),
     target_format: str = typer.Option("plain", help="plain | sentinel (T5 only)."),
-    dtype: str = typer.Option("float32", help="Frozen weights: float32 or bfloat16."),
-    seed: int = typer.Option(0),
-    checkpoint_dir: Optional[Path] = typer.Option(None, help="[default: OUT/checkpoints]; resumed from when present."),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    seed: int = typer.Option(0, help="Seed of the init and the data order."),
+    checkpoint_dir: Optional[Path] = typer.Option(None, help="[default: OUT/checkpoints] (resumed)."),
     progress: bool = typer.Option(True, help="Show the progress bar."),
 ) -> None:
     """Tune a soft prompt on a task with the model frozen; the last stdout line is JSON."""
@@ -47,7 +47,7 @@ def train(
             init_text=init_text, init_path=str(init_path) if init_path else None, target_format=target_format,
             learning_rate=learning_rate, parameter_scaling=parameter_scaling, batch_size=batch_size,
             steps=steps, warmup_steps=warmup_steps, decay_factor=decay_factor, steps_per_decay=steps_per_decay,
-            eval_every=eval_every, max_eval_examples=max_eval_examples, seed=seed)
+            eval_every=eval_every, max_eval_examples=max_examples, seed=seed)
         result = run_training(config, out_dir=out, checkpoint_dir=checkpoint_dir or out / "checkpoints",
                               progress=progress)
     print_json({"best_step": result.prompt.step, "best_metrics": dict(result.prompt.metrics),
@@ -55,24 +55,23 @@ def train(
 
 
 def evaluate(
-    task: str = typer.Option(..., help="Built-in task name or path of a task YAML file."),
-    prompt: Optional[Path] = typer.Option(None, help="A prompt artifact folder."),
-    model: Optional[str] = typer.Option(None, help="[default: the prompt's model]"),
-    split: str = typer.Option("validation"),
-    max_examples: Optional[int] = typer.Option(None, min=1),
-    data_dir: Optional[str] = typer.Option(None),
-    data_source: str = typer.Option("jsonl", help="jsonl | tfds (the task's TFDS dataset) | tfds:NAME "
-                                    "(e.g. one made by `softprompt data prepare-tfds`); --data-dir is then TFDS's folder."),
-    text_prompt: Optional[str] = typer.Option(None, help="A designed text prompt, e.g. 'Review: {sentence}\\nSentiment:'."),
-    shots: int = typer.Option(0, min=0, help="With --text-prompt: training examples shown first."),
-    seed: int = typer.Option(0, help="With --shots: which training examples are drawn."),
+    task: str = typer.Option(..., help="Built-in task name or task YAML file."),
+    prompt: Optional[Path] = typer.Option(None, help="A prompt folder (from train)."),
+    model: Optional[str] = typer.Option(None, help=f"[default: the prompt's, else {DEFAULT_MODEL}]"),
+    split: str = typer.Option("validation", help="Split to score, e.g. 'validation[:500]'."),
+    max_examples: Optional[int] = typer.Option(None, min=1, help="Score the first N examples."),
+    data_dir: Optional[str] = typer.Option(None, help=DATA_DIR_HELP),
+    data_source: str = typer.Option("jsonl", help="jsonl | tfds | tfds:NAME (docs/tasks.md)."),
+    text_prompt: Optional[str] = typer.Option(None, help="A designed prompt, e.g. 'Review: {sentence}'."),
+    shots: int = typer.Option(0, min=0, help="With --text-prompt: examples shown first."),
+    seed: int = typer.Option(0, help="With --shots: which examples are drawn."),
 ) -> None:
     """Score a tuned prompt (or a designed text prompt) on a task; prints one JSON object."""
     from softprompt.core import api
 
     with user_errors():
         if text_prompt is not None:
-            metrics = api.evaluate_text_prompt(task=task, model=model or "t5-tiny-random", template=text_prompt,
+            metrics = api.evaluate_text_prompt(task=task, model=model or DEFAULT_MODEL, template=text_prompt,
                                                shots=shots, seed=seed, split=split, max_examples=max_examples,
                                                data_dir=data_dir, data_source=data_source)
         else:
@@ -83,8 +82,8 @@ def evaluate(
     print_json(metrics)
 
 
-def explain(prompt: Path = typer.Option(..., help="A prompt artifact folder."),
-            top_k: int = typer.Option(5, min=1),
+def explain(prompt: Path = typer.Option(..., help="A prompt folder (from train)."),
+            top_k: int = typer.Option(5, min=1, help="Neighbours per position."),
             model: Optional[str] = typer.Option(None, help="[default: the prompt's model]")) -> None:
     """The top-k vocabulary neighbours of each prompt position by cosine similarity (paper §7)."""
     from rich.console import Console

@@ -14,7 +14,7 @@
    shut down.
 
 `--quick` runs the same path on t5-tiny-random in a couple of minutes (a CI test does);
-the default runs the real Gemma 3 270M, sized for 15-22 minutes on 2 CPU cores (bfloat16 weights).
+the default runs the real Gemma 3 270M, sized for about 20 minutes on 2 CPU cores (`dtype: auto`).
 """
 
 from __future__ import annotations
@@ -32,23 +32,19 @@ SENTENCES_SENT = 6
 # The best designed prompt we found for SST-2 on Gemma 3 270M (examples/campaigns/paper/fig1-designed.yaml).
 DESIGNED = "Review: {sentence}\nSentiment (positive or negative):"
 
-# The campaigns, scaled to this machine (the paper: 30k steps at batch 32, prompt length 100).
+# The campaigns, scaled to a laptop (the paper: 30k steps at batch 32, prompt length 100).
 # The report reads the first `evaluation_examples` validation sentences; the next
-# `selection_examples` pick each prompt's checkpoint and the ensemble's members. They are full
-# sentences like the report's: the training data are mostly short phrases, and a prompt picked on
-# those can score 16 points lower on sentences (README, the demo's run A, seed 2). At lr 0.3 a
-# prompt's accuracy still swings by 20-30 points between steps 100 and 150 (examples/campaigns/
-# sst2-short-budget.yaml), and some prompts fall back by step 300 (demo-members.yaml: 3 of 9 lost
-# 12-34 points between steps 150 and 300), so the real demo keeps the better of steps 150 and 300.
-# Three inits, not three seeds of one: prompts of one init are near-copies whose votes add little.
-# Chosen on validation[500:], sentences neither the report nor the selection split reads
-# (examples/campaigns/demo-members.yaml, benchmarks/ensemble_designs.py; README, *The demo*).
+# `selection_examples` pick each prompt's checkpoint and the ensemble's members: full sentences like
+# the report's (the training data are mostly short phrases). Accuracy still swings between
+# evaluations at lr 0.3, so the real demo keeps the better of steps 150 and 300. Three inits, not
+# three seeds of one: prompts of one init are near-copies whose votes add little. Why each choice
+# was made, with the measurements: docs/results.md, *The demo*.
 INITS = ("class_labels", "from_text", "sampled_vocab")
 INIT_TEXT = "Review sentiment, positive or negative:"
 QUICK = {"model": "t5-tiny-random", "dtype": "float32", "steps": 24, "eval_every": 12,
          "prompt_length": 8, "selection_examples": 48, "evaluation_examples": 64,
          "baselines": [{"name": "review+labels 0-shot", "template": DESIGNED}]}
-REAL = {"model": "gemma3-270m", "dtype": "bfloat16", "steps": 300, "eval_every": 150,
+REAL = {"model": "gemma3-270m", "dtype": "auto", "steps": 300, "eval_every": 150,
         "prompt_length": 20, "selection_examples": 200, "evaluation_examples": 300,
         "baselines": [{"name": "review+labels 4-shot", "template": DESIGNED, "shots": 4},
                       {"name": "review+labels 8-shot", "template": DESIGNED, "shots": 8}]}
@@ -110,6 +106,8 @@ def demo_campaign(*, quick: bool, name: str, storage_path: Path):
         "resources": {"cpu": 1}, "max_concurrent_trials": 1, "eval_every": size["eval_every"],
         "max_eval_examples": size["selection_examples"], "storage_path": str(storage_path),
         "baselines": size["baselines"],
+        "ensemble": {"name": ENSEMBLE_NAME, "top": len(INITS), "select": "greedy",
+                     "selection_split": selection_split(size)},
     }, source="demo")
 
 
@@ -147,33 +145,44 @@ def _serve_and_ask(reference: str, tracking_uri: str, records: list[dict], *, ja
         serve.shutdown()
 
 
+def expected_time() -> str:
+    """One line: the dtype `auto` picks on this machine and the demo's expected minutes there."""
+    from softprompt.core.models import native_dtype
+
+    if native_dtype() == "bfloat16":
+        return "bfloat16 weights (native here): expect 15-20 min on 2 cores (docs/results.md, The demo)"
+    return ("float32 weights (this CPU would emulate bfloat16): expect 20-30 min on 2 cores "
+            "(docs/results.md, The demo)")
+
+
 def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo",
              console: Console | None = None) -> DemoResult:
     """Runs the demo into `storage_path`/<campaign>; returns what the summary shows."""
     import ray
 
     from softprompt.core.tasks import get_task
-    from softprompt.ensemble.build import build_ensemble
     from softprompt.ensemble.report import evaluate_and_log
-    from softprompt.search.launch import launch
     from softprompt.search.report import trial_table
     from softprompt.store import Store
+
+    from .pipeline import run_campaign
 
     console = console or Console()
     storage_path = Path(storage_path).resolve()
     name = f"demo-{'quick' if quick else 'sst2'}-{time.strftime('%Y%m%d-%H%M%S')}"
     size = QUICK if quick else REAL
     watch = Stopwatch()
+    if not quick:
+        console.print(expected_time())
     console.rule(f"[bold]1/4 search campaign {name}: {len(INITS)} prompts ({', '.join(INITS)}) x {size['steps']} "
-                 f"steps on SST-2 with {size['model']}, designed prompts beside them")
+                 f"steps on SST-2 with {size['model']}, designed prompts beside them; then greedy selection "
+                 f"on {selection_split(size)}")
     try:
-        result = launch(demo_campaign(quick=quick, name=name, storage_path=storage_path))
+        result, [built] = run_campaign(demo_campaign(quick=quick, name=name, storage_path=storage_path))
         store = Store(result.tracking_uri)
         watch.lap("search campaign")
-        console.rule(f"[bold]2/4 ensemble: greedy selection on {selection_split(size)}, majority vote")
-        registered = build_ensemble(store, task="sst2", top=len(INITS), name=ENSEMBLE_NAME, experiments=[name],
-                                    select="greedy", selection_split=selection_split(size))
-        reference = f"{registered.name}/{registered.version}"
+        console.rule(f"[bold]2/4 ensemble {built['name']} (majority vote) in the paper's Table 3")
+        reference = f"{built['name']}:{built['version']}"
         table3 = evaluate_and_log(store, reference, max_examples=size["evaluation_examples"], console=console,
                                   picture_dir=result.experiment_dir)
         watch.lap("ensemble and Table 3")

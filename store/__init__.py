@@ -13,31 +13,12 @@ Modules: `names` (tags, kinds, metrics, states), `uris` (where a store is, maski
 artifacts), `manifest` (what an ensemble version holds), `registry` (ensembles as MLflow models).
 """
 
-from __future__ import annotations
+from softprompt.core._exports import lazy_exports
 
-from .client import RunRecord
-from .manifest import EnsembleError, EnsembleManifest, Member
-from .registry import DEFAULT_ALIAS, Registry, RegisteredEnsemble, parse_reference
-from .trials import TrialRuns
-from .uris import DEFAULT_STORAGE_PATH, default_artifact_root, masked, resolve_tracking_uri
-
-
-class Store(TrialRuns, Registry):
-    """One MLflow store: campaign runs, prompt artifacts and registered ensembles.
-
-    Args:
-      tracking_uri: `sqlite:///...`, `postgresql+psycopg://...`, `http://...`.
-      artifact_root: artifact location of experiments this object creates (a folder URI), or None.
-    """
-
-    @classmethod
-    def at(cls, tracking_uri: str | None = None, *, storage_path=DEFAULT_STORAGE_PATH) -> "Store":
-        """The store `tracking_uri` names, else `$MLFLOW_TRACKING_URI`, else the SQLite file under
-        `storage_path`, with its default artifact root."""
-        uri = resolve_tracking_uri(tracking_uri, storage_path=storage_path)
-        return cls(uri, artifact_root=default_artifact_root(uri, storage_path=storage_path))
-
-
-__all__ = ["DEFAULT_ALIAS", "DEFAULT_STORAGE_PATH", "EnsembleError", "EnsembleManifest", "Member",
-           "RegisteredEnsemble", "RunRecord", "Store", "default_artifact_root", "masked", "parse_reference",
-           "resolve_tracking_uri"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "Store": "store", "RunRecord": "client", "TrialRuns": "trials",
+    "EnsembleError": "manifest", "EnsembleManifest": "manifest", "Member": "manifest",
+    "DEFAULT_ALIAS": "registry", "Registry": "registry", "RegisteredEnsemble": "registry",
+    "parse_reference": "registry",
+    "DEFAULT_STORAGE_PATH": "uris", "default_artifact_root": "uris", "masked": "uris",
+    "resolve_tracking_uri": "uris"})

@@ -23,9 +23,10 @@ from softprompt.store.prompts import prompt_uri
 def register_sample_ensemble(store: Store, model: FrozenModel, *, name: str, task: str, seeds: Sequence[int],
                              experiment_id: str, length: int = 4, init: str = "random_uniform",
                              alias: str | None = "production", vote_rule: str = "majority",
-                             multiplicities: Sequence[int] | None = None) -> RegisteredEnsemble:
+                             multiplicities: Sequence[int] | None = None, pool: dict | None = None) -> RegisteredEnsemble:
     """Registers one prompt per seed (`SoftPrompt.init(model, length, init, seed)`) as a new
-    version of ensemble `name`; returns it."""
+    version of ensemble `name`; returns it. `pool`: the learned vote's {"weights", "bias"}
+    (with `vote_rule="learned"`)."""
     spec = get_task(task)
     members, folders = [], []
     with tempfile.TemporaryDirectory() as folder:
@@ -44,5 +45,5 @@ def register_sample_ensemble(store: Store, model: FrozenModel, *, name: str, tas
         manifest = EnsembleManifest(name=name, task=spec.name, model=model.name, model_fingerprint=model.fingerprint,
                                     metric=spec.primary_metric or spec.metrics[0], members=tuple(members),
                                     vote_rule=vote_rule, dtype=model.dtype,
-                                    task_source=task if is_task_file(task) else None)
+                                    task_source=task if is_task_file(task) else None, pool=pool)
         return store.register_ensemble(manifest, folders, experiment_id=experiment_id, alias=alias)

@@ -29,8 +29,34 @@ def test_help_lists_every_command():
         assert runner.invoke(app, [command, "--help"]).exit_code == 0
 
 
+def _commands(command, path=()):
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, path + (name,))
+
+
+def test_every_help_reads_well_at_80_columns():
+    """Click's conventions (TEXT, INTEGER, NAME), defaults shown, nothing past column 80."""
+    import click.testing
+    import typer.main
+
+    from softprompt.cli import conventional
+
+    command = conventional(typer.main.get_command(app))
+    for path, _ in _commands(command):
+        result = click.testing.CliRunner().invoke(command, [*path, "--help"], terminal_width=80)
+        assert result.exit_code == 0, path
+        text = result.output
+        assert max(map(len, text.splitlines())) <= 80, (path, text)
+        assert "<str>" not in text and "<int" not in text and "{" not in text.split("\n")[0], (path, text)
+    launch = click.testing.CliRunner().invoke(command, ["search", "launch", "--help"], terminal_width=80).output
+    assert "search launch [OPTIONS] CAMPAIGN_FILE" in launch
+    assert "--store DIR|URI" in launch and "$MLFLOW_TRACKING_URI" in launch
+
+
 def test_model_info_counts_the_prompt(tiny_model):
-    result = runner.invoke(app, ["model", "info", "--model", "t5-tiny-random", "--prompt-length", "100"])
+    result = runner.invoke(app, ["model", "info", "--model", "t5-tiny-random", "--prompt-length", "100",
+                                 "--dtype", "float32"])
     info = _last_json(result.output)
     assert info["trainable_params"] == 100 * tiny_model.d_model
     assert info["total_params"] == tiny_model.num_params + info["trainable_params"]
@@ -51,7 +77,7 @@ def test_train_evaluate_explain_end_to_end(tmp_path):
     out = tmp_path / "prompt"
     trained = subprocess.run(
         [str(BIN), "train", "--task", "rte", "--model", "t5-tiny-random", "--steps", "6", "--batch-size", "4",
-         "--eval-every", "3", "--max-eval-examples", "8", "--prompt-length", "5",
+         "--eval-every", "3", "--max-examples", "8", "--prompt-length", "5",
          "--out", str(out)], capture_output=True, text=True, timeout=300, env=os.environ | {"JAX_PLATFORMS": "cpu"})
     assert trained.returncode == 0, trained.stderr
     summary = _last_json(trained.stdout)

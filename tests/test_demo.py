@@ -29,7 +29,7 @@ def test_quick_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path):
     before = _ray_sessions()
     env = os.environ | {"MLFLOW_TRACKING_URI": ""}
     env.pop("MLFLOW_TRACKING_URI")
-    done = subprocess.run([str(BIN), "demo", "--quick", "--storage-path", str(tmp_path)], capture_output=True,
+    done = subprocess.run([str(BIN), "demo", "--quick", "--store", str(tmp_path)], capture_output=True,
                           text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])

@@ -69,3 +69,55 @@ def test_the_reader_sees_relative_and_local_imports():
     assert "softprompt.ensemble.loaded" in modules and "softprompt.store" in modules
     assert any(m.startswith("softprompt.ensemble.") for m in imports_of(ROOT / "serve" / "batcher.py"))
     assert "mlflow.pyfunc" in imports_of(ROOT / "store" / "registry.py")
+
+
+def test_import_softprompt_is_light():
+    """`import softprompt` and every layer's package load neither JAX, Ray nor MLflow (their public
+    names import on first use), and take well under 2 seconds."""
+    import subprocess
+    import sys
+
+    probe = ("import time; start = time.perf_counter()\n"
+             "import softprompt, softprompt.core, softprompt.store, softprompt.search, softprompt.ensemble, "
+             "softprompt.serve, softprompt.cli\n"
+             "import sys; print(time.perf_counter() - start, sorted({'jax', 'ray', 'mlflow'} & set(sys.modules)))")
+    seconds, heavy = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                                    timeout=60).stdout.split(" ", 1)
+    assert heavy.strip() == "[]" and float(seconds) < 2.0
+
+
+def test_every_public_name_resolves():
+    import importlib
+
+    for package in ("softprompt", "softprompt.core", "softprompt.store", "softprompt.search",
+                    "softprompt.ensemble", "softprompt.serve"):
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"{package}.{name}"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join((["softprompt"] if parts[0] != "softprompt" else []) + parts)
+
+
+def test_no_module_imports_itself_through_others():
+    """No import cycle between modules (function-local imports included): a cycle means two modules
+    are one idea split in two, or a third module is missing. Packages' `__init__` re-exports are
+    lazy and do not count."""
+    graph = {_module_name(path): path for path in MODULES if path.name != "__init__.py"}
+    edges = {name: sorted({m for m in imports_of(path) if m in graph and m != name}) for name, path in graph.items()}
+    state: dict[str, int] = {}   # 1 = on the current path, 2 = done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for nxt in edges[name]:
+            assert state.get(nxt) != 1, "import cycle: " + " -> ".join(path[path.index(nxt):] + [name, nxt]
+                                                                      if nxt in path else [name, nxt])
+            if nxt not in state:
+                visit(nxt, path + [name])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])

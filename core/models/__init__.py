@@ -9,20 +9,51 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 
 from .base import FamilyOps, FrozenModel, Tokenizer
 
 BUILTIN_MODELS = ("gemma3-270m", "smollm2-135m", "t5-tiny-random")
 DTYPES = ("float32", "bfloat16")
+AUTO_DTYPE = "auto"   # bfloat16 where the hardware multiplies it natively, else float32 (`native_dtype`)
+_NATIVE_BF16_CPU_FLAGS = re.compile(r"\b(amx_bf16|avx512_bf16)\b")
 
 
 class UnknownModelError(ValueError):
     """A model name that is neither built in nor a loadable path."""
 
 
+@functools.cache
+def native_dtype() -> str:
+    """The frozen weights' dtype that `auto` means here: bfloat16 on GPUs and TPUs and on CPUs with
+    bfloat16 instructions (AMX, AVX512-BF16); float32 on CPUs that would emulate bfloat16."""
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return "bfloat16"
+    try:
+        cpu = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if _NATIVE_BF16_CPU_FLAGS.search(cpu) else "float32"
+
+
+def resolve_dtype(dtype: str) -> str:
+    """`dtype` with `auto` replaced by `native_dtype()`."""
+    return native_dtype() if dtype == AUTO_DTYPE else dtype
+
+
+def load_model(name: str, *, dtype: str = "float32", cached: bool = True) -> FrozenModel:
+    """A frozen model by built-in name, `.gguf` file, or Hugging Face-format directory; `dtype`
+    float32, bfloat16 or auto (see `native_dtype`). Cached in-process (the last two) unless
+    `cached=False` (a caller that hands the weights on and keeps no copy)."""
+    load = _load_model if cached else _load_model.__wrapped__
+    return load(name, dtype=resolve_dtype(dtype))
+
+
 @functools.lru_cache(maxsize=2)
-def load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
+def _load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
     """A frozen model by built-in name, `.gguf` file, or Hugging Face-format directory.
 
     Loaded models are cached in-process (the last two), so repeated calls are free.
@@ -55,9 +86,21 @@ def load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
             return load_hf_directory(path, dtype=dtype)
         raise UnknownModelError(f"{path}/config.json: model_type {model_type!r} is not supported; "
                                 f"{SUPPORTED}, t5")
+    check_model_name(name)
+    raise UnknownModelError(f"{name}: not a model softprompt can load")   # check_model_name passed: not reached
+
+
+def check_model_name(name: str) -> None:
+    """Raises UnknownModelError, naming the choices, unless `name` is a built-in model, a `.gguf`
+    file or a folder with a `config.json` — without loading anything (a campaign checks its model
+    before it starts)."""
+    path = Path(name)
+    if name in BUILTIN_MODELS or (path.suffix == ".gguf" and path.is_file()) or (path / "config.json").is_file():
+        return
     raise UnknownModelError(
         f"unknown model {name!r}: use one of {', '.join(BUILTIN_MODELS)}, a .gguf file, "
         "or a Hugging Face-format directory (config.json + safetensors + tokenizer)")
 
 
-__all__ = ["BUILTIN_MODELS", "FamilyOps", "FrozenModel", "Tokenizer", "UnknownModelError", "load_model"]
+__all__ = ["AUTO_DTYPE", "BUILTIN_MODELS", "FamilyOps", "FrozenModel", "Tokenizer", "UnknownModelError", "check_model_name", "load_model", "native_dtype",
+           "resolve_dtype"]

@@ -2,8 +2,8 @@
 multiplies in bfloat16 with float32 accumulation — forward and backward.
 
 On CPUs with AMX (and on GPUs/TPUs), XLA runs a bfloat16 product on the matrix units only when it is
-asked for a float32 result; a bfloat16 result takes a slow upcasting path (measured here: 1335
-against 214 GFLOP/s for [672, 640] x [640, 2048]). `jnp.einsum(..., preferred_element_type=float32)`
+asked for a float32 result; a bfloat16 result takes a slow upcasting path (several times slower;
+figures in docs/results.md). `jnp.einsum(..., preferred_element_type=float32)`
 alone is not enough for training: its automatic transpose multiplies the float32 cotangent by the
 bfloat16 weights, which XLA does by upcasting the weights to float32 — the slow path again, on every
 backward pass. So the backward pass is written out here: the cotangent is rounded to bfloat16 and
@@ -80,8 +80,8 @@ def tied_logits(x: jax.Array, embedding: jax.Array, transposed: jax.Array | None
 
     `transposed` [E, V], the same matrix laid out the other way, serves only the backward pass:
     x's gradient, cotangent [M, V] . embedding, is a product over the 262k-long vocabulary, and XLA's
-    CPU kernels run it 10x faster with the vocabulary as the contiguous axis of the larger operand
-    (measured here for [16, 262144] x [262144, 640] in bfloat16: 16 ms against 156 ms). Without it
+    CPU kernels run it much faster with the vocabulary as the contiguous axis of the larger operand.
+    Without it
     the backward pass multiplies by `embedding` itself.
     """
     rows = x.reshape(-1, x.shape[-1]).astype(jnp.float32)

@@ -175,8 +175,8 @@ class JsonlSource:
                 return candidate
         raise FileNotFoundError(
             f"no {split!r} data for {self.directory!r}: looked for "
-            f"{', '.join(map(str, candidates))}. Put the file there, point ${DATA_DIR_ENV} or "
-            "data_dir at a folder holding it, or use the TFDS source (get_task(..., source='tfds'))."
+            f"{', '.join(map(str, candidates))}. Put the file there, or point --data-dir (data_dir) or "
+            f"${DATA_DIR_ENV} at a folder holding it (layout: docs/tasks.md)"
         )
 
     def records(self, split: str, *, data_dir: PathLike | None = None) -> Iterator[Record]:

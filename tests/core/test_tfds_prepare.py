@@ -43,7 +43,7 @@ def test_the_prepared_dataset_holds_the_same_records_in_the_same_order(prepared)
 def test_train_and_evaluate_from_tfds_give_what_jsonl_gives(prepared, tmp_path):
     common = ["--task", "rte", "--max-examples", "16"]
     trained = subprocess.run([str(BIN), "train", "--task", "rte", "--model", "t5-tiny-random", "--steps", "2",
-                              "--batch-size", "2", "--eval-every", "2", "--max-eval-examples", "8",
+                              "--batch-size", "2", "--eval-every", "2", "--max-examples", "8",
                               "--data-source", "tfds:softprompt_rte", "--data-dir", str(prepared),
                               "--out", str(tmp_path / "prompt"), "--no-progress"],
                              capture_output=True, text=True, timeout=600)

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def campaign(tmp_path_factory):
     """A 6-trial campaign on RTE launched through the CLI, holding out 48 training records,
     with `ensemble: {top: 5}` (greedy selection on them)."""
     folder = tmp_path_factory.mktemp("campaign")
-    spec = {"name": "ens", "tasks": ["rte"], "model": "t5-tiny-random", "space": "table6",
+    spec = {"name": "ens", "tasks": ["rte"], "model": "t5-tiny-random", "dtype": "float32", "space": "table6",
             "fixed": {"learning_rate": 0.3, "parameter_scaling": False, "batch_size": 4, "steps": 6,
                       "warmup_steps": 0, "decay_factor": None, "prompt_length": 4, "init": "sampled_vocab",
                       "selection_examples": HOLDOUT.size, "selection_seed": HOLDOUT.seed},
@@ -109,14 +110,14 @@ def test_selection_and_evaluation_splits_are_disjoint(campaign):
     validation = {e.inputs for e in task.examples("validation")}
     assert len(held) == 48 and not held & trained and not held & validation
     refused = runner.invoke(app, ["ensemble", "evaluate", "rte-ensemble@production", "--split", "train",
-                                  "--tracking-uri", store.tracking_uri])
+                                  "--store", store.tracking_uri])
     assert refused.exit_code == 2 and "was selected on the 'train' split" in refused.output
 
 
 def test_ensemble_evaluate_prints_table3_with_top_n_and_greedy_rows(campaign):
     store, _ = campaign
     result = runner.invoke(app, ["ensemble", "evaluate", "rte-ensemble@production", "--max-examples", "16",
-                                 "--tracking-uri", store.tracking_uri])
+                                 "--store", store.tracking_uri])
     assert result.exit_code == 0, result.output
     table = json.loads(result.output.strip().splitlines()[-1])
     assert set(table["ensembles"]) == {"ensemble (greedy)", "ensemble (top-5)"}
@@ -155,13 +156,13 @@ def test_a_named_selection_split_and_soft_votes(campaign):
                            selection_split="validation", selection_limit=20)
     assert built.manifest.selection["split"] == "validation" and built.manifest.selection["holdout"] is None
     assert built.manifest.vote_rule == "soft"
-    refused = runner.invoke(app, ["ensemble", "evaluate", "rte-soft@production", "--tracking-uri", store.tracking_uri])
+    refused = runner.invoke(app, ["ensemble", "evaluate", "rte-soft@production", "--store", store.tracking_uri])
     assert refused.exit_code == 2 and "selected on the 'validation' split" in refused.output
     # a slice of validation selects; the report may read the validation records before it, not more
     tail = build_ensemble(store, task="rte", top=3, experiments=["ens"], name="rte-tail",
                           selection_split="validation[20:]", selection_limit=20)
     assert tail.manifest.selection["split"] == "validation[20:]" and tail.manifest.selection["examples"] == 20
-    command = ["ensemble", "evaluate", "rte-tail@production", "--tracking-uri", store.tracking_uri]
+    command = ["ensemble", "evaluate", "rte-tail@production", "--store", store.tracking_uri]
     refused = runner.invoke(app, command + ["--max-examples", "21"])
     assert refused.exit_code == 2 and "selected on the 'validation[20:]' split" in refused.output
     reported = runner.invoke(app, command + ["--max-examples", "20"])
@@ -175,7 +176,7 @@ def test_a_changed_member_artifact_is_refused(campaign):
     member = registered.manifest.members[1]
     copy = Path(registered.source.removeprefix("file://")) / "data" / "ensemble" / "members" / "1" / "prompt.safetensors"
     copy.write_bytes(copy.read_bytes()[:-8] + b"\0" * 8)
-    result = runner.invoke(app, ["ensemble", "evaluate", "rte-tampered@prod", "--tracking-uri", store.tracking_uri])
+    result = runner.invoke(app, ["ensemble", "evaluate", "rte-tampered@prod", "--store", store.tracking_uri])
     assert result.exit_code == 2 and "sha256 differs" in result.output and member.run_id in result.output
 
 
@@ -202,7 +203,7 @@ def test_the_learned_vote_refuses_prompts_without_signal_and_fits_prompts_with_i
     noise) get a pool whose recorded score is its accuracy there."""
     store, _ = campaign
     built = runner.invoke(app, ["ensemble", "build", "--task", "rte", "--top", "3", "--experiment", "ens",
-                                "--name", "rte-no-signal", "--vote", "learned", "--tracking-uri", store.tracking_uri])
+                                "--name", "rte-no-signal", "--vote", "learned", "--store", store.tracking_uri])
     assert built.exit_code == 2 and "carry no signal" in built.output and "Traceback" not in built.output
     assert not store.client.search_registered_models("name = 'rte-no-signal'")
     with pytest.raises(EnsembleError, match="use it with --select greedy"):
@@ -240,9 +241,104 @@ def test_a_learned_ensemble_serves_and_reports_its_pool(campaign, tiny_model, tm
     assert [v.label for v in votes] == [task.label_words[c] for c in winners]
     np.testing.assert_allclose([list(v.shares.values()) for v in votes], shares, rtol=1e-6)
     reported = runner.invoke(app, ["ensemble", "evaluate", "rte-learned@production", "--max-examples", "16",
-                                   "--tracking-uri", store.tracking_uri])
+                                   "--store", store.tracking_uri])
     assert reported.exit_code == 0, reported.output
     table = json.loads(reported.output.strip().splitlines()[-1])
     assert list(table["ensembles"])[:2] == ["ensemble (greedy, learned)", "ensemble (greedy, majority)"]
     assert table["ensemble"] == table["ensembles"]["ensemble (greedy, learned)"]
     assert table["weights"]["ensemble (greedy, learned)"][:len(members)] == pool["weights"]
+
+
+def test_build_and_campaign_end_with_a_guarded_promotion(campaign, tmp_path):
+    """`ensemble build --promote-if-better`: an unset alias is taken; the same selection again is
+    registered but refused (0 against 0 discordant examples), the alias stays; a campaign file's
+    `ensemble: {promote_if_better: true}` ends the same way."""
+    from softprompt.pipeline import build_campaign_ensembles
+    from softprompt.search.campaign import load_campaign
+
+    store, summary = campaign
+    command = ["ensemble", "build", "--task", "rte", "--experiment", "ens", "--name", "rte-guarded", "--top", "3",
+               "--promote-if-better", "--store", store.tracking_uri]
+    taken = runner.invoke(app, command)
+    assert taken.exit_code == 0, taken.output
+    first = json.loads(taken.stdout.strip().splitlines()[-1])
+    assert first["alias"] == "production" and first["promotion"]["promoted"] and first["promotion"]["incumbent"] is None
+    refused = runner.invoke(app, command + ["--promote-max-p", "0.5"])
+    assert refused.exit_code == 0, refused.output
+    second = json.loads(refused.stdout.strip().splitlines()[-1])
+    promotion = second["promotion"]
+    assert second["alias"] is None and not promotion["promoted"] and promotion["incumbent"] == first["version"]
+    assert (promotion["candidate_only"], promotion["incumbent_only"], promotion["p_value"]) == (0, 0, 1.0)
+    assert promotion["examples"] == HOLDOUT.size and promotion["max_p"] == 0.5
+    assert f"not promoted: version {second['version']}" in refused.stderr
+    assert store.alias_version("rte-guarded", "production") == first["version"]
+    assert store.resolve_ensemble(f"rte-guarded/{second['version']}").manifest.members   # registered all the same
+
+    production = store.alias_version("rte-ensemble", "production")
+    spec = {"name": "ens", "tasks": ["rte"], "model": "t5-tiny-random", "dtype": "float32", "fixed": {"selection_examples": HOLDOUT.size},
+            "ensemble": {"top": 5, "promote_if_better": True}}
+    (tmp_path / "guarded.yaml").write_text(yaml.safe_dump(spec))
+    [built] = build_campaign_ensembles(load_campaign(tmp_path / "guarded.yaml"), store.tracking_uri)
+    assert built["promotion"]["incumbent"] == production and not built["promotion"]["promoted"]
+    assert store.alias_version("rte-ensemble", "production") == production
+
+
+class _Page(HTMLParser):
+    """Tables (by id: rows of cell texts), section ids and curve polylines of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.sections: list[str] = []
+        self.curves: list[str] = []
+        self._table = self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self._table = self.tables.setdefault(attrs["id"], [])
+        elif tag == "tr" and self._table is not None:
+            self._table.append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag == "section":
+            self.sections.append(attrs["id"])
+        elif tag == "polyline":
+            self.curves.append(attrs["data-trial"])
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._table[-1].append(self._cell)
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+
+def test_search_report_html_is_one_static_page(campaign, tmp_path):
+    store, summary = campaign
+    evaluated = runner.invoke(app, ["ensemble", "evaluate", "rte-ensemble@production", "--max-examples", "16",
+                                    "--no-designed", "--store", store.tracking_uri])
+    assert evaluated.exit_code == 0, evaluated.output
+    out = tmp_path / "report" / "ens.html"
+    done = runner.invoke(app, ["search", "report", "ens", "--html", str(out),
+                               "--store", str(Path(summary["experiment_dir"]).parent)])
+    assert done.exit_code == 0, done.output
+    page = _Page()
+    page.feed(out.read_text())
+    assert page.sections == ["trials", "curves", "designed", "table3", "ensembles"]
+    header, *trials = page.tables["trials"]
+    assert header[:2] == ["trial", "state"] and len(trials) == 6 and "best score" in header
+    assert sorted(page.curves) == sorted(row[0] for row in trials)            # one curve per trial
+    table3 = [table for name, table in page.tables.items() if name.startswith("table3-")][-1]
+    rows = {row[0]: row[1] for row in table3[1:]}
+    assert {"average", "best prompt"} <= set(rows) and any(name.startswith("ensemble:") for name in rows)
+    [built] = summary["ensembles"]
+    members = page.tables["ensemble-0"][1:]
+    assert [row[0] for row in members] == [m["run_id"] for m in built["members"]]
+    assert "http" not in out.read_text().replace("http://www.w3.org/2000/svg", "")   # nothing fetched
+    refused = runner.invoke(app, ["search", "report", "ens", "--store", str(tmp_path)])
+    assert refused.exit_code == 2 and "--by AXIS" in refused.output

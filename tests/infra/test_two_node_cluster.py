@@ -101,7 +101,7 @@ def _cluster_nodes(env: dict) -> list[dict]:
 
 def _campaign_file(folder: Path, tracking_uri: str) -> Path:
     """4 t5-tiny-random trials of one CPU each, two at a time: the two nodes have one CPU each."""
-    campaign = {"name": "two-nodes", "tasks": ["rte"], "model": "t5-tiny-random", "space": "table6",
+    campaign = {"name": "two-nodes", "tasks": ["rte"], "model": "t5-tiny-random", "dtype": "float32", "space": "table6",
                 "fixed": {"learning_rate": 0.3, "parameter_scaling": False, "batch_size": 4, "steps": 8,
                           "warmup_steps": 0, "decay_factor": None, "prompt_length": 4, "init": "sampled_vocab"},
                 "num_samples": 1, "seeds": 4, "scheduler": "none", "resources": {"cpu": 1},

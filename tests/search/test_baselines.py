@@ -16,7 +16,7 @@ TEMPLATE = "{premise} Question: {hypothesis}?"
 @pytest.mark.parametrize("eval_split, scored_on", [("validation[200:]", "validation[200:]"),
                                                    ("selection", "validation")])
 def test_designed_prompts_are_scored_where_the_trials_evaluate(tmp_path, tiny_model, eval_split, scored_on):
-    campaign = parse_campaign({"name": "b", "tasks": ["rte"], "model": "t5-tiny-random", "space": "none",
+    campaign = parse_campaign({"name": "b", "tasks": ["rte"], "model": "t5-tiny-random", "dtype": "float32", "space": "none",
                                "fixed": {"eval_split": eval_split, "selection_examples": 8},
                                "max_eval_examples": 12, "baselines": [{"template": TEMPLATE, "shots": 1}]},
                               source="t")

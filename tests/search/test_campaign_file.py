@@ -187,3 +187,12 @@ def test_a_missing_or_circular_base_is_refused_naming_it(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"base": "gone.yaml", "name": "c"}))
     with pytest.raises(CampaignError, match=r"c\.yaml: base: no campaign file .*gone\.yaml"):
         load_campaign(tmp_path / "c.yaml")
+
+
+def test_a_misspelt_model_is_refused_before_anything_starts(tmp_path):
+    with pytest.raises(CampaignError, match=r"^model: unknown model 'gemma3-27Om': use one of .*gemma3-270m"):
+        parse_campaign(BASE | {"model": "gemma3-27Om"})
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert parse_campaign(BASE | {"model": str(folder)}).model == str(folder)   # a folder is checked when loaded

@@ -96,12 +96,12 @@ def test_killed_driver_is_resumed_without_losing_or_duplicating_runs(ray_address
 
     from softprompt.cli import app
 
-    outcome = CliRunner().invoke(app, ["search", "resume", "killed", "--storage-path", str(storage)])
+    outcome = CliRunner().invoke(app, ["search", "resume", "killed", "--store", str(storage)])
     assert outcome.exit_code == 0, outcome.output
     runs = check_runs(tracking, "killed", trials=2, steps=60, tmp_path=tmp_path)
     restored = [tracking.metric_history(run.run_id, names.METRIC_RESTORED_FROM) for run in runs]
     assert any(restored), "no trial continued from its checkpoint"
-    shown = CliRunner().invoke(app, ["search", "status", "killed", "--storage-path", str(storage)])
+    shown = CliRunner().invoke(app, ["search", "status", "killed", "--store", str(storage)])
     assert shown.exit_code == 0 and json.loads(shown.stdout.splitlines()[-1])["states"] == {"TERMINATED": 2}
 
 

@@ -78,7 +78,7 @@ def resumed(ray_address, jax_cache, tmp_path_factory):
     campaign = folder / "runs" / "early"
     _kill_when(driver, lambda: (campaign / "campaign.json").exists())
     tune_state_at_kill = any(campaign.glob("experiment_state-*.json"))
-    done = run_cli("search", "resume", "early", "--storage-path", str(folder / "runs"),
+    done = run_cli("search", "resume", "early", "--store", str(folder / "runs"),
                    env={"RAY_ADDRESS": ray_address})
     assert done.returncode == 0, done.stderr[-3000:]
     return folder, campaign, json.loads(done.stdout.strip().splitlines()[-1]), tune_state_at_kill
@@ -100,7 +100,7 @@ def test_resuming_a_finished_campaign_changes_nothing(resumed, ray_address):
     store = Store(f"sqlite:///{folder / 'runs' / 'mlflow.db'}")
     versions = len(store.client.search_model_versions("name='rte-ensemble'"))
     before = {path: path.stat().st_mtime_ns for path in campaign.rglob("*") if path.is_file()}
-    done = run_cli("search", "resume", "early", "--storage-path", str(folder / "runs"),
+    done = run_cli("search", "resume", "early", "--store", str(folder / "runs"),
                    env={"RAY_ADDRESS": ray_address})
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["ensembles"][0]["version"] == "1"
@@ -120,7 +120,7 @@ def test_a_second_driver_is_refused_naming_the_holder(resumed):
         assert holder.stdout.readline().strip() == "held"
         state = json.loads((campaign / "campaign.json").read_text())
         (campaign / "campaign.json").write_text(json.dumps(state | {"finished": False}))
-        done = run_cli("search", "resume", "early", "--storage-path", str(folder / "runs"))
+        done = run_cli("search", "resume", "early", "--store", str(folder / "runs"))
         assert done.returncode == 2 and f"is being run by pid {holder.pid}" in done.stderr
     finally:
         holder.kill()
@@ -133,7 +133,7 @@ def test_resume_refuses_a_model_with_another_fingerprint(resumed, ray_address):
     state = json.loads((campaign / "campaign.json").read_text())
     (campaign / "campaign.json").write_text(json.dumps(state | {"finished": False, "model_fingerprint": "0" * 64}))
     try:
-        done = run_cli("search", "resume", "early", "--storage-path", str(folder / "runs"),
+        done = run_cli("search", "resume", "early", "--store", str(folder / "runs"),
                        env={"RAY_ADDRESS": ray_address})
         assert done.returncode == 2 and "fingerprint" in done.stderr and "000000000000" in done.stderr
     finally:
@@ -158,26 +158,60 @@ def test_a_campaign_whose_trials_all_fail_exits_non_zero(ray_address, jax_cache,
     assert json.loads(done.stdout.strip().splitlines()[-1])["states"] == {"ERROR": 2}
 
 
-def test_no_password_is_written_or_printed(ray_address, jax_cache, tmp_path, postgres_uri):
+def _database_text(uri: str) -> str:
+    """Every row of every table of the PostgreSQL store, as text (params, tags, model versions, ...)."""
+    import psycopg
+
+    plain = uri.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain) as connection:
+        tables = [row[0] for row in connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        return "\n".join(str(row[0]) for table in tables
+                         for row in connection.execute(f'SELECT t::text FROM "{table}" t'))
+
+
+@pytest.mark.parametrize("source", ["environment", "campaign file"])
+def test_no_password_is_written_or_printed(ray_address, jax_cache, tmp_path, postgres_uri, source, monkeypatch):
+    """The password of the store, from $MLFLOW_TRACKING_URI or the campaign file's `tracking_uri`
+    (then also from `--tracking-uri` options), is in no file, no row of the store, no output."""
     uri = postgres_uri.replace("postgres@", f"postgres:{PASSWORD}@")      # trust auth: any password works
     settings = tiny_campaign("secret", tmp_path / "runs", jax_cache, trials=2, scheduler="none",
                              ensemble={"top": 2, "select": "top"})
+    from_file = source == "campaign file"
+    if from_file:
+        settings["tracking_uri"] = uri
     path = write_campaign(tmp_path / "c.yaml", settings)
-    done = run_cli("search", "launch", str(path), env={"RAY_ADDRESS": ray_address, "MLFLOW_TRACKING_URI": uri})
+    done = run_cli("search", "launch", str(path),
+                   env={"RAY_ADDRESS": ray_address, "MLFLOW_TRACKING_URI": "" if from_file else uri})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert PASSWORD not in done.stdout + done.stderr
+    printed = done.stdout + done.stderr
+    for noise in ("Configuration for experiment", "View detailed results", "TensorBoard", "INFO mlflow"):
+        assert noise not in printed   # only softprompt's own lines unless --verbose
+    if from_file:   # command-line options: an ensemble build and a report, in this process
+        from typer.testing import CliRunner
+
+        from softprompt.cli import app
+
+        monkeypatch.chdir(tmp_path)          # anything written under ./runs is searched below too
+        runner = CliRunner()
+        for command in (["ensemble", "build", "--task", "rte", "--experiment", "secret", "--top", "2",
+                         "--select", "top", "--name", "secret-option"],
+                        ["search", "report", "secret", "--by", "seed", "--out", str(tmp_path / "runs" / "report")]):
+            result = runner.invoke(app, command + ["--store", uri])
+            assert result.exit_code == 0, result.output
+            printed += result.output
+    assert PASSWORD not in printed
     written = [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
     assert any(p.name == "tuner.pkl" for p in written) and any(p.name == "campaign.json" for p in written)
     leaked = [str(p) for p in written if PASSWORD.encode() in p.read_bytes()]
     assert not leaked
-    store = Store(uri)
-    for run in store.trial_runs("secret") + store.runs_of("secret", ["tags.`softprompt.kind` = 'campaign'"]):
-        assert PASSWORD not in json.dumps([run.params, run.tags])
+    assert "postgres:***@" in (tmp_path / "runs" / "secret" / "campaign.json").read_text()
+    assert PASSWORD not in _database_text(uri)            # params, tags, registered models, artifact paths
     # resume without the password is refused with a clear message; with it, it works
-    refused = run_cli("search", "resume", "secret", "--storage-path", str(tmp_path / "runs"),
+    refused = run_cli("search", "resume", "secret", "--store", str(tmp_path / "runs"),
                       env={"RAY_ADDRESS": ray_address, "MLFLOW_TRACKING_URI": ""})
     assert refused.returncode == 2 and "needs its password" in refused.stderr and PASSWORD not in refused.stderr
-    status = run_cli("search", "status", "secret", "--storage-path", str(tmp_path / "runs"),
+    status = run_cli("search", "status", "secret", "--store", str(tmp_path / "runs"),
                      env={"MLFLOW_TRACKING_URI": uri})
     assert status.returncode == 0 and PASSWORD not in status.stdout + status.stderr
 

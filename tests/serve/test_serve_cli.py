@@ -52,7 +52,7 @@ def test_app_builder_and_tracking_uri_defaults(monkeypatch, tmp_path):
 
 
 def test_unknown_ensemble_is_a_clear_error_before_ray_starts(store):
-    result = subprocess.run([str(BIN), "serve", "--ensemble", "missing@production", "--tracking-uri", store.uri],
+    result = subprocess.run([str(BIN), "serve", "missing@production", "--store", store.uri],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no registered ensemble version for 'missing@production'" in result.stderr
 
@@ -64,8 +64,8 @@ def test_serve_command_with_two_replicas_reload_and_ctrl_c(store, tiny_model, fr
     env = os.environ | {"SOFTPROMPT_API_TOKEN": "cli-token", "JAX_PLATFORMS": "cpu"}
     log = tmp_path / "serve.log"   # a file, not a pipe: Ray's logs would fill a pipe and block the server
     process = subprocess.Popen(
-        [str(BIN), "serve", "--ensemble", "cli-sst2@production", "--port", str(port), "--replicas", "2",
-         "--replica-cpus", "0", "--tracking-uri", store.uri, "--jax-cache-dir", str(tmp_path / "jax")],
+        [str(BIN), "serve", "cli-sst2@production", "--port", str(port), "--replicas", "2",
+         "--replica-cpus", "0", "--store", store.uri, "--jax-cache-dir", str(tmp_path / "jax")],
         stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=env, cwd=tmp_path)
     try:
         ready = _ready_line(process, log, timeout=240)

@@ -34,8 +34,8 @@ def test_a_taken_port_is_named_by_the_command_and_replaced_by_a_free_one(store, 
         taken.listen()
         busy = taken.getsockname()[1]
 
-        result = subprocess.run([str(BIN), "serve", "--ensemble", "listen-sst2@production", "--port", str(busy),
-                                 "--replica-cpus", "0", "--tracking-uri", store.uri],
+        result = subprocess.run([str(BIN), "serve", "listen-sst2@production", "--port", str(busy),
+                                 "--replica-cpus", "0", "--store", store.uri],
                                 capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert result.returncode == 2, result.stderr[-3000:]
         assert f"cannot listen on 127.0.0.1:{busy}: the port is in use" in result.stderr

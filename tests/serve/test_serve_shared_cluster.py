@@ -42,8 +42,8 @@ def test_serve_on_a_shared_cluster_removes_only_its_own_application(store, tiny_
         port = start_on_free_port("127.0.0.1")
         serve.run(Other.bind(), name="other", route_prefix="/other")
         log = tmp_path / "serve.log"
-        process = subprocess.Popen([str(BIN), "serve", "--ensemble", "shared-sst2@production", "--port", str(port),
-                                    "--replica-cpus", "0", "--tracking-uri", store.uri],
+        process = subprocess.Popen([str(BIN), "serve", "shared-sst2@production", "--port", str(port),
+                                    "--replica-cpus", "0", "--store", store.uri],
                                    stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
                                    env=env | {"RAY_ADDRESS": context.address_info["gcs_address"]}, cwd=tmp_path)
         deadline = time.monotonic() + 240
