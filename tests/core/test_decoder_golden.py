@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from softprompt.core.models import UnknownModelError, load_model
-from softprompt.core.models.decoder_config import UnsupportedModelError
+from softprompt.core.models.decoder_config import DecoderConfig, UnsupportedModelError
 from softprompt.core.models.footprint import config_footprint
 from softprompt.core.models.hf_loading import MissingTensorError
 
@@ -83,6 +83,7 @@ def test_checkpoint_layouts(tiny):
     else:
         assert files == ["model.safetensors"]
     assert model.params["embedding"].dtype == jnp.float32
+    assert DecoderConfig.from_dict(json.loads(json.dumps(model.config))) == model.ops.config  # the stored dict
     footprint = config_footprint(folder / "config.json", prompt_length=10)
     assert footprint["frozen_params"] == model.num_params == reference.num_parameters()
     assert footprint["frozen_bytes"]["bfloat16"] == 2 * model.num_params and footprint["family"] == model.family
