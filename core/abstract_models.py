@@ -3,10 +3,11 @@ as `jax.ShapeDtypeStruct`s, and the family's ops when its step can be traced. Wh
 (`core/planner.py`) sizes runs with.
 
 Families are looked up by the config's `model_type` in `BUILDERS`; a family module adds itself with
-`register(model_type, builder)`, builder(hf_config, dtype) -> AbstractModel. T5 and Gemma 3 are
-traced (their ops run on abstract shapes). Other decoder-only configs (llama, mistral, qwen2,
-qwen3, gemma2) get an estimated tree with the Gemma 3 parameter names and no ops — bytes and
-devices exactly, the step's cost by formula — until a shared decoder registers them.
+`register(model_type, builder)`, builder(hf_config, dtype) -> AbstractModel. T5 and the shared
+decoder's families (llama, mistral, qwen2, qwen3, gemma2, gemma3: `core/models/decoder.py`) are
+traced (their ops run on abstract shapes); a config the decoder refuses gets an
+estimated tree with the same parameter names and no ops — bytes and devices exact, the step's cost
+by formula.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ def abstract_model(hf: Mapping[str, Any], dtype: str = "bfloat16") -> AbstractMo
     if "text_config" in hf:
         hf = {"model_type": f"{hf.get('model_type', '')}_text", **hf["text_config"]}
     model_type = str(hf.get("model_type", ""))
-    _import_decoder()
     if model_type not in BUILDERS:
         raise ValueError(f"model_type {model_type!r} cannot be planned: known {', '.join(sorted(BUILDERS))}")
     return BUILDERS[model_type](hf, dtype)
@@ -85,14 +85,6 @@ def read_config(source: str) -> tuple[str, dict]:
         raise ValueError(f"{path} is not a JSON config ({error})") from error
 
 
-def _import_decoder() -> None:
-    """The shared decoder (core/models/decoder.py), once it exists, registers its families on import."""
-    try:
-        from .models import decoder  # noqa: F401
-    except ImportError:
-        pass
-
-
 def _abstract(tree: Any, dtype: str) -> Any:
     return jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, DTYPES[dtype]), tree)
 
@@ -116,21 +108,24 @@ def _t5(hf: Mapping[str, Any], dtype: str) -> AbstractModel:
     return build(config)
 
 
-def _gemma3(hf: Mapping[str, Any], dtype: str) -> AbstractModel:
-    from .models.gemma3 import Gemma3, Gemma3Ops
-    from .models.gemma3_loading import config_from_hf
+def _decoder(hf: Mapping[str, Any], dtype: str) -> AbstractModel:
+    """The shared decoder's families (core/models/decoder.py), traced; a config it refuses is
+    estimated (`_decoder_estimate`)."""
+    from .models.decoder import Decoder
+    from .models.decoder_config import config_from_hf
+    from .models.decoder_ops import DecoderOps
 
-    # the shapes do not depend on rope scaling (Gemma 3 4B-27B scale their global layers' positions)
-    hf = {key: value for key, value in hf.items() if key not in ("rope_scaling", "rope_parameters")}
-    config = config_from_hf({"vocab_size": 262_208, **hf, "model_type": "gemma3_text"})
+    try:
+        config = config_from_hf(hf)
+    except ValueError:
+        return _decoder_estimate(hf, dtype)
 
     def build(c) -> AbstractModel:
-        ops = Gemma3Ops(c)
         embeds, mask = jax.ShapeDtypeStruct((1, 1, c.d_model), jnp.float32), jax.ShapeDtypeStruct((1, 1), bool)
-        shapes = jax.eval_shape(Gemma3(c).init, jax.random.key(0), embeds, mask)["params"]
-        params = _abstract(shapes, dtype)
+        shapes = jax.eval_shape(Decoder(c).init, jax.random.key(0), embeds, mask)["params"]
         truncate = lambda n: build(dataclasses.replace(c, num_layers=n, layer_types=c.layer_types[-n:]))
-        return AbstractModel("gemma3", c.num_layers, c.d_model, params, ops, truncate, dataclasses.asdict(c))
+        return AbstractModel(c.family, c.num_layers, c.d_model, _abstract(shapes, dtype), DecoderOps(c), truncate,
+                             dataclasses.asdict(c))
     return build(config)
 
 
@@ -168,6 +163,5 @@ def _decoder_estimate(hf: Mapping[str, Any], dtype: str) -> AbstractModel:
 
 
 register("t5", _t5)
-register("gemma3_text", _gemma3)
-for _model_type in ("llama", "mistral", "qwen2", "qwen3", "gemma2"):
-    register(_model_type, _decoder_estimate)
+for _model_type in ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text"):
+    register(_model_type, _decoder)

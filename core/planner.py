@@ -89,7 +89,7 @@ def step_cost(model: AbstractModel, shape: RunShape) -> StepCost:
     """The step's cost: traced at two depths and extrapolated per layer, or by formula."""
     if model.ops is None or model.truncate is None:
         return _formula_cost(model, shape)
-    first = 2 if model.family == "gemma3" else 1      # Gemma 3's last layer is special: keep it in both
+    first = 1 if model.family == "t5" else 2      # a decoder's last layer is special: keep it in both
     small, large = (compiled_cost(model.truncate(n), shape) for n in (first, first + 1))
     layers = model.num_layers // 2 if model.family == "t5" else model.num_layers   # T5: layer pairs
     grown = [a + (layers - first) * (b - a) for a, b in zip(small, large)]

@@ -46,8 +46,8 @@ ENV_STRATEGY = "SOFTPROMPT_SHARDING"
 # (path pattern, fsdp axes, tensor axes): the axes each strategy prefers to split, in order.
 # Paths are "/"-joined parameter names (Gemma 3 / shared decoder, then T5's Flax names).
 RULES: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = (
-    (r"(^|/)(embedding|shared/embedding)$", (1, 0), (0, 1)),               # [V, E]
-    (r"(^|/)(unembedding|lm_head|lm_head/kernel)$", (0, 1), (1, 0)),       # [E, V]
+    (r"(^|/)(embedding|shared/embedding|lm_head)$", (1, 0), (0, 1)),       # [V, E]
+    (r"(^|/)(unembedding|lm_head/kernel)$", (0, 1), (1, 0)),               # [E, V]
     (r"attn/(q|k|v)$", (0,), (1, 0)),                                      # [E, N|K, H]
     (r"attn/(q|k|v)/kernel$", (0,), (1,)),                                 # [E, N*H]
     (r"attn/(out|o)$", (2,), (0, 2)),                                      # [N, H, E]

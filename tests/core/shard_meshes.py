@@ -23,7 +23,7 @@ from softprompt.core.inference import Query, classify_scores
 from softprompt.core.models import load_model
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.models.gemma3 import Gemma3Config, Gemma3Ops, random_params
-from softprompt.core.models.gemma3_loading import GemmaTokenizer
+from softprompt.core.models.hf_loading import HFTokenizer
 from softprompt.core.multi_prompt import stack_prompts
 from softprompt.core.planner import weight_bytes_per_device
 from softprompt.core.scoring import prompt_loss
@@ -41,7 +41,7 @@ def tiny_gemma(folder: Path) -> FrozenModel:
     tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     tokenizer.save(str(folder / "tokenizer.json"))
     return FrozenModel("tiny-gemma3", Gemma3Ops(GEMMA), random_params(GEMMA, stddev=0.3),
-                       GemmaTokenizer.from_file(folder / "tokenizer.json", bos_id=2, eos_id=1, pad_id=0),
+                       HFTokenizer.from_file(folder / "tokenizer.json", bos_id=2, eos_id=1, pad_id=0),
                        {**GEMMA.to_dict(), "dtype": "float32"}, "tiny")
 
 

@@ -14,7 +14,7 @@ from softprompt.cli import app
 from softprompt.core.abstract_models import abstract_model
 from softprompt.core.models import load_model
 from softprompt.core.models.gemma3 import random_params
-from softprompt.core.models.gemma3_loading import config_from_hf
+from softprompt.core.models.decoder_config import config_from_hf
 from softprompt.core.planner import RunShape, compiled_cost, plan, step_cost
 from softprompt.core.sharding import tree_bytes
 
@@ -53,6 +53,7 @@ def test_a_model_too_large_for_one_device_is_split_over_the_model_axis():
     config = json.loads((EXAMPLES / "llama-3.1-8b" / "config.json").read_text())
     planned = plan(config, RunShape(batch_size=1, prompt_length=20, max_length=64, target_length=4, dtype="float32"), "l4")
     assert planned.params == pytest.approx(8.03e9, rel=0.01)          # the published size
+    assert planned.traced                                             # through the shared decoder
     assert planned.devices_needed >= 2 and planned.mesh.endswith(f"x{planned.devices_needed}")
     assert planned.bytes_per_device <= 0.9 * 24e9 < planned.frozen_bytes // 2 * 2
 
