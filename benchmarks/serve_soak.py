@@ -4,7 +4,7 @@ load for a long time, then one replica killed mid-load.
 Phase 1, soak: `--clients` closed-loop clients (each sends one single-input request at a time)
 for `--minutes`; per minute: requests, p50/p99 latency, statuses, and the replicas' resident
 memory (RSS, sampled every few seconds). `rss_growth_after_warmup` compares the last minute's
-RSS with the first minute's (warm-up: compilation, caches).
+RSS with that of the first minute after `--warmup-minutes` (compilation of each batch shape).
 
 Phase 2, crash: the same load goes on while one replica process is killed (SIGKILL); Serve starts
 a replacement. Every answer is counted by status: a 500 is a failure, a 503 (no replica up, or
@@ -49,11 +49,17 @@ def log(message: str) -> None:
 
 
 def replica_pids(app_name: str) -> list[int]:
-    """The process ids of the application's live replicas (Ray's state API)."""
-    from ray.util.state import list_actors
-
-    return [actor.pid for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-            if actor.class_name.startswith("ServeReplica:") and app_name in actor.class_name and actor.pid]
+    """The process ids of the application's live replicas (Ray titles them
+    `ray::ServeReplica:<app>:<deployment>`), among this process's descendants."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            title = " ".join(process.cmdline())
+        except psutil.Error:
+            continue
+        if f"ServeReplica:{app_name}:" in title:
+            found.append(process.pid)
+    return found
 
 
 class Load:
@@ -91,7 +97,7 @@ class Load:
 
 def window(records, start: float, end: float) -> dict:
     """Requests answered in [start, end): count, statuses, p50/p99 latency of the 200s."""
-    inside = [r for r in records if start <= r[0] < end]
+    inside = [r for r in records if start <= r[0] + r[1] < end]
     ok = [seconds for _, seconds, status in inside if status == "200"]
     return {"requests": len(inside), "statuses": dict(Counter(status for _, _, status in inside)),
             "p50_s": round(float(np.percentile(ok, 50)), 4) if ok else None,
@@ -103,6 +109,8 @@ def main() -> None:
     parser.add_argument("--model", default="gemma3-270m", help="t5-tiny-random: a quick smoke run.")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--minutes", type=float, default=10.0, help="Soak duration.")
+    parser.add_argument("--warmup-minutes", type=int, default=2,
+                        help="Minutes left out of the RSS comparison (compilation of each batch shape).")
     parser.add_argument("--crash-seconds", type=float, default=120.0, help="Load after a replica is killed.")
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--prompt-length", type=int, default=20)
@@ -153,7 +161,7 @@ def main() -> None:
         began = time.monotonic()
         log(f"soak: {args.clients} clients for {args.minutes:g} min")
         time.sleep(args.minutes * 60)
-        soaked = time.monotonic()
+        soaked = victim_at = time.monotonic()
         victim = replica_pids("soak")[0]
         log(f"crash: killing replica process {victim}")
         os.kill(victim, signal.SIGKILL)
@@ -165,19 +173,21 @@ def main() -> None:
         serve.shutdown()
         ray.shutdown()
     minutes = []
-    for number in range(int(np.ceil((soaked - began) / 60))):
-        start, end = began + 60 * number, min(began + 60 * (number + 1), soaked)
+    count = max(1, int((soaked - began) // 60))
+    for number in range(count):
+        start, end = began + 60 * number, (began + 60 * (number + 1) if number + 1 < count else victim_at)
         figures = window(load.records, start, end)
         inside = [value for at, value in rss if start <= at < end]
         figures["replicas_rss_mb"] = round(max(inside) / 2**20, 1) if inside else None
         minutes.append({"minute": number + 1, **figures})
-    first, last = minutes[0]["replicas_rss_mb"], minutes[-1]["replicas_rss_mb"]
-    soak = window(load.records, began, soaked)
+    settled = minutes[min(args.warmup_minutes, len(minutes) - 1):]
+    first, last = settled[0]["replicas_rss_mb"], settled[-1]["replicas_rss_mb"]
+    soak = window(load.records, began, victim_at)
     summary = {"model": args.model, "members": MEMBERS, "clients": args.clients, "replicas": args.replicas,
                "minutes": minutes,
-               "rss_growth_after_warmup": round(last / first - 1, 4) if first and last and len(minutes) > 1 else None,
+               "rss_growth_after_warmup": round(last / first - 1, 4) if first and last and len(settled) > 1 else None,
                "soak_failures": soak["requests"] - soak["statuses"].get("200", 0),
-               "crash": window(load.records, soaked, ended)}
+               "crash": window(load.records, victim_at, ended + 180)}   # answered after the kill
     print(json.dumps(summary))
 
 
