@@ -6,6 +6,7 @@
     MLFLOW_TRACKING_URI    the tracking server holding them [default: sqlite:///runs/mlflow.db]
     SOFTPROMPT_API_TOKEN   when set, `Authorization: Bearer <token>` is required on /v1/*
     SOFTPROMPT_MAX_INPUTS  inputs per request [default: 64]
+    SOFTPROMPT_GRACE_PERIOD_S  seconds a stopping replica gives requests in flight [default: 30]
 
     serve build softprompt.serve.deploy:app -o serve-config.yaml     # what infra/ ships, generated
     serve deploy serve-config.yaml                                   # onto a running Ray cluster
@@ -18,6 +19,7 @@ import os
 from softprompt.store import Store, resolve_tracking_uri
 
 from .app import build_app
+from .shutdown import DEFAULT_GRACE_PERIOD_S
 from .state import resolve_all
 
 DEFAULT_ENSEMBLES = "sst2-ensemble@production"
@@ -34,7 +36,8 @@ def app_from_environment():
         versions = references
     return build_app(references, versions=versions, tracking_uri=uri,
                      token=os.environ.get("SOFTPROMPT_API_TOKEN"),   # set but empty: refused by build_app
-                     max_inputs=int(os.environ.get("SOFTPROMPT_MAX_INPUTS", "64")))
+                     max_inputs=int(os.environ.get("SOFTPROMPT_MAX_INPUTS", "64")),
+                     grace_period_s=float(os.environ.get("SOFTPROMPT_GRACE_PERIOD_S", DEFAULT_GRACE_PERIOD_S)))
 
 
 app = app_from_environment()
