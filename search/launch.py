@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -28,8 +29,10 @@ from softprompt.store import DEFAULT_STORAGE_PATH, Store, default_artifact_root,
 from softprompt.store.resilience import StoreUnreachable, check_reachable
 
 from . import report as report_lib
+from . import space as space_lib
 from .baselines import BaselineScore, recorded_baselines, score_baselines
 from .campaign import Campaign, CampaignError, check_resources
+from .init_prompt import INIT_FOLDER, INIT_FROM, with_init_prompt
 from .ray_env import apply_ray_env_defaults, ray_log_options, verbose
 from .state import PENDING_FILE, STATE_FILE, Stored, driver_lock, read_state, write_state
 from .step_server import FuseSettings, end_step_servers
@@ -103,6 +106,7 @@ def launch(campaign: Campaign, *, storage_path: str | os.PathLike | None = None,
     with driver_lock(folder):
         store.prepare_experiment(campaign.name)  # before any trial: creates the database too
         model = _load_model(campaign)
+        campaign = _resolve_init_prompt(campaign, store, folder, model)
         stored = Stored(campaign, tracking_uri, store.artifact_root, model.fingerprint)
         write_state(folder, stored)
         score_baselines(campaign, model, store)
@@ -217,6 +221,34 @@ def _finish(stored: Stored, store: Store, folder: Path) -> CampaignResult:
     return _result(stored, store, folder)
 
 
+def _resolve_init_prompt(campaign: Campaign, store: Store, folder: Path, model) -> Campaign:
+    """`fixed.init_from` as a prompt folder inside the campaign folder, checked against the model
+    and the prompt lengths, handed to the trials as init: from_file (init_prompt.py)."""
+    value = campaign.fixed.get(INIT_FROM)
+    if value is None:
+        return campaign
+    from softprompt.core.config import TrainConfig
+    from softprompt.core.prompts import SoftPrompt
+    from softprompt.store import fetch_init_prompt
+
+    target, field = folder / INIT_FOLDER, f"fixed.{INIT_FROM}"
+    try:
+        if os.path.isdir(value):
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(value, target)
+        else:
+            fetch_init_prompt(store, value, target)
+        prompt = SoftPrompt.load(target, model=model)     # refuses a prompt of another model
+    except ValueError as error:
+        raise CampaignError(field, str(error)) from None
+    axis = campaign.axes().get("prompt_length")
+    longest = max(space_lib.axis_values(axis)) if axis else campaign.fixed.get("prompt_length",
+                                                                               TrainConfig.prompt_length)
+    if prompt.length < longest:
+        raise CampaignError(field, f"{value} has {prompt.length} positions; trials ask for up to {longest}")
+    return campaign.replace(fixed=with_init_prompt(campaign.fixed, target))
+
+
 def _load_model(campaign: Campaign):
     """The frozen model, loaded in the driver (bypassing the in-process cache, so the driver does not
     keep a copy once it is in the object store)."""
@@ -261,7 +293,10 @@ def _trainable(campaign: Campaign, folder: Path, *, model, trial_hook: TrialHook
     return tune.with_resources(bound, tune.PlacementGroupFactory([bundle]))
 
 
-def _new_tuner(stored: Stored, store: Store, *, model, trial_hook: TrialHook | None) -> Any:
+def _new_tuner(stored: Stored, store: Store, *, model, trial_hook: TrialHook | None, num_samples: int | None = None,
+               search_alg: Any = None, tune_folder: Path | None = None) -> Any:
+    """The campaign's Tuner; an extension (`extend.py`) gives its own sample count, warm searcher
+    and Tune folder inside the campaign folder."""
     from ray import tune
 
     from .mlflow_callback import MlflowTrackingCallback
@@ -269,7 +304,7 @@ def _new_tuner(stored: Stored, store: Store, *, model, trial_hook: TrialHook | N
     from .schedulers import make_scheduler, make_search_alg
 
     campaign = stored.campaign
-    folder = experiment_dir(campaign.name, campaign.storage_path)
+    folder = tune_folder or experiment_dir(campaign.name, campaign.storage_path)
     callback = MlflowTrackingCallback(store, campaign=campaign.name, model_fingerprint=stored.model_fingerprint,
                                       folder=folder)
     # Tune's own status table unless verbose; one short line per trial event otherwise
@@ -277,12 +312,13 @@ def _new_tuner(stored: Stored, store: Store, *, model, trial_hook: TrialHook | N
     return tune.Tuner(
         _trainable(campaign, folder, model=model, trial_hook=trial_hook),
         param_space=campaign.param_space(),
-        tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=campaign.num_samples,
-                                    scheduler=make_scheduler(campaign), search_alg=make_search_alg(campaign),
+        tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=num_samples or campaign.num_samples,
+                                    scheduler=make_scheduler(campaign),
+                                    search_alg=make_search_alg(campaign) if search_alg is None else search_alg,
                                     reuse_actors=True),  # a trial process runs the next trial: imports,
                                                          # traced functions and shared weights stay warm
         run_config=tune.RunConfig(
-            name=campaign.name, storage_path=str(Path(campaign.storage_path).resolve()),
+            name=folder.name, storage_path=str(folder.parent.resolve()),
             failure_config=tune.FailureConfig(max_failures=campaign.max_failures),
             # PBT copies other trials' checkpoints: pruning them breaks Tune's bookkeeping, so keep all
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None if campaign.scheduler.type == "pbt" else 2),

@@ -68,8 +68,18 @@ def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+EXTENSIONS = "extensions"     # <campaign folder>/extensions/<k>/: the Tune experiment of extension k (extend.py)
+
+
 def trial_rows(experiment_dir: str | Path) -> list[TrialRow]:
-    """One row per trial, from the newest experiment state in `experiment_dir`."""
+    """One row per trial, from the newest experiment state in `experiment_dir`, then in each of
+    its extensions' folders (`search extend`), oldest first."""
+    extensions = sorted((path.parent for path in Path(experiment_dir, EXTENSIONS).glob("*/experiment_state-*.json")),
+                        key=lambda path: int(path.name))
+    return _tune_rows(experiment_dir) + [row for path in dict.fromkeys(extensions) for row in _tune_rows(path)]
+
+
+def _tune_rows(experiment_dir: str | Path) -> list[TrialRow]:
     from ray.tune import ExperimentAnalysis
 
     analysis = ExperimentAnalysis(str(experiment_dir))

@@ -5,6 +5,8 @@ table of every loaded ensemble, behind a FastAPI ingress (OpenAPI at `/docs`).
     GET  /v1/ensembles                what is loaded, with this replica's counts
     POST /v1/ensembles/{name}/reload  load the version the ensemble's alias points to now
     GET  /healthz                     liveness (never needs the token; 503 while draining)
+    GET  /v1/models, POST /v1/completions   the OpenAI-compatible face (`openai_api`)
+    GET  /metrics                     vote figures per ensemble version, Prometheus text (`prometheus`)
 
 Before any route: `guard.Guard` checks the bearer token and the body size on `/v1/*` and turns
 an unexpected failure into a 500 carrying only a request id. Requests are admitted (validated,
@@ -46,10 +48,14 @@ from softprompt.ensemble.predict import DEFAULT_MAX_ROWS
 from softprompt.ensemble.voting import Vote
 from softprompt.store import EnsembleError, Store, parse_reference, resolve_tracking_uri
 
-from .admission import admit
+from . import openai_api
+from .admission import Admitted, admit
 from .batcher import Item, predict_batch
+from .follow import follow_aliases
 from .guard import DEFAULT_MAX_BODY_BYTES, Guard, GuardSettings, token_digest
 from .metrics import EnsembleStats, ServeMetrics
+from .prometheus import MetricsRoute, VoteMetrics
+from .prometheus import router as metrics_router
 from .shutdown import DEFAULT_GRACE_PERIOD_S, WAIT_LOOP_S, Drain
 from .schemas import (EnsembleInfo, EnsembleRef, EnsemblesResponse, Health, MemberInfo, Prediction,
                       PredictRequest, PredictResponse, ReloadResponse)
@@ -65,6 +71,8 @@ api = FastAPI(title="softprompt", summary="Voted soft-prompt ensembles on one fr
               description="With a token, every /v1/ route needs `Authorization: Bearer <token>` (checked "
                           "before the body is read). Bodies over the size limit get 413.")
 api.add_middleware(Guard, settings=lambda: getattr(api.state, "guard", None))
+openai_api.install(api)
+api.include_router(metrics_router)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +92,7 @@ class ServeConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     jax_cache_dir: str | None = None  # JAX's persistent compilation cache, shared by replicas and restarts
     app_name: str = "softprompt"      # names this deployment's version book
+    follow_interval_s: float | None = None   # poll the aliases this often and reload moved ones (`follow`)
 
     @property
     def book(self) -> str:
@@ -91,7 +100,7 @@ class ServeConfig:
 
 @serve.deployment(max_ongoing_requests=DEFAULT_MAX_ONGOING_REQUESTS)
 @serve.ingress(api)
-class SoftPromptServer:
+class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
     """One replica: the frozen model, the current `ServeState`, metrics and per-version counts."""
 
     def __init__(self, config: ServeConfig):
@@ -109,9 +118,15 @@ class SoftPromptServer:
         self.reload_lock = asyncio.Lock()
         self.shutdown = Drain()                                  # see serve/shutdown.py
         self.replica = serve.get_replica_context().replica_tag
+        self.votes = VoteMetrics(self.replica)       # GET /metrics
+        self.started = time.time()
         self._batched.set_max_batch_size(config.max_batch_size)
         self._batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
         api.state.guard = GuardSettings(config.token_sha256, config.max_body_bytes)   # /v1/ opens now
+        self.follower = None
+        if config.follow_interval_s:       # the constructor runs on the replica's event loop
+            self.follower = asyncio.get_running_loop().create_task(follow_aliases(
+                self.store, lambda: self.state, self.reload, interval_s=config.follow_interval_s))
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -145,15 +160,14 @@ class SoftPromptServer:
         return Health(status="ok", model=self.model.name,
                       ensembles=[EnsembleRef(name=s.name, version=s.version) for s in self.state.ensembles])
 
-    @api.post("/v1/predict", response_model=PredictResponse,
-              responses={401: {}, 404: {}, 413: {}, 422: {}, 500: {}, 503: {}})
-    async def predict(self, request: PredictRequest) -> PredictResponse:
-        async with self.shutdown.request():            # 503 once draining; counted while it runs
-            return await self.shutdown.unless_stopped(self._predict(request))
+    async def _answer(self, state: ServeState, request: PredictRequest) -> tuple[Admitted, list[Vote]]:
+        """`request` admitted under `state` and its inputs voted (batched with everyone's); counted.
+        Once the replica drains: 503 for new requests, a grace period for those in flight."""
+        async with self.shutdown.request():
+            return await self.shutdown.unless_stopped(self._vote(state, request))
 
-    async def _predict(self, request: PredictRequest) -> PredictResponse:
+    async def _vote(self, state: ServeState, request: PredictRequest) -> tuple[Admitted, list[Vote]]:
         started = time.perf_counter()
-        state = self.state                        # this request's version, whatever reloads happen
         admitted = await asyncio.to_thread(admit, state, self.model, request, max_inputs=self.config.max_inputs)
         served = admitted.ensemble
         try:
@@ -161,9 +175,19 @@ class SoftPromptServer:
                                            for pair in admitted.encoded))
         except Exception:  # the guard answers 500 with a request id; the replica goes on
             self.metrics.request(served.name, served.version, 500, time.perf_counter() - started)
+            self.votes.request(served.name, served.version, 500, time.perf_counter() - started)
             raise
         self._stats(served.name, served.version, served.members).record(votes)
         self.metrics.request(served.name, served.version, 200, time.perf_counter() - started, votes)
+        self.votes.request(served.name, served.version, 200, time.perf_counter() - started, votes,
+                           [member.run_id for member in served.loaded.manifest.members])
+        return admitted, votes
+
+    @api.post("/v1/predict", response_model=PredictResponse,
+              responses={401: {}, 404: {}, 413: {}, 422: {}, 500: {}, 503: {}})
+    async def predict(self, request: PredictRequest) -> PredictResponse:
+        admitted, votes = await self._answer(self.state, request)   # this request's version, whatever reloads happen
+        served = admitted.ensemble
         return PredictResponse(task=request.task, ensemble=EnsembleRef(name=served.name, version=served.version),
                                predictions=[Prediction(label=v.label, votes=v.votes, shares=v.shares, members=v.members,
                                                        truncated=pair.truncated)
@@ -223,6 +247,8 @@ class SoftPromptServer:
         async with self.reload_lock:
             if self.state.named(name).version == version:
                 return {"replica": self.replica, "version": version, "changed": False}
+            if (name, version) in self.pending:      # another replica's follower prepared it already
+                return {"replica": self.replica, "version": version, "changed": True}
 
             def rebuild() -> ServeState:
                 loaded = load_ensemble(self.store, f"{name}/{version}", self.model)
@@ -255,11 +281,15 @@ def build_app(ensembles: Sequence[str], *, versions: Sequence[str] | None = None
               batch_wait_timeout_s: float = 0.05, token: str | None = None, replicas: int = 1,
               max_rows_per_pass: int = DEFAULT_MAX_ROWS, replica_cpus: float = 1.0, jax_cache_dir: str | None = None,
               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS,
-              app_name: str = "softprompt", grace_period_s: float = DEFAULT_GRACE_PERIOD_S) -> Application:
+              app_name: str = "softprompt", grace_period_s: float = DEFAULT_GRACE_PERIOD_S,
+              follow_interval_s: float | None = None) -> Application:
     """The bound application (pass it to `serve.run`). `versions`: the exact `name/version` of each
-    reference, resolved once here when not given. `token`: require `Authorization: Bearer`."""
+    reference, resolved once here when not given. `token`: require `Authorization: Bearer`.
+    `follow_interval_s`: poll the registry this often and serve the version each alias moves to."""
     if not ensembles:
         raise EnsembleError("give at least one ensemble to serve (NAME@ALIAS)")
+    if follow_interval_s is not None and not follow_interval_s > 0:
+        raise ValueError(f"the alias poll interval must be a positive number of seconds, got {follow_interval_s}")
     if token is not None and not token.strip():
         raise ValueError("the token is empty: give a real token, or none to serve without authentication")
     uri = resolve_tracking_uri(tracking_uri)
@@ -270,7 +300,7 @@ def build_app(ensembles: Sequence[str], *, versions: Sequence[str] | None = None
     config = ServeConfig(tuple(ensembles), tuple(versions), uri, model=model, max_inputs=max_inputs,
                          max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s,
                          max_rows_per_pass=max_rows_per_pass, token_sha256=token_digest(token) if token else None,
-                         max_body_bytes=max_body_bytes, app_name=app_name,
+                         max_body_bytes=max_body_bytes, app_name=app_name, follow_interval_s=follow_interval_s,
                          jax_cache_dir=str(Path(jax_cache_dir).resolve()) if jax_cache_dir else None)
     ongoing = max(DEFAULT_MAX_ONGOING_REQUESTS, 2 * max_batch_size)
     return SoftPromptServer.options(num_replicas=replicas, max_ongoing_requests=ongoing,
@@ -301,6 +331,7 @@ class AppArgs(BaseModel):
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS
     grace_period_s: float = DEFAULT_GRACE_PERIOD_S
+    follow_interval_s: float | None = Field(None, description="Poll the aliases this often (s); reload moved ones.")
 
 
 def app_builder(args: AppArgs) -> Application:

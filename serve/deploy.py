@@ -6,6 +6,8 @@
     MLFLOW_TRACKING_URI    the tracking server holding them [default: sqlite:///runs/mlflow.db]
     SOFTPROMPT_API_TOKEN   when set, `Authorization: Bearer <token>` is required on /v1/*
     SOFTPROMPT_MAX_INPUTS  inputs per request [default: 64]
+    SOFTPROMPT_FOLLOW_INTERVAL_S  poll each NAME@ALIAS this often and serve the version it moves to
+                           [default: 10; 0: off]
     SOFTPROMPT_GRACE_PERIOD_S  seconds a stopping replica gives requests in flight [default: 30]
 
     serve build softprompt.serve.deploy:app -o serve-config.yaml     # what infra/ ships, generated
@@ -37,6 +39,7 @@ def app_from_environment():
     return build_app(references, versions=versions, tracking_uri=uri,
                      token=os.environ.get("SOFTPROMPT_API_TOKEN"),   # set but empty: refused by build_app
                      max_inputs=int(os.environ.get("SOFTPROMPT_MAX_INPUTS", "64")),
+                     follow_interval_s=float(os.environ.get("SOFTPROMPT_FOLLOW_INTERVAL_S", "10")) or None,
                      grace_period_s=float(os.environ.get("SOFTPROMPT_GRACE_PERIOD_S", DEFAULT_GRACE_PERIOD_S)))
 
 

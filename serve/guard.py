@@ -2,7 +2,7 @@
 or parsed the body yet):
 
 - a request id (`x-request-id` answered on every response, and named in logs);
-- on `/v1/*`: the bearer token, when the server has one (401 before the body is read);
+- on `/v1/*` and `/metrics`: the bearer token, when the server has one (401 before the body is read);
 - on `/v1/*`: the body size limit (413 from `content-length`, or as soon as a streamed body
   passes the limit: the body is read here, bounded, and replayed to the route);
 - a refused body (401, 413) is read and dropped up to `LINGER_BYTES` before the answer goes out
@@ -26,6 +26,7 @@ from typing import Any, Awaitable, Callable, NamedTuple
 logger = logging.getLogger(__name__)
 
 PROTECTED_PREFIX = "/v1/"
+PROTECTED_PATHS = ("/metrics",)       # guarded like /v1/ (Prometheus sends the token: `authorization:`)
 DEFAULT_MAX_BODY_BYTES = 1 << 20      # 1 MiB
 LINGER_BYTES = 64 << 20               # a refused body is drained up to this much (beyond: reset)
 
@@ -86,7 +87,7 @@ class Guard:
         path, root = scope["path"], scope.get("root_path", "")
         if root and path.startswith(root):           # an app mounted under a route prefix
             path = path[len(root):]
-        if path.startswith(PROTECTED_PREFIX):
+        if path.startswith(PROTECTED_PREFIX) or path in PROTECTED_PATHS:
             if settings is None:
                 await _respond(send, 503, {"detail": "the server is starting"}, request_id, {"Retry-After": "1"})
                 return

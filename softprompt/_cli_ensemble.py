@@ -1,4 +1,4 @@
-"""`softprompt ensemble build|evaluate`: voted ensembles of the best prompts of a task."""
+"""`softprompt ensemble build|evaluate|similar`: voted ensembles of the best prompts of a task."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from typing import List, Optional
 
 import typer
 
-from ._cli_common import campaign_store, open_store, print_json, store_option, user_errors
+from ._cli_common import (DEFAULT_MODEL, MODEL_HELP, campaign_store, open_store, print_json, store_option,
+                          user_errors)
+from .pipeline import build_summary, promote
 
 app = typer.Typer(help="Build and evaluate voted prompt ensembles.",
                   no_args_is_help=True, rich_markup_mode=None)
@@ -31,6 +33,9 @@ def build(task: str = typer.Option(..., help="The task whose trials to draw from
           vote: str = typer.Option("majority", "--vote",
                                    help="majority | soft | mean_logprob | learned (see docs/campaigns.md)."),
           allow_fewer: bool = typer.Option(False, help="Build a smaller ensemble if fewer runs qualify."),
+          promote_if_better: bool = typer.Option(False, help="Move the alias only if the new version beats "
+                                                             "its version (paired test)."),
+          promote_max_p: float = typer.Option(0.05, min=0.0, max=1.0, help="Most p-value a promotion accepts."),
           store: Optional[str] = store_option()) -> None:
     """Choose members among a task's finished trials and register them as an ensemble version."""
     from softprompt.ensemble.build import build_ensemble
@@ -38,21 +43,15 @@ def build(task: str = typer.Option(..., help="The task whose trials to draw from
     with user_errors():
         source = campaign_store(experiment[0] if experiment and len(experiment) == 1 else None, store)
         registered = build_ensemble(source, task=task, top=top, name=name, experiments=experiment,
-                                    metric=metric, alias=alias, vote_rule=vote, allow_fewer=allow_fewer,
-                                    select=select, selection_split=selection_split,
+                                    metric=metric, alias=None if promote_if_better else alias, vote_rule=vote,
+                                    allow_fewer=allow_fewer, select=select, selection_split=selection_split,
                                     selection_limit=max_examples, data_dir=data_dir)
-    print_json(build_summary(registered, alias))
-
-
-def build_summary(registered, alias: str | None) -> dict:
-    """What `ensemble build` prints: the version, its members with their votes, and the selection."""
-    manifest = registered.manifest
-    selection = {key: value for key, value in (manifest.selection or {}).items() if key != "candidates"}
-    return {"name": registered.name, "version": registered.version, "alias": alias, "task": manifest.task,
-            "metric": manifest.metric, "model_fingerprint": manifest.model_fingerprint, "vote": manifest.vote_rule,
-            "selection": selection, **({"pool": manifest.pool} if manifest.pool else {}),
-            "members": [{"run_id": m.run_id, manifest.metric: m.metric, "votes": m.multiplicity}
-                        for m in manifest.members]}
+        if not promote_if_better:
+            print_json(build_summary(registered, alias))
+            return
+        promotion = promote(source, registered, alias=alias, max_p=promote_max_p, selection_split=selection_split,
+                            selection_examples=max_examples, data_dir=data_dir)
+    print_json(build_summary(registered, alias if promotion["promoted"] else None) | {"promotion": promotion})
 
 
 @app.command("evaluate")
@@ -70,3 +69,25 @@ def evaluate(reference: str = typer.Argument(..., metavar="ENSEMBLE", help=REFER
         table = evaluate_and_log(open_store(store), reference, split=split, max_examples=max_examples,
                                  data_dir=data_dir, model=model, designed=designed)
     print_json(table.as_dict())
+
+
+@app.command("similar")
+def similar(task: str = typer.Option(..., help="The target task (a classification task)."),
+            model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
+            alias: str = typer.Option("production", help="Compare the ensembles with this alias."),
+            store: Optional[str] = store_option()) -> None:
+    """Registered prompts ranked by similarity to a task (for --init-from; docs/campaigns.md)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from softprompt.core.models import load_model
+    from softprompt.ensemble.similar import rank_similar
+
+    with user_errors():
+        ranked, skipped = rank_similar(open_store(store), load_model(model), task, alias=alias)
+    table = Table("ensemble", "version", "task", "member", "cosine", title=f"registered prompts nearest {task}")
+    for neighbour in ranked:
+        table.add_row(neighbour.reference, neighbour.version, neighbour.task, f"#{neighbour.member}",
+                      f"{neighbour.cosine:.3f}")
+    Console(stderr=True).print(table)
+    print_json({"task": task, "model": model, "ranked": [n._asdict() for n in ranked], "skipped": skipped})

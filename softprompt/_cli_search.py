@@ -1,4 +1,4 @@
-"""`softprompt search launch | resume | status`: prompt-tuning campaigns on Ray Tune.
+"""`softprompt search launch | resume | extend | status`: prompt-tuning campaigns on Ray Tune.
 
 A campaign lives in `<store>/<name>/` (`--store DIR`, default `./runs`, or the campaign file's
 `storage_path`); its trials are tracked in MLflow (`--store URI`, else `$MLFLOW_TRACKING_URI`, else
@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from ._cli_common import campaign_store, print_json, storage_path_of, store_option, user_errors
+from .pipeline import campaign_ensembles
 
 app = typer.Typer(help="Prompt-tuning campaigns over the paper's Table 6 on Ray Tune, tracked in MLflow.",
                   no_args_is_help=True, rich_markup_mode=None)
@@ -59,40 +60,14 @@ def _result_json(result) -> dict:
         result.rows, result.baselines)
 
 
-def _build_ensembles(campaign, result) -> list[dict]:
-    """A campaign with `ensemble: {top: N}` registers each task's ensemble when it ends (done
-    here, in the shell, so that search/ never depends on ensemble/); returns what was built."""
-    if campaign.ensemble is None:
-        return []
-    from softprompt.ensemble.build import build_ensemble
-    from softprompt.store import Store
-
-    from ._cli_ensemble import build_summary
-
-    store = Store(result.tracking_uri)
-    built = []
-    for task in campaign.tasks:
-        settings = campaign.ensemble
-        registered = build_ensemble(store, task=task, top=settings.top, experiments=[campaign.name],
-                                    name=f"{Path(task).stem}-ensemble", select=settings.select,
-                                    vote_rule=settings.vote, selection_split=settings.selection_split,
-                                    allow_fewer=True)
-        built.append(build_summary(registered, "production"))
-    return built
-
-
 def _finish(campaign, result) -> None:
     """The trial table on stderr, ensembles built (once per campaign), then ONE JSON line on
     stdout; exit status 1 when every trial failed."""
     from softprompt.search import launch as launching
 
     _show(result.rows, result.baselines, title=result.name)
-    ensembles = list(result.ensembles)
-    if result.finished and not ensembles and not result.all_failed:
-        with user_errors():
-            ensembles = _build_ensembles(campaign, result)
-        if ensembles:
-            launching.record_ensembles(result.experiment_dir, ensembles)
+    with user_errors():
+        ensembles = campaign_ensembles(campaign, result)
     print_json(_result_json(result) | ({"ensembles": ensembles} if ensembles else {}))
     if result.all_failed:
         typer.echo(f"error: every trial of campaign {result.name!r} failed; their errors are in "
@@ -131,6 +106,31 @@ def resume(name: str = typer.Argument(..., metavar="NAME", help="Campaign name."
 
 
 @app.command()
+def extend(name: str = typer.Argument(..., metavar="NAME", help="Campaign name."),
+           trials: int = typer.Option(..., min=1, help="More trials (a multiple of tasks x seeds)."),
+           store: Optional[str] = store_option()) -> None:
+    """Run N more trials of an ended campaign, its searcher told the earlier scores."""
+    from softprompt.search import launch as launching
+    from softprompt.search.extend import extend as extending
+
+    storage_path = storage_path_of(store)
+    with user_errors():
+        result = extending(name, trials, storage_path=storage_path)
+    campaign = launching.stored_campaign(name, storage_path=storage_path).campaign
+    _show(result.rows, result.baselines, title=name)
+    with user_errors():
+        ensembles = campaign_ensembles(campaign, result, rebuild=True)   # over every trial (guarded if asked)
+    print_json(_result_json(result) | {"extensions": _extensions(result.experiment_dir)}
+               | ({"ensembles": ensembles} if ensembles else {}))
+
+
+def _extensions(folder) -> list[dict]:
+    from softprompt.search.extend import extensions_summary
+
+    return extensions_summary(folder)
+
+
+@app.command()
 def status(name: str = typer.Argument(..., metavar="NAME", help="Campaign name."),
            store: Optional[str] = store_option()) -> None:
     """The campaign's trials: configuration, state, best score, steps."""
@@ -140,12 +140,16 @@ def status(name: str = typer.Argument(..., metavar="NAME", help="Campaign name."
     with user_errors():
         rows, baselines = launching.status(name, storage_path=storage_path)
     _show(rows, baselines, title=name)
-    print_json({"campaign": name} | _summary(rows, baselines))
+    extensions = _extensions(launching.experiment_dir(name, storage_path))
+    print_json({"campaign": name} | _summary(rows, baselines) | ({"extensions": extensions} if extensions else {}))
 
 
 @app.command()
 def report(name: str = typer.Argument(..., metavar="NAME", help="Campaign name (its MLflow experiment)."),
-           by: str = typer.Option(..., "--by", help="The axis: a trial param (prompt_length, init, seed)."),
+           by: Optional[str] = typer.Option(None, "--by", help="The axis: a trial param (prompt_length, init, "
+                                                               "seed)."),
+           html: Optional[Path] = typer.Option(None, "--html", metavar="FILE",
+                                               help="Write one static page instead (trials, curves, Table 3)."),
            metric: str = typer.Option("score", help="Plot best_<metric> (score: the selection score)."),
            out: Optional[Path] = typer.Option(None, help="Folder for the PNG and CSV [default: the campaign's]."),
            store: Optional[str] = store_option()) -> None:
@@ -156,6 +160,16 @@ def report(name: str = typer.Argument(..., metavar="NAME", help="Campaign name (
     from softprompt.search import launch as launching
     from softprompt.search.findings import report_axis
 
+    if html is not None:
+        from softprompt.search.html_report import write_html_report
+
+        with user_errors():
+            page = write_html_report(name, html, folder=launching.experiment_dir(name, storage_path_of(store)))
+        print_json({"campaign": name, "html": str(page)})
+        return
+    if by is None:
+        typer.echo("error: give --by AXIS (a metric against one axis) or --html FILE (the campaign page)", err=True)
+        raise typer.Exit(code=2)
     with user_errors():
         result = report_axis(campaign_store(name, store), name, by, metric=metric,
                              folder=out or launching.experiment_dir(name, storage_path_of(store)))

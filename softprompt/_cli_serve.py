@@ -45,6 +45,8 @@ def serve(
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster [default: a local one]."),
     metrics_port: Optional[int] = typer.Option(None, help="Prometheus port of a local Ray."),
     grace_period: float = typer.Option(30.0, min=0.0, help="On SIGTERM: seconds for requests in flight."),
+    follow_interval: float = typer.Option(10.0, min=0.0, help="Poll each alias every S seconds; serve where it "
+                                                              "moves (0: off)."),
 ) -> None:
     """Serve voted predictions over HTTP until Ctrl-C (or SIGTERM); prints one JSON line when ready."""
     from softprompt.search.ray_env import RAY_LOGS, apply_ray_env_defaults, quiet_serve_logger, ray_log_options
@@ -54,6 +56,8 @@ def serve(
 
     apply_ray_env_defaults()
     with user_errors():
+        if token is not None and not token.strip():   # before anything is read: an empty token never means "no auth"
+            raise ValueError("the token is empty: give a real token, or none to serve without authentication")
         store = open_store(store)
         uri = store.tracking_uri
         references = list(ensemble or store.ensembles_with_alias("production"))
@@ -68,7 +72,8 @@ def serve(
                         batch_wait_timeout_s=batch_wait_timeout_s, token=token, max_rows_per_pass=max_rows_per_pass,
                         replicas=replicas, replica_cpus=replica_cpus, jax_cache_dir=jax_cache_dir,
                         max_body_bytes=max_body_bytes, max_queued_requests=max_queued_requests, app_name=APP_NAME,
-                        grace_period_s=grace_period)
+                        grace_period_s=grace_period,
+                        follow_interval_s=follow_interval or None)
 
     import ray
     from ray import serve as ray_serve

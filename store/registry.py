@@ -163,6 +163,20 @@ class Registry(PromptArtifacts, StoreBase):
         manifest = EnsembleManifest.loads(text, source=reference)
         return RegisteredEnsemble(name, str(version.version), manifest, version.run_id, source)
 
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The version `name@alias` points to now (None when the alias is not set): one registry
+        call, no artifact read (what a server following the alias polls)."""
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+        except MlflowException as error:
+            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+
+    def move_alias(self, name: str, alias: str, version: str) -> None:
+        """Points `name@alias` at `version` (a registered version of `name`)."""
+        self.client.set_registered_model_alias(name, alias, version)
+
     def fetch_member_prompts(self, registered: RegisteredEnsemble, destination: str | os.PathLike) -> list[Path]:
         """Local folders of the version's member prompts, in member order: the copies inside the
         model; for versions without them, each member's trial artifact."""
@@ -176,6 +190,19 @@ class Registry(PromptArtifacts, StoreBase):
             pass
         return [self.fetch_prompt(member.artifact_uri, destination / "runs" / str(number))
                 for number, member in enumerate(registered.manifest.members)]
+
+    def fetch_member_prompt(self, registered: RegisteredEnsemble, number: int,
+                            destination: str | os.PathLike) -> Path:
+        """Member `number`'s prompt folder downloaded into `destination` (the copy inside the model;
+        for versions without one, the trial's artifact), checked as `verify_ensemble` checks it."""
+        member = registered.manifest.members[number]
+        try:
+            folder = self.fetch_artifacts(f"{registered.source}/{DATA_FOLDER}/{MEMBERS_FOLDER}/{number}", destination)
+        except Exception:  # noqa: BLE001 - a version registered before members were copied
+            folder = self.fetch_prompt(member.artifact_uri, Path(destination) / "runs" / str(number))
+        verified_member(registered.manifest, number, folder, where=ensemble_label(registered),
+                        shown=member_origin(registered, number, folder))
+        return folder
 
     def ensembles_with_alias(self, alias: str = DEFAULT_ALIAS) -> list[str]:
         """`name@alias` of every registered ensemble that has `alias`, sorted."""

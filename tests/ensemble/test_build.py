@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -246,3 +247,98 @@ def test_a_learned_ensemble_serves_and_reports_its_pool(campaign, tiny_model, tm
     assert list(table["ensembles"])[:2] == ["ensemble (greedy, learned)", "ensemble (greedy, majority)"]
     assert table["ensemble"] == table["ensembles"]["ensemble (greedy, learned)"]
     assert table["weights"]["ensemble (greedy, learned)"][:len(members)] == pool["weights"]
+
+
+def test_build_and_campaign_end_with_a_guarded_promotion(campaign, tmp_path):
+    """`ensemble build --promote-if-better`: an unset alias is taken; the same selection again is
+    registered but refused (0 against 0 discordant examples), the alias stays; a campaign file's
+    `ensemble: {promote_if_better: true}` ends the same way."""
+    from softprompt.pipeline import build_campaign_ensembles
+    from softprompt.search.campaign import load_campaign
+
+    store, summary = campaign
+    command = ["ensemble", "build", "--task", "rte", "--experiment", "ens", "--name", "rte-guarded", "--top", "3",
+               "--promote-if-better", "--store", store.tracking_uri]
+    taken = runner.invoke(app, command)
+    assert taken.exit_code == 0, taken.output
+    first = json.loads(taken.stdout.strip().splitlines()[-1])
+    assert first["alias"] == "production" and first["promotion"]["promoted"] and first["promotion"]["incumbent"] is None
+    refused = runner.invoke(app, command + ["--promote-max-p", "0.5"])
+    assert refused.exit_code == 0, refused.output
+    second = json.loads(refused.stdout.strip().splitlines()[-1])
+    promotion = second["promotion"]
+    assert second["alias"] is None and not promotion["promoted"] and promotion["incumbent"] == first["version"]
+    assert (promotion["candidate_only"], promotion["incumbent_only"], promotion["p_value"]) == (0, 0, 1.0)
+    assert promotion["examples"] == HOLDOUT.size and promotion["max_p"] == 0.5
+    assert f"not promoted: version {second['version']}" in refused.stderr
+    assert store.alias_version("rte-guarded", "production") == first["version"]
+    assert store.resolve_ensemble(f"rte-guarded/{second['version']}").manifest.members   # registered all the same
+
+    production = store.alias_version("rte-ensemble", "production")
+    spec = {"name": "ens", "tasks": ["rte"], "model": "t5-tiny-random", "dtype": "float32", "fixed": {"selection_examples": HOLDOUT.size},
+            "ensemble": {"top": 5, "promote_if_better": True}}
+    (tmp_path / "guarded.yaml").write_text(yaml.safe_dump(spec))
+    [built] = build_campaign_ensembles(load_campaign(tmp_path / "guarded.yaml"), store.tracking_uri)
+    assert built["promotion"]["incumbent"] == production and not built["promotion"]["promoted"]
+    assert store.alias_version("rte-ensemble", "production") == production
+
+
+class _Page(HTMLParser):
+    """Tables (by id: rows of cell texts), section ids and curve polylines of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.sections: list[str] = []
+        self.curves: list[str] = []
+        self._table = self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self._table = self.tables.setdefault(attrs["id"], [])
+        elif tag == "tr" and self._table is not None:
+            self._table.append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag == "section":
+            self.sections.append(attrs["id"])
+        elif tag == "polyline":
+            self.curves.append(attrs["data-trial"])
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._table[-1].append(self._cell)
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+
+def test_search_report_html_is_one_static_page(campaign, tmp_path):
+    store, summary = campaign
+    evaluated = runner.invoke(app, ["ensemble", "evaluate", "rte-ensemble@production", "--max-examples", "16",
+                                    "--no-designed", "--store", store.tracking_uri])
+    assert evaluated.exit_code == 0, evaluated.output
+    out = tmp_path / "report" / "ens.html"
+    done = runner.invoke(app, ["search", "report", "ens", "--html", str(out),
+                               "--store", str(Path(summary["experiment_dir"]).parent)])
+    assert done.exit_code == 0, done.output
+    page = _Page()
+    page.feed(out.read_text())
+    assert page.sections == ["trials", "curves", "designed", "table3", "ensembles"]
+    header, *trials = page.tables["trials"]
+    assert header[:2] == ["trial", "state"] and len(trials) == 6 and "best score" in header
+    assert sorted(page.curves) == sorted(row[0] for row in trials)            # one curve per trial
+    table3 = [table for name, table in page.tables.items() if name.startswith("table3-")][-1]
+    rows = {row[0]: row[1] for row in table3[1:]}
+    assert {"average", "best prompt"} <= set(rows) and any(name.startswith("ensemble:") for name in rows)
+    [built] = summary["ensembles"]
+    members = page.tables["ensemble-0"][1:]
+    assert [row[0] for row in members] == [m["run_id"] for m in built["members"]]
+    assert "http" not in out.read_text().replace("http://www.w3.org/2000/svg", "")   # nothing fetched
+    refused = runner.invoke(app, ["search", "report", "ens", "--store", str(tmp_path)])
+    assert refused.exit_code == 2 and "--by AXIS" in refused.output
