@@ -75,7 +75,8 @@ class Load:
         with httpx.Client(timeout=120) as http:
             count = 0
             while not self.stop.is_set():
-                body = {"task": "sst2", "inputs": [{"sentence": self.sentences[(number + count) % len(self.sentences)]}]}
+                sentence = self.sentences[(number + count) % len(self.sentences)]
+                body = {"task": "sst2", "inputs": [{"sentence": sentence}]}
                 started = time.monotonic()
                 try:
                     status = str(http.post(self.url, json=body).status_code)
