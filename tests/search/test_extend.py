@@ -82,3 +82,18 @@ def test_extend_adds_exactly_n_runs_from_a_warm_started_searcher(ray_address, ja
     assert runner.invoke(app, ["search", "report", "extend-optuna", "--html", str(page), "--store",
                                str(tmp_path / "runs")]).exit_code == 0
     assert sorted(re.findall(r'<polyline data-trial="([^"]+)"', page.read_text())) == sorted(r.trial_id for r in rows)
+
+
+def test_extend_refuses_a_running_campaign_and_a_count_off_the_grid(tmp_path):
+    from softprompt.search.state import Stored, write_state
+
+    campaign = parse_campaign(tiny_campaign("half-done", tmp_path / "runs", str(tmp_path / "jax"), trials=2))
+    folder = launching.experiment_dir("half-done", tmp_path / "runs")
+    folder.mkdir(parents=True)
+    write_state(folder, Stored(campaign, f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", None, "0" * 64))
+    with pytest.raises(CampaignError, match="multiple of 2"):              # 1 task x 2 seeds per sample
+        extend("half-done", 3, storage_path=tmp_path / "runs")
+    with pytest.raises(CampaignError, match="search resume half-done"):
+        extend("half-done", 2, storage_path=tmp_path / "runs")
+    refused = runner.invoke(app, ["search", "extend", "half-done", "--trials", "2", "--store", str(tmp_path / "runs")])
+    assert refused.exit_code == 2 and "search resume half-done" in refused.output
