@@ -38,6 +38,7 @@ from softprompt.core.prompts import TENSOR_FILE, PromptArtifactError, SoftPrompt
 from softprompt.core.tasks import TaskSpec, get_task, is_task_file
 from softprompt.core.tasks.holdout import Holdout
 from softprompt.store import EnsembleError, EnsembleManifest, Member, RegisteredEnsemble, RunRecord, Store
+from softprompt.store.manifest import check_ensemble_name
 from softprompt.store.names import TAG_MODEL, TAG_MODEL_FINGERPRINT, TAG_TASK_SOURCE
 from softprompt.store.prompts import prompt_uri, verified_prompt
 
@@ -245,6 +246,8 @@ def build_ensemble(store: Store, *, task: str, top: int, name: str | None = None
                    data_dir: str | None = None, model: FrozenModel | None = None) -> RegisteredEnsemble:
     """Selects up to `top` members among the candidate runs of `task` (see the module doc) and
     registers them as a new ensemble version."""
+    if name is not None:
+        check_ensemble_name(name)        # before anything is read or written
     if top < 1:
         raise EnsembleError(f"--top must be >= 1, got {top}")
     if select not in SELECT_METHODS:

@@ -12,13 +12,13 @@ from typing import NamedTuple, Sequence
 from softprompt.core.inference import label_targets
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.multi_prompt import PromptTable, stack_prompts
-from softprompt.core.prompts import PromptArtifactError, SoftPrompt
+from softprompt.core.prompts import SoftPrompt
 from softprompt.core.sentinel import with_sentinel_targets
 from softprompt.core.tasks import TaskSpec, get_task
 from softprompt.store import EnsembleError, EnsembleManifest, RegisteredEnsemble, Store
 from softprompt.store.manifest import MANIFEST_FILE
-from softprompt.store.prompts import verified_prompt
-from softprompt.store.registry import MEMBERS_FOLDER
+from softprompt.store.prompts import verified_member
+from softprompt.store.registry import MEMBERS_FOLDER, ensemble_label, member_origin
 
 from .predict import EnsembleInput
 
@@ -57,24 +57,17 @@ def check_model(manifest: EnsembleManifest, model: FrozenModel) -> None:
 
 
 def load_member_prompts(manifest: EnsembleManifest, folders: Sequence[str | os.PathLike],
-                        model: FrozenModel) -> list[SoftPrompt]:
+                        model: FrozenModel, *, where: str | None = None,
+                        shown: Sequence[str] | None = None) -> list[SoftPrompt]:
     """Each member's prompt from its local folder, checked against the manifest's sha256, the
-    model's fingerprint and the ensemble's target format; the first mismatch is an EnsembleError
-    naming the member."""
+    model's fingerprint and the ensemble's target format (`verified_member`, the check the driver
+    of `softprompt serve` runs before deploying); the first mismatch is an EnsembleError naming
+    the member (`where` and `shown`: how the message names the version and each member's file)."""
     check_model(manifest, model)
-    prompts = []
-    for number, (member, folder) in enumerate(zip(manifest.members, folders)):
-        where = f"ensemble {manifest.name!r} member {number} (run {member.run_id})"
-        try:
-            prompt = verified_prompt(folder, sha256=member.sha256, model=model)
-        except PromptArtifactError as error:
-            raise EnsembleError(f"{where}: {error}") from error
-        trained_with = prompt.hyperparameters.get("target_format", "plain")
-        if trained_with != manifest.target_format:
-            raise EnsembleError(f"{where}: trained with {trained_with!r} targets, the ensemble scores "
-                                f"{manifest.target_format!r} targets")
-        prompts.append(prompt)
-    return prompts
+    where = where or f"ensemble {manifest.name!r}"
+    return [verified_member(manifest, number, folder, where=where, shown=shown[number] if shown else None,
+                            model=model)
+            for number, folder in enumerate(folders)]
 
 
 def assemble(name: str, version: str, manifest: EnsembleManifest, prompts: list[SoftPrompt]) -> LoadedEnsemble:
@@ -85,7 +78,8 @@ def load_registered(store: Store, registered: RegisteredEnsemble, model: FrozenM
     """A resolved ensemble version, its members fetched from the store and verified."""
     with tempfile.TemporaryDirectory() as folder:
         folders = store.fetch_member_prompts(registered, folder)
-        prompts = load_member_prompts(registered.manifest, folders, model)
+        prompts = load_member_prompts(registered.manifest, folders, model, where=ensemble_label(registered),
+                                      shown=[member_origin(registered, n, f) for n, f in enumerate(folders)])
     return assemble(registered.name, registered.version, registered.manifest, prompts)
 
 

@@ -15,12 +15,26 @@ from pathlib import Path
 
 import yaml
 
+from softprompt.serve.shutdown import DEFAULT_GRACE_PERIOD_S, WAIT_LOOP_S
+
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE / "kuberay" / "rayservice.yaml"
 IMPORT_PATH = "softprompt.serve.deploy:app"
 IMAGE = "ghcr.io/softprompt/softprompt:{version}"
 TOKEN_FROM_SECRET = {"name": "SOFTPROMPT_API_TOKEN",
                      "valueFrom": {"secretKeyRef": {"name": "softprompt-serving", "key": "token"}}}
+# Shutdown: Serve's replicas finish requests in flight within GRACE_S (the deployment's
+# graceful_shutdown_timeout_s, as `softprompt serve --grace-period`). A pod being deleted first runs
+# its preStop hook: the head waits LB_DELAY_S (the Service stops routing to it); a worker asks Ray to
+# drain its node (Serve starts replicas elsewhere and lets these finish), then waits GRACE_S.
+# terminationGracePeriodSeconds covers hook + grace + a margin, so no request is cut by SIGKILL.
+GRACE_S = int(DEFAULT_GRACE_PERIOD_S)
+LB_DELAY_S = 10
+MARGIN_S = 15
+TERMINATION_GRACE_S = LB_DELAY_S + GRACE_S + MARGIN_S
+HEAD_PRE_STOP = ["/bin/sh", "-c", f"sleep {LB_DELAY_S}"]
+WORKER_PRE_STOP = ["/bin/sh", "-c", "ray drain-node --reason DRAIN_NODE_REASON_PREEMPTION --reason-message "
+                   f"'pod terminating' --deadline-remaining-seconds {GRACE_S + MARGIN_S} || true; sleep {GRACE_S}"]
 POD_LABELS = {"ray.io/cluster-name": "softprompt", "softprompt/mlflow-client": "true"}   # may reach MLflow
 HEADER = """\
 # KubeRay RayService: the softprompt serving application (one frozen model per replica, voted
@@ -45,6 +59,8 @@ def serve_config() -> dict:
                        check=True, capture_output=True, env=env, cwd=folder)
         config = yaml.safe_load(path.read_text())
     config["applications"][0]["name"] = "softprompt"
+    for deployment in config["applications"][0]["deployments"]:   # `serve build` leaves these out
+        deployment |= {"graceful_shutdown_timeout_s": float(GRACE_S), "graceful_shutdown_wait_loop_s": WAIT_LOOP_S}
     config["applications"][0]["runtime_env"] = {"env_vars": {
         "MLFLOW_TRACKING_URI": "http://mlflow:5000", "SOFTPROMPT_ENSEMBLES": "sst2-ensemble@production"}}
     return config
@@ -61,6 +77,12 @@ _Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
     "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
 
 
+def _pod(container: dict, pre_stop: list[str]) -> dict:
+    """A pod template's spec: the container with its preStop hook, and the termination grace."""
+    return {"terminationGracePeriodSeconds": TERMINATION_GRACE_S,
+            "containers": [container | {"lifecycle": {"preStop": {"exec": {"command": pre_stop}}}}]}
+
+
 def rayservice(version: str, ray_version: str) -> str:
     image = IMAGE.format(version=version)
     container = {"image": image, "env": [TOKEN_FROM_SECRET],
@@ -73,11 +95,12 @@ def rayservice(version: str, ray_version: str) -> str:
                 "rayVersion": ray_version,
                 "headGroupSpec": {"rayStartParams": {"dashboard-host": "127.0.0.1", "num-cpus": "0"},
                                   "template": {"metadata": {"labels": POD_LABELS},
-                                               "spec": {"containers": [{"name": "ray-head", **container}]}}},
+                                               "spec": _pod({"name": "ray-head", **container}, HEAD_PRE_STOP)}},
                 "workerGroupSpecs": [{"groupName": "replicas", "replicas": 2, "minReplicas": 1, "maxReplicas": 4,
                                       "rayStartParams": {},
                                       "template": {"metadata": {"labels": POD_LABELS},
-                                                   "spec": {"containers": [{"name": "ray-worker", **container}]}}}],
+                                                   "spec": _pod({"name": "ray-worker", **container},
+                                                                WORKER_PRE_STOP)}}],
             },
         },
     }

@@ -125,6 +125,7 @@ class Baseline(_Strict):
 
 
 class EnsembleSettings(_Strict):
+    name: str | None = None                          # registered name [default: <task>-ensemble]
     top: int = Field(5, ge=1)                        # the most votes of each task's ensemble
     select: Literal["greedy", "top"] = "greedy"      # greedy needs a selection split: fixed.selection_examples,
     selection_split: str | None = None               #   or this, a split or slice, e.g. "validation[500:]"

@@ -96,6 +96,7 @@ def launch(campaign: Campaign, *, storage_path: str | os.PathLike | None = None,
         raise CampaignError("name", f"campaign {campaign.name!r} already exists in {folder}: "
                             f"`softprompt search resume {campaign.name}` continues it, or choose another --name")
     tracking_uri = resolve_tracking_uri(campaign.tracking_uri, storage_path=campaign.storage_path)
+    campaign = campaign.replace(tracking_uri=masked(campaign.tracking_uri))   # the password stays in memory only
     _check_store(tracking_uri)
     ensure_ray(campaign)
     store = Store(tracking_uri, artifact_root=default_artifact_root(tracking_uri, storage_path=campaign.storage_path))

@@ -58,7 +58,8 @@ def write_json_atomically(path: Path, data: Any) -> None:
 
 def write_state(folder: Path, stored: Stored) -> None:
     write_json_atomically(folder / STATE_FILE, {
-        "campaign": stored.campaign.to_dict(), "tracking_uri": masked(stored.tracking_uri),
+        "campaign": stored.campaign.to_dict() | {"tracking_uri": masked(stored.campaign.tracking_uri)},
+        "tracking_uri": masked(stored.tracking_uri),
         "artifact_root": stored.artifact_root, "model_fingerprint": stored.model_fingerprint,
         "finished": stored.finished, "ensembles": list(stored.ensembles)})
 

@@ -4,7 +4,7 @@ table of every loaded ensemble, behind a FastAPI ingress (OpenAPI at `/docs`).
     POST /v1/predict                  voted predictions (inputs batched across requests)
     GET  /v1/ensembles                what is loaded, with this replica's counts
     POST /v1/ensembles/{name}/reload  load the version the ensemble's alias points to now
-    GET  /healthz                     liveness (never needs the token)
+    GET  /healthz                     liveness (never needs the token; 503 while draining)
     GET  /v1/models, POST /v1/completions   the OpenAI-compatible face (`openai_api`)
     GET  /metrics                     vote figures per ensemble version, Prometheus text (`prometheus`)
 
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
@@ -55,6 +56,7 @@ from .guard import DEFAULT_MAX_BODY_BYTES, Guard, GuardSettings, token_digest
 from .metrics import EnsembleStats, ServeMetrics
 from .prometheus import MetricsRoute, VoteMetrics
 from .prometheus import router as metrics_router
+from .shutdown import DEFAULT_GRACE_PERIOD_S, WAIT_LOOP_S, Drain
 from .schemas import (EnsembleInfo, EnsembleRef, EnsemblesResponse, Health, MemberInfo, Prediction,
                       PredictRequest, PredictResponse, ReloadResponse)
 from .state import NotServed, ServeState, load_state, resolve_all
@@ -114,6 +116,7 @@ class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
         self.metrics = ServeMetrics()
         self.stats: dict[tuple[str, str], EnsembleStats] = {}
         self.reload_lock = asyncio.Lock()
+        self.shutdown = Drain()                                  # see serve/shutdown.py
         self.replica = serve.get_replica_context().replica_tag
         self.votes = VoteMetrics(self.replica)       # GET /metrics
         self.started = time.time()
@@ -150,13 +153,20 @@ class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
 
     # ------------------------------------------------------------------------------- routes
 
-    @api.get("/healthz", response_model=Health)
+    @api.get("/healthz", response_model=Health, responses={503: {}})
     async def healthz(self) -> Health:
+        if self.shutdown.draining:         # load balancers stop sending here at once
+            return JSONResponse({"status": "draining"}, status_code=503)
         return Health(status="ok", model=self.model.name,
                       ensembles=[EnsembleRef(name=s.name, version=s.version) for s in self.state.ensembles])
 
     async def _answer(self, state: ServeState, request: PredictRequest) -> tuple[Admitted, list[Vote]]:
-        """`request` admitted under `state` and its inputs voted (batched with everyone's); counted."""
+        """`request` admitted under `state` and its inputs voted (batched with everyone's); counted.
+        Once the replica drains: 503 for new requests, a grace period for those in flight."""
+        async with self.shutdown.request():
+            return await self.shutdown.unless_stopped(self._vote(state, request))
+
+    async def _vote(self, state: ServeState, request: PredictRequest) -> tuple[Admitted, list[Vote]]:
         started = time.perf_counter()
         admitted = await asyncio.to_thread(admit, state, self.model, request, max_inputs=self.config.max_inputs)
         served = admitted.ensemble
@@ -256,6 +266,10 @@ class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
         logger.info("replica %s serves %s version %s", self.replica, name, self.state.named(name).version)
         return {"replica": self.replica, "version": self.state.named(name).version}
 
+    async def drain(self, grace_period_s: float) -> dict[str, Any]:
+        """Graceful shutdown (the driver's broadcast on SIGTERM): see serve/shutdown.py."""
+        return await self.shutdown.drain(grace_period_s) | {"replica": self.replica}
+
     async def abort_version(self, name: str, version: str) -> None:
         """Drops a prepared reload (another replica could not load it)."""
         async with self.reload_lock:
@@ -267,7 +281,8 @@ def build_app(ensembles: Sequence[str], *, versions: Sequence[str] | None = None
               batch_wait_timeout_s: float = 0.05, token: str | None = None, replicas: int = 1,
               max_rows_per_pass: int = DEFAULT_MAX_ROWS, replica_cpus: float = 1.0, jax_cache_dir: str | None = None,
               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS,
-              app_name: str = "softprompt", follow_interval_s: float | None = None) -> Application:
+              app_name: str = "softprompt", grace_period_s: float = DEFAULT_GRACE_PERIOD_S,
+              follow_interval_s: float | None = None) -> Application:
     """The bound application (pass it to `serve.run`). `versions`: the exact `name/version` of each
     reference, resolved once here when not given. `token`: require `Authorization: Bearer`.
     `follow_interval_s`: poll the registry this often and serve the version each alias moves to."""
@@ -292,6 +307,8 @@ def build_app(ensembles: Sequence[str], *, versions: Sequence[str] | None = None
                                     max_queued_requests=max_queued_requests,
                                     backpressure_config=BackpressureConfig(status_code=503,
                                                                            retry_after_s=RETRY_AFTER_S),
+                                    graceful_shutdown_timeout_s=grace_period_s,   # requests in flight finish
+                                    graceful_shutdown_wait_loop_s=WAIT_LOOP_S,
                                     ray_actor_options={"num_cpus": replica_cpus}).bind(config)
 
 
@@ -313,6 +330,7 @@ class AppArgs(BaseModel):
     jax_cache_dir: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS
+    grace_period_s: float = DEFAULT_GRACE_PERIOD_S
     follow_interval_s: float | None = Field(None, description="Poll the aliases this often (s); reload moved ones.")
 
 

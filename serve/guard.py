@@ -5,6 +5,9 @@ or parsed the body yet):
 - on `/v1/*` and `/metrics`: the bearer token, when the server has one (401 before the body is read);
 - on `/v1/*`: the body size limit (413 from `content-length`, or as soon as a streamed body
   passes the limit: the body is read here, bounded, and replayed to the route);
+- a refused body (401, 413) is read and dropped up to `LINGER_BYTES` before the answer goes out
+  (nginx's "lingering close"): a client still sending would otherwise see its connection reset
+  instead of the status and its message;
 - an unexpected exception: 500 with the request id only, never the exception's text (the text
   goes to the log with the id).
 
@@ -25,6 +28,7 @@ logger = logging.getLogger(__name__)
 PROTECTED_PREFIX = "/v1/"
 PROTECTED_PATHS = ("/metrics",)       # guarded like /v1/ (Prometheus sends the token: `authorization:`)
 DEFAULT_MAX_BODY_BYTES = 1 << 20      # 1 MiB
+LINGER_BYTES = 64 << 20               # a refused body is drained up to this much (beyond: reset)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
@@ -88,16 +92,18 @@ class Guard:
                 await _respond(send, 503, {"detail": "the server is starting"}, request_id, {"Retry-After": "1"})
                 return
             if not _authorized(scope, settings):
+                await _linger(receive, LINGER_BYTES)
                 await _respond(send, 401, {"detail": "missing or wrong bearer token"}, request_id,
                                {"WWW-Authenticate": "Bearer"})
                 return
             too_large = {"detail": f"request body over {settings.max_body_bytes} bytes"}
             length = dict(scope.get("headers") or []).get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+                await _linger(receive, LINGER_BYTES)
                 await _respond(send, 413, too_large, request_id)
                 return
             body = await _read_body(receive, settings.max_body_bytes)
-            if body is None:
+            if body is None:                          # (the rest of it drained)
                 await _respond(send, 413, too_large, request_id)
                 return
             receive = _replay(body, receive)
@@ -110,7 +116,7 @@ class Guard:
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None as soon as it passes `limit` bytes."""
+    """The whole request body, or None once it passes `limit` bytes (the rest then drained)."""
     chunks, seen = [], 0
     while True:
         message = await receive()
@@ -119,10 +125,22 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
         chunk = message.get("body", b"")
         seen += len(chunk)
         if seen > limit:
+            if message.get("more_body", False):
+                await _linger(receive, LINGER_BYTES)
             return None
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _linger(receive: Receive, limit: int) -> None:
+    """Reads and drops the rest of a refused body, up to `limit` bytes."""
+    seen = 0
+    while seen <= limit:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        seen += len(message.get("body", b""))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from ._cli_common import campaign_store, open_store, print_json, store_option, user_errors
+from .pipeline import build_summary, promote
 
 app = typer.Typer(help="Build and evaluate voted prompt ensembles.",
                   no_args_is_help=True, rich_markup_mode=None)
@@ -50,31 +51,6 @@ def build(task: str = typer.Option(..., help="The task whose trials to draw from
         promotion = promote(source, registered, alias=alias, max_p=promote_max_p, selection_split=selection_split,
                             selection_examples=max_examples, data_dir=data_dir)
     print_json(build_summary(registered, alias if promotion["promoted"] else None) | {"promotion": promotion})
-
-
-def promote(store, registered, *, alias: str, max_p: float, selection_split: str | None = None,
-            selection_examples: int | None = None, data_dir: str | None = None) -> dict:
-    """The guarded promotion of a just-built version (`ensemble.promote`): one line on stderr
-    saying what happened and why; returns the figures."""
-    from softprompt.ensemble.build import SelectionSplit
-    from softprompt.ensemble.promote import promote_if_better
-
-    split = SelectionSplit(selection_split, None, data_dir) if selection_split else None
-    promotion = promote_if_better(store, registered, alias=alias, max_p=max_p, split=split, limit=selection_examples,
-                                  data_dir=data_dir)
-    typer.echo(promotion.line(), err=True)
-    return promotion.as_dict()
-
-
-def build_summary(registered, alias: str | None) -> dict:
-    """What `ensemble build` prints: the version, its members with their votes, and the selection."""
-    manifest = registered.manifest
-    selection = {key: value for key, value in (manifest.selection or {}).items() if key != "candidates"}
-    return {"name": registered.name, "version": registered.version, "alias": alias, "task": manifest.task,
-            "metric": manifest.metric, "model_fingerprint": manifest.model_fingerprint, "vote": manifest.vote_rule,
-            "selection": selection, **({"pool": manifest.pool} if manifest.pool else {}),
-            "members": [{"run_id": m.run_id, manifest.metric: m.metric, "votes": m.multiplicity}
-                        for m in manifest.members]}
 
 
 @app.command("evaluate")

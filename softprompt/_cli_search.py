@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from ._cli_common import campaign_store, print_json, storage_path_of, store_option, user_errors
+from .pipeline import campaign_ensembles
 
 app = typer.Typer(help="Prompt-tuning campaigns over the paper's Table 6 on Ray Tune, tracked in MLflow.",
                   no_args_is_help=True, rich_markup_mode=None)
@@ -59,47 +60,14 @@ def _result_json(result) -> dict:
         result.rows, result.baselines)
 
 
-def _build_ensembles(campaign, result) -> list[dict]:
-    """A campaign with `ensemble: {top: N}` registers each task's ensemble when it ends (done
-    here, in the shell, so that search/ never depends on ensemble/); returns what was built."""
-    if campaign.ensemble is None:
-        return []
-    from softprompt.ensemble.build import build_ensemble
-    from softprompt.store import Store
-
-    from ._cli_ensemble import build_summary, promote
-
-    store = Store(result.tracking_uri)
-    built = []
-    for task in campaign.tasks:
-        settings = campaign.ensemble
-        guarded = settings.promote_if_better
-        registered = build_ensemble(store, task=task, top=settings.top, experiments=[campaign.name],
-                                    name=f"{Path(task).stem}-ensemble", select=settings.select,
-                                    vote_rule=settings.vote, selection_split=settings.selection_split,
-                                    allow_fewer=True, alias=None if guarded else "production")
-        if not guarded:
-            built.append(build_summary(registered, "production"))
-            continue
-        promotion = promote(store, registered, alias="production", max_p=settings.promote_max_p,
-                            selection_split=settings.selection_split)
-        built.append(build_summary(registered, "production" if promotion["promoted"] else None)
-                     | {"promotion": promotion})
-    return built
-
-
 def _finish(campaign, result) -> None:
     """The trial table on stderr, ensembles built (once per campaign), then ONE JSON line on
     stdout; exit status 1 when every trial failed."""
     from softprompt.search import launch as launching
 
     _show(result.rows, result.baselines, title=result.name)
-    ensembles = list(result.ensembles)
-    if result.finished and not ensembles and not result.all_failed:
-        with user_errors():
-            ensembles = _build_ensembles(campaign, result)
-        if ensembles:
-            launching.record_ensembles(result.experiment_dir, ensembles)
+    with user_errors():
+        ensembles = campaign_ensembles(campaign, result)
     print_json(_result_json(result) | ({"ensembles": ensembles} if ensembles else {}))
     if result.all_failed:
         typer.echo(f"error: every trial of campaign {result.name!r} failed; their errors are in "
@@ -150,12 +118,8 @@ def extend(name: str = typer.Argument(..., metavar="NAME", help="Campaign name."
         result = extending(name, trials, storage_path=storage_path)
     campaign = launching.stored_campaign(name, storage_path=storage_path).campaign
     _show(result.rows, result.baselines, title=name)
-    ensembles = []
-    if result.finished and not result.all_failed:
-        with user_errors():
-            ensembles = _build_ensembles(campaign, result)      # rebuilt over every trial (guarded if asked)
-        if ensembles:
-            launching.record_ensembles(result.experiment_dir, ensembles)
+    with user_errors():
+        ensembles = campaign_ensembles(campaign, result, rebuild=True)   # over every trial (guarded if asked)
     print_json(_result_json(result) | {"extensions": _extensions(result.experiment_dir)}
                | ({"ensembles": ensembles} if ensembles else {}))
 

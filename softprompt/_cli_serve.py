@@ -44,6 +44,7 @@ def serve(
     jax_cache_dir: str = typer.Option("runs/jax_cache", help="JAX compilation cache for replicas."),
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster [default: a local one]."),
     metrics_port: Optional[int] = typer.Option(None, help="Prometheus port of a local Ray."),
+    grace_period: float = typer.Option(30.0, min=0.0, help="On SIGTERM: seconds for requests in flight."),
     follow_interval: float = typer.Option(10.0, min=0.0, help="Poll each alias every S seconds; serve where it "
                                                               "moves (0: off)."),
 ) -> None:
@@ -62,16 +63,20 @@ def serve(
             raise ValueError(f"no ensemble to serve: none registered with a 'production' alias in "
                              f"{store.display_uri} (name one: softprompt serve NAME@ALIAS)")
         registered = resolve_all(store, references)       # once, here: every replica loads these versions
+        for version in registered:     # a damaged member is named here, not in a replica's log
+            store.verify_ensemble(version)
         app = build_app(references, versions=[r.reference for r in registered], tracking_uri=uri, model=model,
                         max_inputs=max_inputs, max_batch_size=max_batch_size,
                         batch_wait_timeout_s=batch_wait_timeout_s, token=token, max_rows_per_pass=max_rows_per_pass,
                         replicas=replicas, replica_cpus=replica_cpus, jax_cache_dir=jax_cache_dir,
                         max_body_bytes=max_body_bytes, max_queued_requests=max_queued_requests, app_name=APP_NAME,
+                        grace_period_s=grace_period,
                         follow_interval_s=follow_interval or None)
 
     import ray
     from ray import serve as ray_serve
 
+    from softprompt.serve.shutdown import drain_application
     from softprompt.serve.versions import drop_book
 
     address = ray_address or os.environ.get("RAY_ADDRESS") or "local"   # "local": our own, never another's
@@ -96,6 +101,11 @@ def serve(
                                   for r in registered], "auth": bool(token)})
         while not stop.wait(0.5):
             pass
+        typer.echo(f"stopping: health answers 503; requests in flight get up to {grace_period:g} s", err=True)
+        drained = drain_application(APP_NAME, app._bound_deployment.name, grace_period)
+        left = sum(r.get("left", 0) for r in drained if isinstance(r, dict))
+        typer.echo(f"stopped: {left} request(s) answered 503 at the end of the grace period" if left
+                   else "stopped: every request in flight finished", err=True)
     finally:
         drop_book(app._bound_deployment.init_args[0].book)
         if shared:             # a shared cluster: remove only this application, never the others'

@@ -12,11 +12,12 @@ import typer.main
 # (also in the Ray workers and Serve replicas, which inherit this environment).
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from . import _cli_data, _cli_demo, _cli_ensemble, _cli_model, _cli_search, _cli_serve, _cli_train
+from . import _cli_common, _cli_data, _cli_demo, _cli_ensemble, _cli_model, _cli_search, _cli_serve, _cli_train
 
 app = typer.Typer(
     help="Prompt tuning as a service: search campaigns, voted soft-prompt ensembles, serving.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+    cls=_cli_common.OneLineErrors)
 
 
 def _show_version(value: bool) -> None:
@@ -32,10 +33,14 @@ def _options(
     verbose: bool = typer.Option(False, "--verbose", "-v", envvar="SOFTPROMPT_VERBOSE",
                                  help="Show Ray's own log lines and the workers' output here "
                                       "(otherwise they stay in /tmp/ray/session_latest/logs)."),
+    debug: bool = typer.Option(False, "--debug", envvar=_cli_common.DEBUG_ENV,
+                               help="Show the traceback of an error (otherwise: one line)."),
     version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
     """Prompt tuning as a service: search campaigns, voted soft-prompt ensembles, serving."""
+    if debug:
+        os.environ[_cli_common.DEBUG_ENV] = "1"      # also for child processes
     if verbose:
         os.environ["SOFTPROMPT_VERBOSE"] = "1"   # read where Ray starts, also in child processes
     else:   # only our own lines: no MLflow INFO (database creation), no Tune configuration box or hints

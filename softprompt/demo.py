@@ -14,7 +14,7 @@
    shut down.
 
 `--quick` runs the same path on t5-tiny-random in a couple of minutes (a CI test does);
-the default runs the real Gemma 3 270M, sized for 15-22 minutes on 2 CPU cores (bfloat16 weights).
+the default runs the real Gemma 3 270M, sized for about 20 minutes on 2 CPU cores (`dtype: auto`).
 """
 
 from __future__ import annotations
@@ -106,6 +106,8 @@ def demo_campaign(*, quick: bool, name: str, storage_path: Path):
         "resources": {"cpu": 1}, "max_concurrent_trials": 1, "eval_every": size["eval_every"],
         "max_eval_examples": size["selection_examples"], "storage_path": str(storage_path),
         "baselines": size["baselines"],
+        "ensemble": {"name": ENSEMBLE_NAME, "top": len(INITS), "select": "greedy",
+                     "selection_split": selection_split(size)},
     }, source="demo")
 
 
@@ -159,11 +161,11 @@ def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo",
     import ray
 
     from softprompt.core.tasks import get_task
-    from softprompt.ensemble.build import build_ensemble
     from softprompt.ensemble.report import evaluate_and_log
-    from softprompt.search.launch import launch
     from softprompt.search.report import trial_table
     from softprompt.store import Store
+
+    from .pipeline import run_campaign
 
     console = console or Console()
     storage_path = Path(storage_path).resolve()
@@ -173,15 +175,14 @@ def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo",
     if not quick:
         console.print(expected_time())
     console.rule(f"[bold]1/4 search campaign {name}: {len(INITS)} prompts ({', '.join(INITS)}) x {size['steps']} "
-                 f"steps on SST-2 with {size['model']}, designed prompts beside them")
+                 f"steps on SST-2 with {size['model']}, designed prompts beside them; then greedy selection "
+                 f"on {selection_split(size)}")
     try:
-        result = launch(demo_campaign(quick=quick, name=name, storage_path=storage_path))
+        result, [built] = run_campaign(demo_campaign(quick=quick, name=name, storage_path=storage_path))
         store = Store(result.tracking_uri)
         watch.lap("search campaign")
-        console.rule(f"[bold]2/4 ensemble: greedy selection on {selection_split(size)}, majority vote")
-        registered = build_ensemble(store, task="sst2", top=len(INITS), name=ENSEMBLE_NAME, experiments=[name],
-                                    select="greedy", selection_split=selection_split(size))
-        reference = f"{registered.name}/{registered.version}"
+        console.rule(f"[bold]2/4 ensemble {built['name']} (majority vote) in the paper's Table 3")
+        reference = f"{built['name']}:{built['version']}"
         table3 = evaluate_and_log(store, reference, max_examples=size["evaluation_examples"], console=console,
                                   picture_dir=result.experiment_dir)
         watch.lap("ensemble and Table 3")

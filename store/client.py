@@ -11,8 +11,8 @@ from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
 from .names import TAG_CAMPAIGN
-from .resilience import RetryingClient, creating_sqlite_store
-from .uris import masked, unmasked
+from .resilience import RetryingClient, check_reachable, creating_sqlite_store, retry_deadline_s, retrying
+from .uris import masked, remember, unmasked
 
 PAGE_SIZE = 1000   # runs per search page (MLflow's own limit is 50,000; pages keep memory flat)
 
@@ -50,7 +50,8 @@ class StoreBase:
       artifact_root: artifact location of experiments this object creates (a folder URI), or None.
 
     Picklable: only the URI (its password masked) and the artifact root travel; the client is
-    rebuilt on first use, the password taken from $MLFLOW_TRACKING_URI. Calls that fail with a
+    rebuilt on first use, the password taken from $MLFLOW_TRACKING_URI (or remembered by this
+    process: `uris.remember`). Calls that fail with a
     transient error (SQLite locked, a dropped connection) are retried with backoff.
     """
 
@@ -58,6 +59,7 @@ class StoreBase:
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self._client: MlflowClient | None = None
+        remember(tracking_uri)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"tracking_uri": masked(self.tracking_uri), "artifact_root": self.artifact_root}
@@ -77,10 +79,13 @@ class StoreBase:
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
+            # a store that is away: our retries, one line (MLflow's own engine creation would retry
+            # for ~100 s, a warning with a traceback each time)
+            retrying(check_reachable, deadline_s=retry_deadline_s(), store=self.display_uri)(self.tracking_uri)
             with creating_sqlite_store(self.tracking_uri):   # one process at a time migrates a fresh file
                 client = MlflowClient(tracking_uri=self.tracking_uri)
                 client.search_experiments(max_results=1)
-            self._client = RetryingClient(client)
+            self._client = RetryingClient(client, store=self.display_uri)
         return self._client
 
     # Experiments -------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from typing import Any, Mapping
 
 from softprompt.core.config import TARGET_FORMATS
@@ -34,12 +35,35 @@ VOTE_RULES = ("majority", "soft", "mean_logprob", "learned")   # see softprompt.
 DTYPES = ("float32", "bfloat16")
 
 
+MAX_NAME_LENGTH = 100
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class EnsembleError(ValueError):
     """An ensemble cannot be built or loaded as asked (with the reason)."""
+
+
+def check_ensemble_name(name: str) -> str:
+    """`name` if it can name a registered ensemble: letters, digits, '.', '_' and '-', starting
+    with a letter or digit, at most MAX_NAME_LENGTH characters (no path separator, and no ':',
+    '@' or '/', which references use). Otherwise an EnsembleError saying why.
+
+    >>> check_ensemble_name("rte-ensemble")
+    'rte-ensemble'
+    """
+    if not name:
+        raise EnsembleError("invalid ensemble name: it is empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise EnsembleError(f"invalid ensemble name {name[:20]!r}…: {len(name)} characters, at most "
+                            f"{MAX_NAME_LENGTH}")
+    if not _NAME.fullmatch(name):
+        raise EnsembleError(f"invalid ensemble name {name!r}: use letters, digits, '.', '_' and '-', "
+                            "starting with a letter or digit")
+    return name
 
 
 @dataclasses.dataclass(frozen=True)

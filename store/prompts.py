@@ -13,6 +13,7 @@ from softprompt.core.models.base import FrozenModel
 from softprompt.core.prompts import TENSOR_FILE, PromptArtifactError, SoftPrompt
 
 from .client import StoreBase
+from .manifest import EnsembleError, EnsembleManifest
 from .names import PROMPT_ARTIFACT_PATH
 
 
@@ -34,6 +35,28 @@ def verified_prompt(folder: str | os.PathLike, *, sha256: str | None = None,
             raise PromptArtifactError(f"{tensor}: sha256 differs from the one recorded at selection "
                                       "(the artifact changed since)")
     return SoftPrompt.load(folder, model=model)
+
+
+def verified_member(manifest: EnsembleManifest, number: int, folder: str | os.PathLike, *, where: str,
+                    shown: str | None = None, model: FrozenModel | None = None) -> SoftPrompt:
+    """Member `number` of `manifest` from its local `folder`, checked as every loader checks it:
+    the tensor's sha256 against the manifest's, the model fingerprint (the manifest's, and
+    `model`'s when given) and the target format. A mismatch is an EnsembleError that starts with
+    `where` (e.g. "ensemble 'rte' version 3"), names the member and its run, and shows the file
+    as `shown` (where the folder was fetched from) rather than as a temporary local path."""
+    member = manifest.members[number]
+    label = f"{where} member {number} (run {member.run_id})"
+    try:
+        prompt = verified_prompt(folder, sha256=member.sha256, model=model)
+    except PromptArtifactError as error:
+        text = str(error).replace(str(folder), shown) if shown else str(error)
+        raise EnsembleError(f"{label}: {text}") from error
+    trained_with = prompt.hyperparameters.get("target_format", "plain")
+    if prompt.model_fingerprint != manifest.model_fingerprint or trained_with != manifest.target_format:
+        raise EnsembleError(f"{label}: trained on model {prompt.model_fingerprint[:12]}… with {trained_with!r} "
+                            f"targets; the ensemble is for {manifest.model_fingerprint[:12]}… with "
+                            f"{manifest.target_format!r} targets")
+    return prompt
 
 
 class PromptArtifacts(StoreBase):

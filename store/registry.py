@@ -28,13 +28,12 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 
-from softprompt.core.prompts import PromptArtifactError
 
 from .client import StoreBase
-from .manifest import MANIFEST_FILE, EnsembleError, EnsembleManifest
+from .manifest import MANIFEST_FILE, EnsembleError, EnsembleManifest, check_ensemble_name
 from .names import (ENSEMBLE_ARTIFACT_PATH, FINISHED, KIND_ENSEMBLE, KIND_ENSEMBLE_EVAL, TAG_ENSEMBLE, TAG_KIND,
                     TAG_MODEL_FINGERPRINT, TAG_TASK)
-from .prompts import PromptArtifacts, verified_prompt
+from .prompts import PromptArtifacts, verified_member
 
 LOADER_MODULE = "softprompt.ensemble.pyfunc"   # named, not imported: the store sits below the ensemble layer
 DATA_FOLDER = "data/ensemble"   # inside the model: pyfunc copies the data folder under data/<its name>
@@ -54,6 +53,18 @@ class RegisteredEnsemble(NamedTuple):
     def reference(self) -> str:
         """`name/version`: names exactly this version."""
         return f"{self.name}/{self.version}"
+
+
+def ensemble_label(registered: RegisteredEnsemble) -> str:
+    """How errors name a version: `ensemble 'rte-ensemble' version 3`."""
+    return f"ensemble {registered.name!r} version {registered.version}"
+
+
+def member_origin(registered: RegisteredEnsemble, number: int, local: str | os.PathLike) -> str:
+    """Where member `number`'s folder `local` (from `fetch_member_prompts`) came from in the store."""
+    if Path(local).parent.name == "runs":        # fetched from its trial run (a version without copies)
+        return registered.manifest.members[number].artifact_uri
+    return f"{registered.source}/{DATA_FOLDER}/{MEMBERS_FOLDER}/{number}"
 
 
 def parse_reference(reference: str) -> tuple[str, str | None, str | None]:
@@ -93,6 +104,7 @@ class Registry(PromptArtifacts, StoreBase):
                           experiment_id: str, alias: str | None = DEFAULT_ALIAS) -> RegisteredEnsemble:
         """A new version of `manifest.name` holding the manifest and the member prompts (one
         folder per manifest member, in order); `alias` is moved to it."""
+        check_ensemble_name(manifest.name)
         if len(member_folders) != len(manifest.members):
             raise EnsembleError(f"ensemble {manifest.name!r}: {len(manifest.members)} members but "
                                 f"{len(member_folders)} prompt folders")
@@ -121,22 +133,12 @@ class Registry(PromptArtifacts, StoreBase):
 
     def verify_ensemble(self, registered: RegisteredEnsemble) -> None:
         """Fetches the version's member prompts and checks each against the manifest (checksum,
-        model fingerprint, target format); EnsembleError names the first that does not match."""
-        manifest = registered.manifest
+        model fingerprint, target format: `verified_member`, as every replica does); EnsembleError
+        names the ensemble, version, member and file of the first that does not match."""
         with tempfile.TemporaryDirectory() as folder:
             for number, path in enumerate(self.fetch_member_prompts(registered, folder)):
-                member = manifest.members[number]
-                try:
-                    prompt = verified_prompt(path, sha256=member.sha256)
-                except PromptArtifactError as error:
-                    raise EnsembleError(f"{registered.reference} member {number} (run {member.run_id}): "
-                                        f"{error}") from error
-                trained_with = prompt.hyperparameters.get("target_format", "plain")
-                if prompt.model_fingerprint != manifest.model_fingerprint or trained_with != manifest.target_format:
-                    raise EnsembleError(f"{registered.reference} member {number} (run {member.run_id}): trained on "
-                                        f"model {prompt.model_fingerprint[:12]}… with {trained_with!r} targets; the "
-                                        f"ensemble is for {manifest.model_fingerprint[:12]}… with "
-                                        f"{manifest.target_format!r} targets")
+                verified_member(registered.manifest, number, path, where=ensemble_label(registered),
+                                shown=member_origin(registered, number, path))
 
     def resolve_ensemble(self, reference: str) -> RegisteredEnsemble:
         """The ensemble version a reference names, with its manifest."""

@@ -17,11 +17,12 @@ import fcntl
 import functools
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .uris import is_sqlite, masked, scrubbed
+from .uris import is_sqlite, masked, scrubbed, without_passwords
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +44,99 @@ class StoreUnreachable(RuntimeError):
     """The tracking store does not answer (the message names it, password masked)."""
 
 
+def store_error_types() -> tuple[type[BaseException], ...]:
+    """What a store call may raise besides the library's own errors: MLflow's, SQLAlchemy's and
+    StoreUnreachable (for the command line, which names them without importing MLflow itself)."""
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, sqlalchemy.exc.SQLAlchemyError, StoreUnreachable)
+
+
 def is_transient(error: BaseException) -> bool:
     text = f"{type(error).__name__}: {error}".lower()
     return any(marker in text for marker in TRANSIENT_MARKERS)
 
 
-def retrying(call: Callable, *, deadline_s: float, first_wait_s: float = 0.2) -> Callable:
-    """`call` retried on transient errors with exponential backoff until `deadline_s` has passed."""
+QUIET_LOGGERS = ("sqlalchemy", "alembic", "mlflow.store", "mlflow.tracking", "psycopg", "urllib3")
+
+
+class _Outage:
+    """This process's view of the store being away: ONE warning when the first call starts
+    retrying, ONE line when a call gets through again (or when one gives up); meanwhile the
+    database drivers' and MLflow's own loggers stay quiet (their tracebacks say nothing more)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._levels: dict[str, int] = {}
+
+    @property
+    def active(self) -> bool:
+        return self._since is not None
+
+    def begin(self, store: str, error: BaseException, deadline_s: float) -> None:
+        with self._lock:
+            if self._since is not None:
+                return
+            self._since = time.monotonic()
+            self._levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+            for name in QUIET_LOGGERS:
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+        logger.warning("the tracking store %s does not answer (%s); retrying for up to %.0f s",
+                       store, _reason(error), deadline_s)
+
+    def end(self, store: str, *, gave_up: BaseException | None = None) -> None:
+        with self._lock:
+            if self._since is None:
+                return
+            lasted = time.monotonic() - self._since
+            self._since = None
+            for name, level in self._levels.items():
+                logging.getLogger(name).setLevel(level)
+        if gave_up is None:
+            logger.warning("the tracking store %s answers again (after %.0f s)", store, lasted)
+        else:
+            logger.warning("the tracking store %s still fails after %.0f s (%s); giving up on this call",
+                           store, lasted, _reason(gave_up))
+
+
+OUTAGE = _Outage()
+
+
+class _TransientFailures(logging.Filter):
+    """Drops what MLflow's database layer logs (with a traceback) about a transient failure before
+    it raises it: `retrying` reports the outage in one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or not is_transient(error)
+
+
+_FILTERED = ("mlflow.store.db.utils", "mlflow.store.tracking.sqlalchemy_store")
+
+
+def quiet_transient_failures() -> None:
+    """Installs `_TransientFailures` on MLflow's database loggers (once per process)."""
+    for name in _FILTERED:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _TransientFailures) for f in target.filters):
+            target.addFilter(_TransientFailures())
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of what `error` says (StoreUnreachable's own prefix left out)."""
+    text = str(error).strip().splitlines()
+    if isinstance(error, StoreUnreachable) and text:
+        return without_passwords(text[0].split(": ", 1)[-1])
+    return without_passwords(f"{type(error).__name__}: {text[0]}" if text else type(error).__name__)
+
+
+def retrying(call: Callable, *, deadline_s: float, first_wait_s: float = 0.2, store: str = "") -> Callable:
+    """`call` retried on transient errors with exponential backoff until `deadline_s` has passed.
+    The outage is reported once (see `_Outage`); `store` names the store in those lines."""
+
+    quiet_transient_failures()
 
     @functools.wraps(call)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -57,14 +144,22 @@ def retrying(call: Callable, *, deadline_s: float, first_wait_s: float = 0.2) ->
         wait = first_wait_s
         while True:
             try:
-                return call(*args, **kwargs)
+                result = call(*args, **kwargs)
             except Exception as error:  # noqa: BLE001 - only transient errors are retried
-                if not is_transient(error) or time.monotonic() + wait > give_up:
+                if not is_transient(error):
                     raise
-                logger.warning("store call %s failed (%s); retrying in %.1f s", getattr(call, "__name__", call),
-                               type(error).__name__, wait)
+                if time.monotonic() + wait > give_up:
+                    OUTAGE.end(store, gave_up=error)
+                    raise
+                OUTAGE.begin(store, error, deadline_s)
+                logger.debug("store call %s failed (%s); retrying in %.1f s", getattr(call, "__name__", call),
+                             type(error).__name__, wait)
                 time.sleep(wait)
                 wait = min(wait * 2, 5.0)
+            else:
+                if OUTAGE.active:
+                    OUTAGE.end(store)
+                return result
 
     return wrapped
 
@@ -72,13 +167,15 @@ def retrying(call: Callable, *, deadline_s: float, first_wait_s: float = 0.2) ->
 class RetryingClient:
     """An MlflowClient whose methods retry transient failures (see `retrying`)."""
 
-    def __init__(self, client: Any, *, deadline_s: float | None = None) -> None:
+    def __init__(self, client: Any, *, deadline_s: float | None = None, store: str = "") -> None:
         self._client = client
         self._deadline_s = retry_deadline_s() if deadline_s is None else deadline_s
+        self._store = store
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._client, name)
-        return retrying(attribute, deadline_s=self._deadline_s) if callable(attribute) else attribute
+        return (retrying(attribute, deadline_s=self._deadline_s, store=self._store) if callable(attribute)
+                else attribute)
 
 
 def sqlite_path(uri: str) -> Path | None:

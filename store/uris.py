@@ -16,6 +16,7 @@ a tracking server (`http(s)://`) keeps its own artifact root. A URI may carry a 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -101,9 +102,34 @@ def scrubbed(text: str, uri: str | None) -> str:
     return text.replace(password, MASK) if password else text
 
 
+_PASSWORD_IN_URI = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@\s]+@")
+
+
+def without_passwords(text: str) -> str:
+    """`text` with the password of every URI in it masked (for messages of unknown origin: a
+    driver's error may quote the URI it failed to open).
+
+    >>> without_passwords("cannot open postgresql+psycopg://ana:s3cret@db/mlflow (refused)")
+    'cannot open postgresql+psycopg://ana:***@db/mlflow (refused)'
+    """
+    return _PASSWORD_IN_URI.sub(lambda match: f"{match['head']}:{MASK}@", text)
+
+
+_KNOWN: dict[str, str] = {}   # masked URI -> full URI, in this process's memory only
+
+
+def remember(uri: str) -> None:
+    """Keeps `uri`'s password in this process's memory, so that an object pickled with the masked
+    URI (a Store in Tune's state) can be unpickled here even when the password came from a file
+    or an option rather than $MLFLOW_TRACKING_URI."""
+    if password_of(uri):
+        _KNOWN[masked(uri)] = uri
+
+
 def unmasked(stored: str, environment: str | None) -> str:
     """The full URI for a masked `stored` one: `environment` (e.g. $MLFLOW_TRACKING_URI) when it
-    is the same store with its password; a URI without a mask is returned as it is.
+    is the same store with its password, else one this process `remember`s; a URI without a
+    mask is returned as it is.
 
     Raises:
       ValueError: naming the store, when its password is nowhere to be found.
@@ -112,6 +138,8 @@ def unmasked(stored: str, environment: str | None) -> str:
         return stored
     if environment and masked(environment) == stored:
         return environment
+    if stored in _KNOWN:
+        return _KNOWN[stored]
     raise ValueError(f"the tracking store {stored} needs its password, which softprompt never writes down: "
                      "set MLFLOW_TRACKING_URI to the full URI")
 

@@ -253,9 +253,7 @@ def test_build_and_campaign_end_with_a_guarded_promotion(campaign, tmp_path):
     """`ensemble build --promote-if-better`: an unset alias is taken; the same selection again is
     registered but refused (0 against 0 discordant examples), the alias stays; a campaign file's
     `ensemble: {promote_if_better: true}` ends the same way."""
-    from types import SimpleNamespace
-
-    from softprompt._cli_search import _build_ensembles
+    from softprompt.pipeline import build_campaign_ensembles
     from softprompt.search.campaign import load_campaign
 
     store, summary = campaign
@@ -277,10 +275,10 @@ def test_build_and_campaign_end_with_a_guarded_promotion(campaign, tmp_path):
     assert store.resolve_ensemble(f"rte-guarded/{second['version']}").manifest.members   # registered all the same
 
     production = store.alias_version("rte-ensemble", "production")
-    spec = {"name": "ens", "tasks": ["rte"], "model": "t5-tiny-random", "fixed": {"selection_examples": HOLDOUT.size},
+    spec = {"name": "ens", "tasks": ["rte"], "model": "t5-tiny-random", "dtype": "float32", "fixed": {"selection_examples": HOLDOUT.size},
             "ensemble": {"top": 5, "promote_if_better": True}}
     (tmp_path / "guarded.yaml").write_text(yaml.safe_dump(spec))
-    [built] = _build_ensembles(load_campaign(tmp_path / "guarded.yaml"), SimpleNamespace(tracking_uri=store.tracking_uri))
+    [built] = build_campaign_ensembles(load_campaign(tmp_path / "guarded.yaml"), store.tracking_uri)
     assert built["promotion"]["incumbent"] == production and not built["promotion"]["promoted"]
     assert store.alias_version("rte-ensemble", "production") == production
 

@@ -96,3 +96,19 @@ def test_the_serving_token_comes_from_a_secret():
     for container in containers:
         [token] = [e for e in container["env"] if e["name"] == "SOFTPROMPT_API_TOKEN"]
         assert token["valueFrom"]["secretKeyRef"]["name"] == "softprompt-serving"
+
+
+def test_pods_outlive_the_grace_period_of_requests_in_flight():
+    """Every serving pod has a preStop hook and a termination grace that covers the hook's wait
+    and the deployment's own graceful shutdown, so no request in flight is cut by SIGKILL."""
+    [service, _] = _documents(INFRA / "kuberay" / "rayservice.yaml")
+    [deployment] = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["deployments"]
+    grace = deployment["graceful_shutdown_timeout_s"]
+    assert grace >= 30 and deployment["graceful_shutdown_wait_loop_s"] <= 1
+    cluster = service["spec"]["rayClusterConfig"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        pod = group["template"]["spec"]
+        for container in pod["containers"]:
+            hook = " ".join(container["lifecycle"]["preStop"]["exec"]["command"])
+            waited = sum(int(s) for s in re.findall(r"sleep (\d+)", hook))
+            assert waited > 0 and pod["terminationGracePeriodSeconds"] > waited + (0 if "drain" in hook else grace)

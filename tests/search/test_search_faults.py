@@ -158,23 +158,55 @@ def test_a_campaign_whose_trials_all_fail_exits_non_zero(ray_address, jax_cache,
     assert json.loads(done.stdout.strip().splitlines()[-1])["states"] == {"ERROR": 2}
 
 
-def test_no_password_is_written_or_printed(ray_address, jax_cache, tmp_path, postgres_uri):
+def _database_text(uri: str) -> str:
+    """Every row of every table of the PostgreSQL store, as text (params, tags, model versions, ...)."""
+    import psycopg
+
+    plain = uri.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain) as connection:
+        tables = [row[0] for row in connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        return "\n".join(str(row[0]) for table in tables
+                         for row in connection.execute(f'SELECT t::text FROM "{table}" t'))
+
+
+@pytest.mark.parametrize("source", ["environment", "campaign file"])
+def test_no_password_is_written_or_printed(ray_address, jax_cache, tmp_path, postgres_uri, source, monkeypatch):
+    """The password of the store, from $MLFLOW_TRACKING_URI or the campaign file's `tracking_uri`
+    (then also from `--tracking-uri` options), is in no file, no row of the store, no output."""
     uri = postgres_uri.replace("postgres@", f"postgres:{PASSWORD}@")      # trust auth: any password works
     settings = tiny_campaign("secret", tmp_path / "runs", jax_cache, trials=2, scheduler="none",
                              ensemble={"top": 2, "select": "top"})
+    from_file = source == "campaign file"
+    if from_file:
+        settings["tracking_uri"] = uri
     path = write_campaign(tmp_path / "c.yaml", settings)
-    done = run_cli("search", "launch", str(path), env={"RAY_ADDRESS": ray_address, "MLFLOW_TRACKING_URI": uri})
+    done = run_cli("search", "launch", str(path),
+                   env={"RAY_ADDRESS": ray_address, "MLFLOW_TRACKING_URI": "" if from_file else uri})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert PASSWORD not in done.stdout + done.stderr
+    printed = done.stdout + done.stderr
     for noise in ("Configuration for experiment", "View detailed results", "TensorBoard", "INFO mlflow"):
-        assert noise not in done.stdout + done.stderr   # only softprompt's own lines unless --verbose
+        assert noise not in printed   # only softprompt's own lines unless --verbose
+    if from_file:   # command-line options: an ensemble build and a report, in this process
+        from typer.testing import CliRunner
+
+        from softprompt.cli import app
+
+        monkeypatch.chdir(tmp_path)          # anything written under ./runs is searched below too
+        runner = CliRunner()
+        for command in (["ensemble", "build", "--task", "rte", "--experiment", "secret", "--top", "2",
+                         "--select", "top", "--name", "secret-option"],
+                        ["search", "report", "secret", "--by", "seed", "--out", str(tmp_path / "runs" / "report")]):
+            result = runner.invoke(app, command + ["--store", uri])
+            assert result.exit_code == 0, result.output
+            printed += result.output
+    assert PASSWORD not in printed
     written = [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
     assert any(p.name == "tuner.pkl" for p in written) and any(p.name == "campaign.json" for p in written)
     leaked = [str(p) for p in written if PASSWORD.encode() in p.read_bytes()]
     assert not leaked
-    store = Store(uri)
-    for run in store.trial_runs("secret") + store.runs_of("secret", ["tags.`softprompt.kind` = 'campaign'"]):
-        assert PASSWORD not in json.dumps([run.params, run.tags])
+    assert "postgres:***@" in (tmp_path / "runs" / "secret" / "campaign.json").read_text()
+    assert PASSWORD not in _database_text(uri)            # params, tags, registered models, artifact paths
     # resume without the password is refused with a clear message; with it, it works
     refused = run_cli("search", "resume", "secret", "--store", str(tmp_path / "runs"),
                       env={"RAY_ADDRESS": ray_address, "MLFLOW_TRACKING_URI": ""})

@@ -121,3 +121,32 @@ def test_an_empty_token_is_refused(store):
     result = subprocess.run([str(BIN), "serve", "hard-rte@production", "--store", store.uri,
                              "--token", ""], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "token is empty" in result.stderr
+
+
+@pytest.mark.parametrize("client", ["requests", "httpx", "urllib"])
+def test_an_oversize_body_gets_a_readable_413_not_a_reset(served, token, client):
+    """5 MB (and 40 MB) against a 64 KiB limit, declared by content-length: the client is still
+    sending when the server decides; it must read the 413 and its message (the guard drains the
+    rest of the body) instead of a reset connection."""
+    import urllib.error
+    import urllib.request
+
+    import requests
+
+    url = f"{served['url']}/main/v1/predict"
+    headers = {"Authorization": f"Bearer {token}", "content-type": "application/json"}
+    for size in (5 << 20,) * 4 + (40 << 20,):       # a reset shows within a few tries (urllib: the 2nd)
+        body = b'{"task": "rte", "inputs": [{"premise": "' + b"x" * size + b'", "hypothesis": "y"}]}'
+        if client == "requests":
+            status, text = (lambda r: (r.status_code, r.text))(requests.post(url, data=body, headers=headers,
+                                                                              timeout=60))
+        elif client == "httpx":
+            status, text = (lambda r: (r.status_code, r.text))(httpx.post(url, content=body, headers=headers,
+                                                                           timeout=60))
+        else:
+            try:
+                urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=60)
+                status, text = 200, ""
+            except urllib.error.HTTPError as error:
+                status, text = error.code, error.read().decode()
+        assert status == 413 and "over 65536 bytes" in text
