@@ -1,7 +1,8 @@
 """Mid-run checkpoints of a prompt-tuning run: everything needed to continue exactly.
 
-A checkpoint folder holds `arrays.safetensors` (the prompt, the best prompt so far, and every
-optimiser-state leaf, in tree order) and `state.json` (step, data position, best score and
+A checkpoint folder holds `arrays.safetensors` (the trained parameters — the prompt, or with a
+reparameterisation every leaf of the prompt and its MLP (`reparam.py`) — the best prompt so far,
+and every optimiser-state leaf, in tree order) and `state.json` (step, data position, best score and
 step, metric history, and the trial configuration it belongs to). No pickle.
 """
 
@@ -28,8 +29,9 @@ class CheckpointError(ValueError):
 
 
 class TrainState(NamedTuple):
-    prompt: jax.Array                # [P, E] float32, the prompt being trained
-    opt_state: Any                   # the optax state for `prompt`
+    trainable: Any                   # the trained parameters: the prompt [P, E] float32, or a
+                                     #   reparameterisation's pytree whose `reparam.fold` is the prompt
+    opt_state: Any                   # the optax state for `trainable`
     step: int                        # optimiser steps taken
     epoch: int                       # data position: epoch ...
     offset: int                      # ... and examples consumed in it
@@ -45,7 +47,7 @@ def save_checkpoint(state: TrainState, directory: str | os.PathLike, *, config: 
     directory = Path(directory)
     staging = staging_folder(directory)
     leaves = jax.tree_util.tree_leaves(state.opt_state)
-    arrays = {"prompt": np.asarray(state.prompt), "best_prompt": np.asarray(state.best_prompt)}
+    arrays = _trainable_arrays(state.trainable) | {"best_prompt": np.asarray(state.best_prompt)}
     arrays |= {f"opt/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(staging / ARRAYS))
     meta = {"step": state.step, "epoch": state.epoch, "offset": state.offset,
@@ -61,10 +63,33 @@ def checkpoint_exists(directory: str | os.PathLike) -> bool:
     return recover_folder(directory)
 
 
-def load_checkpoint(directory: str | os.PathLike, *, opt_state_template: Any, config: dict[str, Any]) -> TrainState:
+def _trainable_arrays(trainable: Any) -> dict[str, np.ndarray]:
+    """A bare prompt is saved as `prompt` (as before reparameterisations existed); a pytree as
+    `trainable/<i>`, its leaves in tree order."""
+    if not isinstance(trainable, dict):
+        return {"prompt": np.asarray(trainable)}
+    return {f"trainable/{i}": np.asarray(leaf) for i, leaf in enumerate(jax.tree_util.tree_leaves(trainable))}
+
+
+def _read_trainable(arrays: dict[str, np.ndarray], template: Any, directory: Path) -> Any:
+    if not isinstance(template, dict):
+        if "prompt" not in arrays:
+            raise CheckpointError(f"{directory}: checkpoint holds no plain prompt")
+        return jax.numpy.asarray(arrays["prompt"])
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    stored = [arrays.get(f"trainable/{i}") for i in range(len(leaves))]
+    if any(a is None or a.shape != t.shape for a, t in zip(stored, leaves)):
+        raise CheckpointError(f"{directory}: trained parameters do not match the reparameterisation's")
+    return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(a) for a in stored])
+
+
+def load_checkpoint(directory: str | os.PathLike, *, opt_state_template: Any, config: dict[str, Any],
+                    trainable_template: Any = None, defaults: dict[str, Any] | None = None) -> TrainState:
     """Reads a checkpoint written by `save_checkpoint` for the same `config`.
 
-    `opt_state_template` is a freshly initialised optimiser state with the right tree structure.
+    `opt_state_template` is a freshly initialised optimiser state with the right tree structure;
+    `trainable_template` the freshly initialised trained parameters (None: a bare prompt);
+    `defaults`: values of settings added since a checkpoint was written (it ran with them).
     """
     directory = Path(directory)
     try:
@@ -72,9 +97,9 @@ def load_checkpoint(directory: str | os.PathLike, *, opt_state_template: Any, co
         arrays = load_file(str(directory / ARRAYS))
     except (OSError, json.JSONDecodeError, SafetensorError) as error:
         raise CheckpointError(f"{directory}: unreadable checkpoint ({error})") from error
-    if meta.get("config") != config:
-        changed = sorted(k for k in set(config) | set(meta.get("config", {}))
-                         if config.get(k) != meta.get("config", {}).get(k))
+    stored = {key: value for key, value in (defaults or {}).items() if key in config} | meta.get("config", {})
+    if stored != config:
+        changed = sorted(k for k in set(config) | set(stored) if config.get(k) != stored.get(k))
         raise CheckpointError(f"{directory}: checkpoint was written for another configuration "
                               f"(differs in {', '.join(changed)})")
     template_leaves, treedef = jax.tree_util.tree_flatten(opt_state_template)
@@ -82,7 +107,7 @@ def load_checkpoint(directory: str | os.PathLike, *, opt_state_template: Any, co
         raise CheckpointError(f"{directory}: optimiser state has {meta['opt_leaves']} leaves, "
                               f"expected {len(template_leaves)}")
     leaves = [jax.numpy.asarray(arrays[f"opt/{i}"], dtype=t.dtype) for i, t in enumerate(template_leaves)]
-    return TrainState(prompt=jax.numpy.asarray(arrays["prompt"]),
+    return TrainState(trainable=_read_trainable(arrays, trainable_template, directory),
                       opt_state=jax.tree_util.tree_unflatten(treedef, leaves),
                       step=meta["step"], epoch=meta["epoch"], offset=meta["offset"],
                       best_prompt=arrays["best_prompt"], best_score=meta["best_score"],

@@ -8,6 +8,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from .optim import OptimizerConfig
+from .reparam import REPARAMS
 from .tasks.errors import TaskDataError
 from .tasks.holdout import Holdout
 from .tasks.slices import parse_split
@@ -30,6 +31,8 @@ class TrainConfig:
     init_text: str | None = None            # for from_text (the paper's task words for ReCoRD/WSC)
     init_path: str | None = None            # for from_file: a prompt artifact folder
     target_format: str = "plain"            # plain | sentinel (T5: targets start with <extra_id_0>, §2.2)
+    reparam: str = "none"                   # none | residual: P + MLP(P) while training, folded at export (reparam.py)
+    reparam_bottleneck: int = 64            # the residual MLP's hidden width
     # Table 6 (Appendix A.2); the paper's defaults: Adafactor, constant lr 0.3, batch 32, 30k steps.
     learning_rate: float = 0.3
     parameter_scaling: bool = False
@@ -63,6 +66,8 @@ class TrainConfig:
                "'selection' needs selection_examples > 0 (the held-out records it evaluates on)")
         for field in ("eval_split", "train_split"):
             _check(_is_split(getattr(self, field)), field, f"{getattr(self, field)!r} is not NAME or NAME[START:STOP]")
+        _check(self.reparam in REPARAMS, "reparam", f"must be one of {REPARAMS}")
+        _check(self.reparam_bottleneck >= 1, "reparam_bottleneck", "must be >= 1")
         _check(self.target_format in TARGET_FORMATS, "target_format", f"must be one of {TARGET_FORMATS}")
         _check(self.dtype in ("float32", "bfloat16", "auto"), "dtype", "must be float32, bfloat16 or auto")
         if self.dtype == "auto":   # resolved once, so the trial's records name the dtype it ran in
@@ -86,6 +91,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every setting's default (the task has none)."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":

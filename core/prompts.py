@@ -86,7 +86,11 @@ class SoftPrompt:
         elif init == "from_file":
             if path is None:
                 raise prompt_init.PromptInitError("from_file initialisation needs a prompt path")
-            table = cls.load(path, model=model).embeddings[:length]
+            source = cls.load(path, model=model).embeddings
+            if source.shape[0] < length:
+                raise prompt_init.PromptInitError(f"{path}: the prompt has {source.shape[0]} positions, fewer "
+                                                  f"than the {length} asked for")
+            table = source[:length]
         else:
             raise prompt_init.PromptInitError(
                 f"unknown prompt init {init!r}; choose one of {', '.join(prompt_init.INITIALISERS)}")

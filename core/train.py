@@ -2,7 +2,8 @@
 
 The loop: batches drawn in a seeded order (one permutation per epoch), padded to bucket lengths;
 a jitted step differentiates the target-token loss with respect to the prompt alone (the
-frozen weights are a plain argument); every `eval_every` steps the prompt is scored on
+frozen weights are a plain argument; with `reparam: residual`, with respect to the prompt and its
+MLP, folded into the prompt the model sees: `reparam.py`); every `eval_every` steps the prompt is scored on
 validation, the best one is kept (early stopping on the validation metric) and written as the
 artifact, and a checkpoint is saved from which the run resumes exactly.
 """
@@ -28,6 +29,7 @@ from .models.base import FrozenModel
 from .optim import OptimizerConfig, learning_rate_schedule, make_optimizer, with_learning_rate
 from .progress import TrainProgress
 from .prompts import SoftPrompt
+from .reparam import fold, folded_prompt, init_trainable
 from .scoring import prompt_loss
 from .sentinel import with_sentinel_targets
 from .sharding import data_parallel
@@ -88,18 +90,19 @@ def next_batch(seed: int, epoch: int, offset: int, size: int, batch_size: int) -
 
 @functools.lru_cache(maxsize=8)
 def _make_step(ops, parameter_scaling: bool):
-    """The jitted update: (prompt, opt_state, params, batch, learning_rate) -> (prompt, opt_state, loss).
+    """The jitted update: (trainable, opt_state, params, batch, learning_rate) -> (trainable, opt_state,
+    loss); `trainable` is the prompt [P, E] or a reparameterisation's pytree (`reparam.fold`).
 
     Cached per (family ops, parameter scaling): every other optimiser setting, the learning rate
     included, is an input (see `optim`), so runs in one process share compilations.
     """
-    update = _make_update(parameter_scaling)    # a jit inside a jit is inlined: one compiled step
+    optimizer = make_optimizer(OptimizerConfig(parameter_scaling=parameter_scaling))
 
     @jax.jit
-    def step(prompt, opt_state, params, batch, learning_rate):
-        loss, grad = jax.value_and_grad(prompt_loss)(prompt, ops, params, batch)
-        prompt, opt_state = update(prompt, opt_state, grad, learning_rate)
-        return prompt, opt_state, loss
+    def step(trainable, opt_state, params, batch, learning_rate):
+        loss, grad = jax.value_and_grad(lambda t: prompt_loss(fold(t), ops, params, batch))(trainable)
+        trainable, opt_state = _apply(optimizer, trainable, opt_state, grad, learning_rate)
+        return trainable, opt_state, loss
 
     return step
 
@@ -107,15 +110,23 @@ def _make_step(ops, parameter_scaling: bool):
 @functools.lru_cache(maxsize=8)
 def _make_update(parameter_scaling: bool):
     """The jitted optimiser update alone, for gradients computed elsewhere:
-    (prompt, opt_state, grad, learning_rate) -> (prompt, opt_state)."""
+    (trainable, opt_state, prompt_grad, learning_rate) -> (trainable, opt_state); `prompt_grad`
+    [P, E] is d loss / d fold(trainable), carried back to the trained parameters (the identity
+    for a bare prompt)."""
     optimizer = make_optimizer(OptimizerConfig(parameter_scaling=parameter_scaling))
 
     @jax.jit
-    def update(prompt, opt_state, grad, learning_rate):
-        updates, opt_state = optimizer.update(grad, with_learning_rate(opt_state, learning_rate), prompt)
-        return optax.apply_updates(prompt, updates), opt_state
+    def update(trainable, opt_state, prompt_grad, learning_rate):
+        _, pullback = jax.vjp(fold, trainable)
+        (grad,) = pullback(prompt_grad)
+        return _apply(optimizer, trainable, opt_state, grad, learning_rate)
 
     return update
+
+
+def _apply(optimizer, trainable, opt_state, grad, learning_rate):
+    updates, opt_state = optimizer.update(grad, with_learning_rate(opt_state, learning_rate), trainable)
+    return optax.apply_updates(trainable, updates), opt_state
 
 
 def evaluation_examples(task, config: TrainConfig) -> list:
@@ -164,8 +175,10 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
     initial = SoftPrompt.init(model, length=config.prompt_length, init=config.init, seed=config.seed,
                               task=task.name, label_words=task.label_words, text=config.init_text,
                               path=config.init_path)
+    trainable = init_trainable(initial.embeddings, reparam=config.reparam, bottleneck=config.reparam_bottleneck,
+                               seed=config.seed)
     optimizer = make_optimizer(config.optimizer())
-    state = _initial_state(initial.embeddings, optimizer, config, checkpoint_dir)
+    state = _initial_state(trainable, optimizer, config, checkpoint_dir)
     step_fn = _make_step(model.ops, config.parameter_scaling)
     update_fn = _make_update(config.parameter_scaling)
     schedule = learning_rate_schedule(config.optimizer())
@@ -173,7 +186,8 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
     params = model.ops.training_params(model.params) if steps is None else None   # else the service's
     params = placement.replicate(params) if placement else params
     if placement:
-        state = state._replace(prompt=placement.replicate(state.prompt), opt_state=placement.replicate(state.opt_state))
+        state = state._replace(trainable=placement.replicate(state.trainable),
+                               opt_state=placement.replicate(state.opt_state))
     scorer = steps.evaluate if steps is not None else functools.partial(evaluate_prompt, model)
     evaluate = functools.partial(scorer, task=task, examples=eval_examples, encoded=eval_inputs)
 
@@ -183,14 +197,16 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
         while state.step < config.steps:
             indices, epoch, offset = next_batch(config.seed, state.epoch, state.offset, len(pairs), config.batch_size)
             if steps is not None:
-                loss, grad = steps(np.asarray(state.prompt), [pairs[i] for i in indices])
-                prompt, opt_state = update_fn(state.prompt, state.opt_state, grad, schedule(state.step))
+                loss, grad = steps(folded_prompt(state.trainable), [pairs[i] for i in indices])
+                trainable, opt_state = update_fn(state.trainable, state.opt_state, grad, schedule(state.step))
             else:
                 batch = make_batch([pairs[i] for i in indices], pad_id=model.tokenizer.pad_id)
                 if placement:
                     batch = placement.shard_batch(batch)
-                prompt, opt_state, loss = step_fn(state.prompt, state.opt_state, params, batch, schedule(state.step))
-            state = state._replace(prompt=prompt, opt_state=opt_state, step=state.step + 1, epoch=epoch, offset=offset)
+                trainable, opt_state, loss = step_fn(state.trainable, state.opt_state, params, batch,
+                                                     schedule(state.step))
+            state = state._replace(trainable=trainable, opt_state=opt_state, step=state.step + 1, epoch=epoch,
+                                   offset=offset)
             losses.append(float(loss))
             bar.advance(loss=losses[-1])
             if state.step % config.eval_every == 0 or state.step == config.steps:
@@ -218,27 +234,29 @@ class _Run(NamedTuple):
     checkpoint_dir: str | Path | None
 
 
-def _initial_state(prompt: np.ndarray, optimizer, config: TrainConfig, checkpoint_dir) -> TrainState:
-    prompt = jax.numpy.asarray(prompt)
-    opt_state = optimizer.init(prompt)
+def _initial_state(trainable, optimizer, config: TrainConfig, checkpoint_dir) -> TrainState:
+    trainable = jax.tree_util.tree_map(jax.numpy.asarray, trainable)
+    opt_state = optimizer.init(trainable)
     folder = Path(checkpoint_dir) / CHECKPOINT_FOLDER if checkpoint_dir else None
     if folder is not None and checkpoint_exists(folder):
-        return load_checkpoint(folder, opt_state_template=opt_state, config=config.to_dict())
-    return TrainState(prompt=prompt, opt_state=opt_state, step=0, epoch=0, offset=0,
-                      best_prompt=np.asarray(prompt), best_score=-math.inf, best_step=0,
+        return load_checkpoint(folder, opt_state_template=opt_state, config=config.to_dict(),
+                               trainable_template=trainable, defaults=TrainConfig.defaults())
+    return TrainState(trainable=trainable, opt_state=opt_state, step=0, epoch=0, offset=0,
+                      best_prompt=folded_prompt(trainable), best_score=-math.inf, best_step=0,
                       best_metrics={}, history=[])
 
 
 def _evaluate_and_keep(run: _Run, state: TrainState, losses: Sequence[float]) -> tuple[TrainState, EvalReport]:
-    """Scores the current prompt, keeps it if best (writing the artifact), saves a checkpoint."""
+    """Scores the current prompt (folded), keeps it if best (writing the artifact), saves a checkpoint."""
     started = time.perf_counter()
-    metrics = run.evaluate(np.asarray(state.prompt))
+    prompt = folded_prompt(state.trainable)
+    metrics = run.evaluate(prompt)
     score = float(run.task.primary_score(metrics))
     loss = float(np.mean(losses)) if losses else float("nan")
     entry = {"step": state.step, "loss": loss, "score": score, "eval_seconds": time.perf_counter() - started}
     state = state._replace(history=state.history + [entry | metrics])
     if score > state.best_score:
-        state = state._replace(best_prompt=np.asarray(state.prompt), best_score=score,
+        state = state._replace(best_prompt=prompt, best_score=score,
                                best_step=state.step, best_metrics=dict(metrics))
         if run.out_dir is not None:
             _as_artifact(run, state).save(run.out_dir)

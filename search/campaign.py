@@ -31,6 +31,7 @@ from softprompt.core.text_prompts import template_fields
 from softprompt.store.uris import DEFAULT_STORAGE_PATH
 
 from . import space as space_lib
+from .init_prompt import INIT_FROM, init_from_problem
 
 # TrainConfig fields a campaign sets elsewhere (tasks, model, ...) rather than in `fixed`.
 _TOP_LEVEL = ("task", "model", "dtype", "data_dir", "data_source", "eval_every", "max_eval_examples", "seed")
@@ -400,7 +401,7 @@ def _check_hyperparameters(campaign: Campaign) -> None:
             raise CampaignError(f"overrides.{name}", "unknown hyperparameter; searchable axes are "
                                 + ", ".join(space_lib.SEARCHABLE))
     for name in campaign.fixed:
-        if name not in FIXABLE:
+        if name not in FIXABLE + (INIT_FROM,):
             hint = " (set it at the top level)" if name in _TOP_LEVEL else ""
             raise CampaignError(f"fixed.{name}", f"unknown hyperparameter{hint}; fixable settings are "
                                 + ", ".join(FIXABLE))
@@ -416,7 +417,8 @@ def _check_hyperparameters(campaign: Campaign) -> None:
         for value in space_lib.axis_values(axis):
             _check_value(campaign, field, name, value)
     for name, value in campaign.fixed.items():
-        _check_value(campaign, f"fixed.{name}", name, value)
+        if name != INIT_FROM:
+            _check_value(campaign, f"fixed.{name}", name, value)
     if campaign.search.type == "optuna":
         if importlib.util.find_spec("optuna") is None:
             raise CampaignError("search.type", "optuna is not installed (pip install 'softprompt[optuna]')")
@@ -438,10 +440,18 @@ def _check_hyperparameters(campaign: Campaign) -> None:
     if campaign.scheduler.type == "pbt" and not isinstance(axes.get("learning_rate"), (
             space_lib.Choice, space_lib.LogUniform, space_lib.Uniform)):
         raise CampaignError("scheduler.type", "pbt perturbs learning_rate, so learning_rate must be searched")
+    if campaign.scheduler.type == "pbt" and "reparam" in axes:
+        raise CampaignError("overrides.reparam", "pbt copies trials' checkpoints into each other: fix reparam "
+                            "(trials with and without the MLP cannot exchange their parameters)")
 
 
 def _check_inits(campaign: Campaign, axes: Mapping[str, space_lib.Axis]) -> None:
     """Every init a trial may draw must work for every task: refused here, before any trial runs."""
+    if INIT_FROM in campaign.fixed:   # a registered prompt sets the init (init_prompt.py)
+        problem = init_from_problem(campaign.fixed, init_searched="init" in axes)
+        if problem:
+            raise CampaignError(*problem)
+        return
     field = "overrides.init" if "init" in axes else "fixed.init"
     inits = space_lib.axis_values(axes["init"]) if "init" in axes else (campaign.fixed.get("init", TrainConfig.init),)
     needs = {"from_text": "init_text", "from_file": "init_path"}

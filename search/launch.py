@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -28,8 +29,10 @@ from softprompt.store import DEFAULT_STORAGE_PATH, Store, default_artifact_root,
 from softprompt.store.resilience import StoreUnreachable, check_reachable
 
 from . import report as report_lib
+from . import space as space_lib
 from .baselines import BaselineScore, recorded_baselines, score_baselines
 from .campaign import Campaign, CampaignError, check_resources
+from .init_prompt import INIT_FOLDER, INIT_FROM, with_init_prompt
 from .ray_env import apply_ray_env_defaults, ray_log_options, verbose
 from .state import PENDING_FILE, STATE_FILE, Stored, driver_lock, read_state, write_state
 from .step_server import FuseSettings, end_step_servers
@@ -103,6 +106,7 @@ def launch(campaign: Campaign, *, storage_path: str | os.PathLike | None = None,
     with driver_lock(folder):
         store.prepare_experiment(campaign.name)  # before any trial: creates the database too
         model = _load_model(campaign)
+        campaign = _resolve_init_prompt(campaign, store, folder, model)
         stored = Stored(campaign, tracking_uri, store.artifact_root, model.fingerprint)
         write_state(folder, stored)
         score_baselines(campaign, model, store)
@@ -215,6 +219,34 @@ def _finish(stored: Stored, store: Store, folder: Path) -> CampaignResult:
     write_state(folder, stored)
     report_lib.write_report(folder, rows, store=store, campaign=stored.campaign.name, extra=[folder / STATE_FILE])
     return _result(stored, store, folder)
+
+
+def _resolve_init_prompt(campaign: Campaign, store: Store, folder: Path, model) -> Campaign:
+    """`fixed.init_from` as a prompt folder inside the campaign folder, checked against the model
+    and the prompt lengths, handed to the trials as init: from_file (init_prompt.py)."""
+    value = campaign.fixed.get(INIT_FROM)
+    if value is None:
+        return campaign
+    from softprompt.core.config import TrainConfig
+    from softprompt.core.prompts import SoftPrompt
+    from softprompt.store import fetch_init_prompt
+
+    target, field = folder / INIT_FOLDER, f"fixed.{INIT_FROM}"
+    try:
+        if os.path.isdir(value):
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(value, target)
+        else:
+            fetch_init_prompt(store, value, target)
+        prompt = SoftPrompt.load(target, model=model)     # refuses a prompt of another model
+    except ValueError as error:
+        raise CampaignError(field, str(error)) from None
+    axis = campaign.axes().get("prompt_length")
+    longest = max(space_lib.axis_values(axis)) if axis else campaign.fixed.get("prompt_length",
+                                                                               TrainConfig.prompt_length)
+    if prompt.length < longest:
+        raise CampaignError(field, f"{value} has {prompt.length} positions; trials ask for up to {longest}")
+    return campaign.replace(fixed=with_init_prompt(campaign.fixed, target))
 
 
 def _load_model(campaign: Campaign):

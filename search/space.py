@@ -57,7 +57,7 @@ TABLE6: dict[str, Axis] = {
     "steps_per_decay": Choice((None, 4_000, 6_000, 8_000)),
 }
 # Axes a campaign may search besides Table 6 (fixed at TrainConfig's defaults unless overridden).
-PROMPT_AXES = ("prompt_length", "init")
+PROMPT_AXES = ("prompt_length", "init", "reparam")
 SEARCHABLE = tuple(TABLE6) + PROMPT_AXES
 STEP_AXES = ("steps", "warmup_steps", "steps_per_decay")   # shrunk by `scale.steps`
 BATCH_AXES = ("batch_size",)                                # shrunk by `scale.batch_size`

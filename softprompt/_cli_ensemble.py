@@ -1,4 +1,4 @@
-"""`softprompt ensemble build|evaluate`: voted ensembles of the best prompts of a task."""
+"""`softprompt ensemble build|evaluate|similar`: voted ensembles of the best prompts of a task."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from ._cli_common import campaign_store, open_store, print_json, store_option, user_errors
+from ._cli_common import (DEFAULT_MODEL, MODEL_HELP, campaign_store, open_store, print_json, store_option,
+                          user_errors)
 from .pipeline import build_summary, promote
 
 app = typer.Typer(help="Build and evaluate voted prompt ensembles.",
@@ -68,3 +69,25 @@ def evaluate(reference: str = typer.Argument(..., metavar="ENSEMBLE", help=REFER
         table = evaluate_and_log(open_store(store), reference, split=split, max_examples=max_examples,
                                  data_dir=data_dir, model=model, designed=designed)
     print_json(table.as_dict())
+
+
+@app.command("similar")
+def similar(task: str = typer.Option(..., help="The target task (a classification task)."),
+            model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
+            alias: str = typer.Option("production", help="Compare the ensembles with this alias."),
+            store: Optional[str] = store_option()) -> None:
+    """Registered prompts ranked by similarity to a task (for --init-from; docs/campaigns.md)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from softprompt.core.models import load_model
+    from softprompt.ensemble.similar import rank_similar
+
+    with user_errors():
+        ranked, skipped = rank_similar(open_store(store), load_model(model), task, alias=alias)
+    table = Table("ensemble", "version", "task", "member", "cosine", title=f"registered prompts nearest {task}")
+    for neighbour in ranked:
+        table.add_row(neighbour.reference, neighbour.version, neighbour.task, f"#{neighbour.member}",
+                      f"{neighbour.cosine:.3f}")
+    Console(stderr=True).print(table)
+    print_json({"task": task, "model": model, "ranked": [n._asdict() for n in ranked], "skipped": skipped})

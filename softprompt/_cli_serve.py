@@ -56,6 +56,8 @@ def serve(
 
     apply_ray_env_defaults()
     with user_errors():
+        if token is not None and not token.strip():   # before anything is read: an empty token never means "no auth"
+            raise ValueError("the token is empty: give a real token, or none to serve without authentication")
         store = open_store(store)
         uri = store.tracking_uri
         references = list(ensemble or store.ensembles_with_alias("production"))

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from ._cli_common import DATA_DIR_HELP, DEFAULT_MODEL, DTYPE_HELP, MODEL_HELP, print_json, user_errors
+from ._cli_common import (DATA_DIR_HELP, DEFAULT_MODEL, DTYPE_HELP, MODEL_HELP, open_store, print_json,
+                          store_option, user_errors)
 
 
 def train(
@@ -17,10 +18,14 @@ def train(
     data_dir: Optional[str] = typer.Option(None, help=DATA_DIR_HELP),
     data_source: str = typer.Option("jsonl", help="jsonl | tfds | tfds:NAME (docs/tasks.md)."),
     prompt_length: int = typer.Option(20, min=1, help="Soft-prompt positions."),
-    init: str = typer.Option("class_labels", help="class_labels | sampled_vocab | random_uniform | "
-                                                  "from_text | from_file"),
+    init: Optional[str] = typer.Option(None, help="class_labels | sampled_vocab | random_uniform | "
+                                                  "from_text | from_file [default: class_labels]"),
     init_text: Optional[str] = typer.Option(None, help="Text for --init from_text."),
     init_path: Optional[Path] = typer.Option(None, help="Prompt folder for --init from_file."),
+    init_from: Optional[str] = typer.Option(None, metavar="ENSEMBLE[#K]|DIR",
+                                            help="Start from a registered prompt (best member, or #K)."),
+    reparam: str = typer.Option("none", help="none | residual (P + MLP(P), folded at export)."),
+    reparam_bottleneck: int = typer.Option(64, min=1, help="Hidden width of the residual MLP."),
     steps: int = typer.Option(300, min=1, help="Training steps."),
     batch_size: int = typer.Option(8, min=1, help="Examples per step."),
     learning_rate: float = typer.Option(0.3, help="Adafactor learning rate."),
@@ -35,23 +40,46 @@ def train(
     seed: int = typer.Option(0, help="Seed of the init and the data order."),
     checkpoint_dir: Optional[Path] = typer.Option(None, help="[default: OUT/checkpoints] (resumed)."),
     progress: bool = typer.Option(True, help="Show the progress bar."),
+    store: Optional[str] = store_option(),
 ) -> None:
     """Tune a soft prompt on a task with the model frozen; the last stdout line is JSON."""
     from softprompt.core.config import TrainConfig
     from softprompt.core.train import train as run_training
 
     with user_errors():
+        init, init_path, source = _initial_prompt(init, init_path, init_from, out=out, store=store)
         config = TrainConfig(
             task=task, model=model, dtype=dtype, data_dir=data_dir, data_source=data_source,
             prompt_length=prompt_length, init=init,
             init_text=init_text, init_path=str(init_path) if init_path else None, target_format=target_format,
+            reparam=reparam, reparam_bottleneck=reparam_bottleneck,
             learning_rate=learning_rate, parameter_scaling=parameter_scaling, batch_size=batch_size,
             steps=steps, warmup_steps=warmup_steps, decay_factor=decay_factor, steps_per_decay=steps_per_decay,
             eval_every=eval_every, max_eval_examples=max_examples, seed=seed)
         result = run_training(config, out_dir=out, checkpoint_dir=checkpoint_dir or out / "checkpoints",
                               progress=progress)
     print_json({"best_step": result.prompt.step, "best_metrics": dict(result.prompt.metrics),
-                "steps": result.steps, "out": str(out)})
+                "steps": result.steps, "out": str(out)} | ({"init_from": source} if source else {}))
+
+
+INIT_SUFFIX = ".init"   # OUT.init beside OUT (saving OUT replaces it whole): the registered prompt it started from
+
+
+def _initial_prompt(init: str | None, init_path: Path | None, init_from: str | None, *, out: Path,
+                    store: str | None) -> tuple[str, Path | None, str | None]:
+    """(init, init_path, what --init-from named) — a registry reference is downloaded as the folder
+    OUT.init and handed to training as `from_file` (core never reads the registry); the same path
+    each time, so a rerun resumes its checkpoint."""
+    if init_from is None:
+        return init or "class_labels", init_path, None
+    if init not in (None, "from_file") or init_path is not None:
+        raise ValueError("--init-from sets the init: give it without --init/--init-path")
+    if Path(init_from).is_dir():
+        return "from_file", Path(init_from), str(Path(init_from))
+    from softprompt.store import fetch_init_prompt
+
+    folder, source = fetch_init_prompt(open_store(store), init_from, out.with_name(out.name + INIT_SUFFIX))
+    return "from_file", folder, source
 
 
 def evaluate(

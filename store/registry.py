@@ -191,6 +191,19 @@ class Registry(PromptArtifacts, StoreBase):
         return [self.fetch_prompt(member.artifact_uri, destination / "runs" / str(number))
                 for number, member in enumerate(registered.manifest.members)]
 
+    def fetch_member_prompt(self, registered: RegisteredEnsemble, number: int,
+                            destination: str | os.PathLike) -> Path:
+        """Member `number`'s prompt folder downloaded into `destination` (the copy inside the model;
+        for versions without one, the trial's artifact), checked as `verify_ensemble` checks it."""
+        member = registered.manifest.members[number]
+        try:
+            folder = self.fetch_artifacts(f"{registered.source}/{DATA_FOLDER}/{MEMBERS_FOLDER}/{number}", destination)
+        except Exception:  # noqa: BLE001 - a version registered before members were copied
+            folder = self.fetch_prompt(member.artifact_uri, Path(destination) / "runs" / str(number))
+        verified_member(registered.manifest, number, folder, where=ensemble_label(registered),
+                        shown=member_origin(registered, number, folder))
+        return folder
+
     def ensembles_with_alias(self, alias: str = DEFAULT_ALIAS) -> list[str]:
         """`name@alias` of every registered ensemble that has `alias`, sorted."""
         found = []

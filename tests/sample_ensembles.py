@@ -23,10 +23,11 @@ from softprompt.store.prompts import prompt_uri
 def register_sample_ensemble(store: Store, model: FrozenModel, *, name: str, task: str, seeds: Sequence[int],
                              experiment_id: str, length: int = 4, init: str = "random_uniform",
                              alias: str | None = "production", vote_rule: str = "majority",
-                             multiplicities: Sequence[int] | None = None, pool: dict | None = None) -> RegisteredEnsemble:
+                             multiplicities: Sequence[int] | None = None, pool: dict | None = None,
+                             metrics: Sequence[float] | None = None) -> RegisteredEnsemble:
     """Registers one prompt per seed (`SoftPrompt.init(model, length, init, seed)`) as a new
     version of ensemble `name`; returns it. `pool`: the learned vote's {"weights", "bias"}
-    (with `vote_rule="learned"`)."""
+    (with `vote_rule="learned"`); `metrics`: each member's selection metric (default 0)."""
     spec = get_task(task)
     members, folders = [], []
     with tempfile.TemporaryDirectory() as folder:
@@ -40,7 +41,8 @@ def register_sample_ensemble(store: Store, model: FrozenModel, *, name: str, tas
             store.log_prompt(run.info.run_id, path)
             store.end_run(run.info.run_id, FINISHED)
             members.append(Member(run.info.run_id, prompt_uri(run.info.artifact_uri), file_sha256(path / TENSOR_FILE),
-                                  metric=0.0, multiplicity=multiplicities[number] if multiplicities else 1))
+                                  metric=metrics[number] if metrics else 0.0,
+                                  multiplicity=multiplicities[number] if multiplicities else 1))
             folders.append(path)
         manifest = EnsembleManifest(name=name, task=spec.name, model=model.name, model_fingerprint=model.fingerprint,
                                     metric=spec.primary_metric or spec.metrics[0], members=tuple(members),

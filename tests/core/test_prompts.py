@@ -63,6 +63,10 @@ def test_from_text_and_from_file(tiny_model, tmp_path):
     prompt.save(tmp_path / "p")
     copied = SoftPrompt.init(tiny_model, length=len(ids), init="from_file", path=tmp_path / "p")
     np.testing.assert_array_equal(copied.embeddings, prompt.embeddings)
+    shorter = SoftPrompt.init(tiny_model, length=2, init="from_file", path=tmp_path / "p")
+    np.testing.assert_array_equal(shorter.embeddings, prompt.embeddings[:2])
+    with pytest.raises(PromptInitError, match="fewer than the"):     # never a prompt shorter than asked
+        SoftPrompt.init(tiny_model, length=len(ids) + 1, init="from_file", path=tmp_path / "p")
     with pytest.raises(PromptInitError, match="unknown prompt init"):
         SoftPrompt.init(tiny_model, length=4, init="zeros")
 
