@@ -78,10 +78,16 @@ def test_extend_adds_exactly_n_runs_from_a_warm_started_searcher(ray_address, ja
     assert shown["extensions"] == extensions_summary(first.experiment_dir) == [
         {"extension": 1, "trials": 1, "finished": True, "warm_start": 2}] == summary["extensions"]
 
+    again = extend("extend-optuna", 1, storage_path=tmp_path / "runs")             # extending twice
+    assert len(again.rows) == 4 and len(_runs(first)) == 4 and again.finished
+    assert [t.state.name for t in _study(first.experiment_dir / EXTENSIONS / "2").trials] == ["COMPLETE"] * 4
+    assert [e["warm_start"] for e in extensions_summary(first.experiment_dir)] == [2, 3]
+
     page = tmp_path / "extend-optuna.html"
     assert runner.invoke(app, ["search", "report", "extend-optuna", "--html", str(page), "--store",
                                str(tmp_path / "runs")]).exit_code == 0
-    assert sorted(re.findall(r'<polyline data-trial="([^"]+)"', page.read_text())) == sorted(r.trial_id for r in rows)
+    curves = re.findall(r'<polyline data-trial="([^"]+)"', page.read_text())
+    assert sorted(curves) == sorted(r.trial_id for r in again.rows)
 
 
 def test_extend_refuses_a_running_campaign_and_a_count_off_the_grid(tmp_path):
