@@ -1,5 +1,5 @@
 """Seconds per prompt-tuning step: softprompt (JAX) against Hugging Face PEFT prompt tuning
-(PyTorch), same Gemma 3 270M weights, same batches, prompt length, padding and target-only loss.
+(PyTorch), same weights (Gemma 3 270M, or another named model with --model), same batches, prompt length, padding and target-only loss.
 
 PEFT runs in two configurations:
 - as its documentation shows it: `model(input_ids, attention_mask, labels)` — logits for every
@@ -12,7 +12,7 @@ Each dtype is timed with both frameworks' weights in it: float32 (softprompt's d
 bfloat16 (softprompt `--dtype bfloat16`: bfloat16 products with float32 accumulation and float32
 activations; PEFT: the model cast to bfloat16, as `torch_dtype=torch.bfloat16` loads it).
 
-    .venv/bin/python benchmarks/train_step.py [--dtype bfloat16] [--dtype float32]
+    .venv/bin/python benchmarks/train_step.py [--dtype bfloat16] [--dtype float32] [--model smollm2-135m]
 Last line: one JSON object with softprompt_s_per_step, peft_s_per_step, peft_fast_s_per_step,
 ratio and ratio_fast (PEFT time / softprompt time) for the first dtype, and the same figures under
 each dtype's name.
@@ -51,7 +51,7 @@ def softprompt_step(model, arrays) -> Callable[[], None]:
     return call
 
 
-def peft_steps(folder: str, arrays, dtype: str) -> tuple[Callable[[], None], Callable[[], None]]:
+def peft_steps(folder: str, arrays, dtype: str, bos: list[int]) -> tuple[Callable[[], None], Callable[[], None]]:
     """(documented, fastest) one step of PEFT prompt tuning on the same batch, weights in `dtype`."""
     import torch
     from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
@@ -65,11 +65,11 @@ def peft_steps(folder: str, arrays, dtype: str) -> tuple[Callable[[], None], Cal
     optimizer = Adafactor(model.parameters(), lr=0.3, scale_parameter=False, relative_step=False,
                           warmup_init=False, decay_rate=-0.8, weight_decay=1e-5)
     input_ids, input_mask, target_ids, target_mask = arrays
-    # Rows: <bos> input target, input left-padded so the targets are the last T positions of every row.
+    # Rows: [<bos>] input target, input left-padded so the targets are the last T positions of every row.
     rows, masks = [], []
     for ids, mask, target, tmask in zip(input_ids, input_mask, target_ids, target_mask):
-        real = [2] + list(ids[mask]) + list(target[tmask])
-        pad = input_ids.shape[1] + target_ids.shape[1] + 1 - len(real)
+        real = bos + list(ids[mask]) + list(target[tmask])
+        pad = input_ids.shape[1] + target_ids.shape[1] + len(bos) - len(real)
         rows.append([0] * pad + real)
         masks.append([0] * pad + [1] * len(real))
     ids = torch.tensor(rows)
@@ -107,17 +107,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtype", action="append", choices=["bfloat16", "float32"],
                         help="weights' dtype, repeatable (default: bfloat16 and float32)")
-    dtypes = parser.parse_args().dtype or ["bfloat16", "float32"]
+    parser.add_argument("--model", default="gemma3-270m", help="a named model (default: gemma3-270m)")
+    args = parser.parse_args()
+    dtypes = args.dtype or ["bfloat16", "float32"]
     torch.set_num_threads(os.cpu_count() or 1)
     calls, shapes = {}, {}
     for dtype in dtypes:
-        model = load_model("gemma3-270m", dtype=dtype)
+        model = load_model(args.model, dtype=dtype)
         arrays = sst2_batch(model)
-        documented, fastest = peft_steps(str(model_cache_dir("gemma3-270m")), arrays, dtype)
+        bos = [model.ops.config.bos_id] if model.ops.config.add_bos else []
+        documented, fastest = peft_steps(str(model_cache_dir(args.model)), arrays, dtype, bos)
         calls.update({f"{dtype}/softprompt": softprompt_step(model, arrays), f"{dtype}/peft": documented,
                       f"{dtype}/peft_fast": fastest})
         shapes = {"batch": BATCH, "prompt_length": PROMPT_LENGTH,
-                  "tokens_per_row": 1 + PROMPT_LENGTH + arrays[0].shape[1] + arrays[2].shape[1]}
+                  "tokens_per_row": len(bos) + PROMPT_LENGTH + arrays[0].shape[1] + arrays[2].shape[1]}
     # Timed in alternation, all models loaded: on a shared machine, timing one after the other
     # lets a slow minute decide the ratio.
     seconds = interleaved_seconds(calls, settle_s=1.0)
@@ -127,7 +130,7 @@ def main() -> None:
         figures[dtype] = {"softprompt_s_per_step": round(ours, 3), "peft_s_per_step": round(documented, 3),
                           "peft_fast_s_per_step": round(fastest, 3), "ratio": round(documented / ours, 2),
                           "ratio_fast": round(fastest / ours, 2)}
-    emit({**shapes, "dtype": dtypes[0], **figures[dtypes[0]], **figures})
+    emit({"model": args.model, **shapes, "dtype": dtypes[0], **figures[dtypes[0]], **figures})
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ DEBUG_HINT = "--debug shows the traceback"
 
 
 DEFAULT_MODEL = "gemma3-270m"
-MODEL_HELP = "Built-in name (gemma3-270m, t5-tiny-random), .gguf file or HF folder."
+MODEL_HELP = "Built-in (gemma3-270m, smollm2-135m, t5-tiny-random), .gguf or HF folder."
 DTYPE_HELP = "Frozen weights: float32 | bfloat16 | auto (bfloat16 where native)."
 DATA_DIR_HELP = "Data folder [default: $SOFTPROMPT_DATA_DIR, else the shipped data]."
 STORE_HELP = "Runs folder or MLflow URI [default: $MLFLOW_TRACKING_URI, else ./runs]."

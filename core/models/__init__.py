@@ -1,7 +1,8 @@
 """Frozen models by name: `load_model("gemma3-270m")`, `load_model("t5-tiny-random")`, or a path.
 
-Families: `t5` (encoder-decoder, the paper's model) and `gemma3` (decoder-only, the real model
-available offline). Each family implements `FamilyOps` (see `base.py`).
+Families: `t5` (encoder-decoder, the paper's model) and the shared decoder (`decoder.py`): Llama,
+Mistral, Qwen2, Qwen3, Gemma 2 and Gemma 3, from Hugging Face folders or GGUF files. Each family
+implements `FamilyOps` (see `base.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from .base import FamilyOps, FrozenModel, Tokenizer
 
-BUILTIN_MODELS = ("gemma3-270m", "t5-tiny-random")
+BUILTIN_MODELS = ("gemma3-270m", "smollm2-135m", "t5-tiny-random")
 DTYPES = ("float32", "bfloat16")
 AUTO_DTYPE = "auto"   # bfloat16 where the hardware multiplies it natively, else float32 (`native_dtype`)
 _NATIVE_BF16_CPU_FLAGS = re.compile(r"\b(amx_bf16|avx512_bf16)\b")
@@ -64,9 +65,9 @@ def _load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
     """
     if dtype not in DTYPES:
         raise UnknownModelError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if name == "gemma3-270m":
+    if name in ("gemma3-270m", "smollm2-135m"):  # GGUF files shipped on PyPI (gemma3_loading.NAMED_MODELS)
         from .gemma3_loading import load_gemma3
-        return load_gemma3("gemma3-270m", dtype=dtype)
+        return load_gemma3(name, dtype=dtype)
     if name == "t5-tiny-random":
         from .tiny_t5 import load_t5_tiny_random
         return load_t5_tiny_random(dtype=dtype)
@@ -79,10 +80,12 @@ def _load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
         if model_type == "t5":
             from .t5_loading import load_t5
             return load_t5(path, dtype=dtype)
-        if model_type.startswith("gemma3"):
-            from .gemma3_loading import load_gemma3
-            return load_gemma3(str(path), dtype=dtype)
-        raise UnknownModelError(f"{path}/config.json: model_type {model_type!r} is not t5 or gemma3")
+        from .decoder_config import MODEL_TYPES, SUPPORTED
+        if model_type in MODEL_TYPES:
+            from .hf_loading import load_hf_directory
+            return load_hf_directory(path, dtype=dtype)
+        raise UnknownModelError(f"{path}/config.json: model_type {model_type!r} is not supported; "
+                                f"{SUPPORTED}, t5")
     check_model_name(name)
     raise UnknownModelError(f"{name}: not a model softprompt can load")   # check_model_name passed: not reached
 

@@ -392,7 +392,7 @@ def test_gguf_path_gets_its_own_cache_folder(tmp_path, monkeypatch):
     fake.write_bytes(b"GGUF")
     folder, kwargs = load_gemma3(fake, dtype="bfloat16")
     assert calls == [(fake, folder)] and folder.name.startswith("gguf-") and kwargs["dtype"] == "bfloat16"
-    with pytest.raises(ValueError, match="unknown Gemma 3 source"):
+    with pytest.raises(ValueError, match="unknown model source"):
         load_gemma3(tmp_path / "missing.bin")
 
 

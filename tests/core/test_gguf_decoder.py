@@ -1,0 +1,116 @@
+"""GGUF files of the Llama and Qwen2 architectures against transformers: a tiny random transformers
+model is written as a GGUF the way llama.cpp's converter lays it out (its tensor names, Llama's q/k
+rows permuted for llama.cpp's RoPE, F32 and Q8_0 tensors), loaded with `load_model(path.gguf)`, and
+its logits compared with transformers' model, whose weights are set to the dequantised numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from softprompt.core.models import load_model
+from softprompt.core.models.decoder_config import UnsupportedModelError
+
+torch = pytest.importorskip("torch")
+gguf = pytest.importorskip("gguf")
+from tiny_decoders import VOCAB, write_tiny  # noqa: E402 (needs torch)
+
+_LAYER = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+          "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+          "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+_TOP = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight"}
+
+
+def _gguf_name(name: str) -> str:
+    if name in _TOP:
+        return _TOP[name]
+    _, _, layer, *module, kind = name.split(".")
+    return f"blk.{layer}.{_LAYER['.'.join(module)]}.{kind}"
+
+
+def _permute(weights: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp's convert_hf_to_gguf.py LlamaModel.permute."""
+    return (weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
+            .swapaxes(1, 2).reshape(weights.shape))
+
+
+def write_gguf(reference, arch: str, path: Path) -> None:
+    """`reference` as a llama.cpp GGUF; its 2-D weights quantised to Q8_0 and the reference's weights
+    replaced by their dequantised values (so both sides hold the same numbers)."""
+    from gguf.quants import dequantize, quantize
+
+    config = reference.config
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_key_length(config.head_dim)
+    writer.add_value_length(config.head_dim)
+    writer.add_rope_freq_base(10_000.0)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(["<pad>", "<eos>", "<bos>", "w", "1", "w1"] + [f"x{i}" for i in range(6, VOCAB)])
+    writer.add_token_types([3, 3, 3] + [1] * (VOCAB - 3))   # 3: control
+    writer.add_token_merges(["w 1"])
+    writer.add_bos_token_id(2)
+    writer.add_eos_token_id(1)
+    writer.add_pad_token_id(0)
+    writer.add_add_bos_token(arch == "llama")
+    state = reference.state_dict()
+    for name, tensor in state.items():
+        weights = tensor.numpy()
+        if weights.ndim == 2:
+            quantised = quantize(weights, gguf.GGMLQuantizationType.Q8_0)
+            weights = dequantize(quantised, gguf.GGMLQuantizationType.Q8_0).astype(np.float32)
+            with torch.no_grad():
+                tensor.copy_(torch.from_numpy(weights))
+        if arch == "llama" and ".q_proj." in name:
+            weights = _permute(weights, config.num_attention_heads)
+        if arch == "llama" and ".k_proj." in name:
+            weights = _permute(weights, config.num_key_value_heads)
+        if weights.ndim == 2:
+            writer.add_tensor(_gguf_name(name), quantize(weights, gguf.GGMLQuantizationType.Q8_0),
+                              raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(_gguf_name(name), weights)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_gguf_logits_equal_transformers(family, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTPROMPT_HOME", str(tmp_path / "home"))
+    reference = write_tiny(family, tmp_path / "hf")
+    write_gguf(reference, family, tmp_path / "tiny.gguf")
+    model = load_model(str(tmp_path / "tiny.gguf"))
+    assert model.family == family and model.ops.config.add_bos == (family == "llama")
+    assert ("lm_head" in model.params) == (not reference.config.tie_word_embeddings)
+    row = [2, *np.random.default_rng(0).integers(4, VOCAB, 11).tolist()]
+    with torch.no_grad():
+        expected = reference(torch.tensor([row])).logits[0].numpy()
+    got = np.asarray(jax.jit(model.ops.logits)(model.params, jnp.array([row]), jnp.ones((1, len(row)), bool)))[0]
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4
+
+
+def test_other_gguf_architectures_are_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTPROMPT_HOME", str(tmp_path / "home"))
+    writer = gguf.GGUFWriter(str(tmp_path / "phi.gguf"), "phi3")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 2), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(UnsupportedModelError, match=r"phi.gguf: GGUF architecture 'phi3' is not supported; "
+                                                    r"supported: gemma3, llama, qwen2, qwen3"):
+        load_model(str(tmp_path / "phi.gguf"))
