@@ -142,6 +142,13 @@ class EnsembleSettings(_Strict):
             parse_split(value)          # a TaskDataError (a ValueError) names the malformed slice
         return value
 
+    @model_validator(mode="after")
+    def _a_promotion_compares_on_a_split(self) -> "EnsembleSettings":
+        if self.promote_if_better and self.select == "top" and not self.selection_split:
+            raise ValueError("promote_if_better compares versions on the selection split, which top-N "
+                             "selection does not use: name one in selection_split, or use select: greedy")
+        return self
+
 
 class Fuse(_Strict):
     """Fused trials (search/step_server.py): the trials on a node compute their steps together in

@@ -32,6 +32,7 @@ from ray.tune.experiment import Trial
 
 from softprompt.core.tasks import get_task
 from softprompt.store import Store, names
+from softprompt.store.uris import without_passwords
 
 from .space import train_config
 from .state import PENDING_FILE, write_json_atomically
@@ -79,6 +80,7 @@ class MlflowTrackingCallback(Callback):
         self._logged: dict[str, set[int]] = {}   # run id -> steps whose evaluation the store has
         self._restores: dict[str, int] = {}      # run id -> last restore step logged
         self._nodes: dict[str, str] = {}         # run id -> Ray node id last tagged
+        self._failing = False                    # a write failed past the store's retries (said once)
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into the experiment state; caches are rebuilt from the store after a resume.
@@ -105,13 +107,17 @@ class MlflowTrackingCallback(Callback):
         """Runs a store write; on failure the trial becomes pending (completed later). Returns success."""
         try:
             action()
-            return True
         except Exception as error:  # noqa: BLE001 - the store failed past its retries: keep the campaign going
-            logger.warning("MLflow write for trial %s failed (%s: %s); it is recorded in %s and completed later",
-                           trial, type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "",
-                           PENDING_FILE)
+            if not self._failing:   # once per outage: the store layer has already said it is away
+                logger.warning("MLflow writes fail (%s: %s); the trials go on, their records wait in %s and are "
+                               "completed when the store answers, or by `softprompt search resume %s`",
+                               type(error).__name__, without_passwords(str(error).splitlines()[0][:200])
+                               if str(error) else "", PENDING_FILE, self.campaign)
+            self._failing = True
             self._set_pending(self.pending() | {trial.trial_id})
             return False
+        self._failing = False
+        return True
 
     # Tune's hooks ------------------------------------------------------------------------------
 

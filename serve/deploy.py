@@ -8,6 +8,7 @@
     SOFTPROMPT_MAX_INPUTS  inputs per request [default: 64]
     SOFTPROMPT_FOLLOW_INTERVAL_S  poll each NAME@ALIAS this often and serve the version it moves to
                            [default: 10; 0: off]
+    SOFTPROMPT_GRACE_PERIOD_S  seconds a stopping replica gives requests in flight [default: 30]
 
     serve build softprompt.serve.deploy:app -o serve-config.yaml     # what infra/ ships, generated
     serve deploy serve-config.yaml                                   # onto a running Ray cluster
@@ -20,6 +21,7 @@ import os
 from softprompt.store import Store, resolve_tracking_uri
 
 from .app import build_app
+from .shutdown import DEFAULT_GRACE_PERIOD_S
 from .state import resolve_all
 
 DEFAULT_ENSEMBLES = "sst2-ensemble@production"
@@ -37,7 +39,8 @@ def app_from_environment():
     return build_app(references, versions=versions, tracking_uri=uri,
                      token=os.environ.get("SOFTPROMPT_API_TOKEN"),   # set but empty: refused by build_app
                      max_inputs=int(os.environ.get("SOFTPROMPT_MAX_INPUTS", "64")),
-                     follow_interval_s=float(os.environ.get("SOFTPROMPT_FOLLOW_INTERVAL_S", "10")) or None)
+                     follow_interval_s=float(os.environ.get("SOFTPROMPT_FOLLOW_INTERVAL_S", "10")) or None,
+                     grace_period_s=float(os.environ.get("SOFTPROMPT_GRACE_PERIOD_S", DEFAULT_GRACE_PERIOD_S)))
 
 
 app = app_from_environment()

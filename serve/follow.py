@@ -5,7 +5,7 @@ beside the old one, then all swap; requests in flight finish on the version they
 and every answer names the version that gave it.
 
 Each replica polls (so a deployment follows while any replica lives); a reload that another
-replica already committed finds nothing to change. A reference pinned to a version (`name/3`) is
+replica already committed finds nothing to change. A reference pinned to a version (`name:3`) is
 never moved. A failed poll or reload is logged and retried at the next tick; serving goes on.
 """
 

@@ -7,7 +7,7 @@ A prompt is the task's text (for a one-field task such as SST-2's `sentence`) or
 string of the task's fields (`'{"premise": "...", "hypothesis": "..."}'`); a list of prompts is
 answered as one request, its inputs batched with everyone else's. The answer's `softprompt` field
 carries, per choice, the votes, the vote shares, the winning label's share and each member's
-answer; `system_fingerprint` is `NAME/VERSION`, the version that answered.
+answer; `system_fingerprint` is `NAME:VERSION`, the version that answered.
 
 Errors on these routes have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`:
 unknown model 404, a malformed body or prompt 400 (where `/v1/predict` says 422), too many prompts 413 (never a 500 for a client's
@@ -96,7 +96,7 @@ class Completion(BaseModel):
     object: Literal["text_completion"] = "text_completion"
     created: int
     model: str
-    system_fingerprint: str = Field(description="`NAME/VERSION`: the ensemble version that answered.")
+    system_fingerprint: str = Field(description="`NAME:VERSION`: the ensemble version that answered.")
     choices: list[VotedChoice]
     softprompt: VoteDetails = Field(description="The vote behind each choice.")
 
@@ -136,7 +136,7 @@ def completion(model: str, served: ServedEnsemble, votes: Sequence[Vote], trunca
     predictions = [ChoiceVotes(label=v.label, votes=v.votes, shares=v.shares, members=v.members, truncated=cut,
                                vote_share=v.shares.get(v.label, 0.0)) for v, cut in zip(votes, truncated)]
     return Completion(id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model,
-                      system_fingerprint=f"{served.name}/{served.version}",
+                      system_fingerprint=f"{served.name}:{served.version}",
                       choices=[VotedChoice(text=v.label, index=i) for i, v in enumerate(votes)],
                       softprompt=VoteDetails(task=served.task.name,
                                              ensemble=EnsembleRef(name=served.name, version=served.version),

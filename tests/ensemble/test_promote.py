@@ -86,3 +86,14 @@ def test_a_version_without_a_selection_split_needs_one_named(store, tiny_model):
         promote_if_better(handle, second, model=tiny_model)
     with pytest.raises(EnsembleError, match="p-value"):
         promote_if_better(handle, second, max_p=0, model=tiny_model)
+
+
+def test_a_campaign_asking_a_guarded_top_n_rollout_names_a_split():
+    from softprompt.search.campaign import CampaignError, parse_campaign
+
+    spec = {"name": "c", "tasks": ["rte"], "model": "t5-tiny-random", "fixed": {"selection_examples": 8},
+            "ensemble": {"select": "top", "promote_if_better": True}}
+    with pytest.raises(CampaignError, match="^ensemble: promote_if_better .* name one in selection_split"):
+        parse_campaign(spec)
+    spec["ensemble"]["selection_split"] = "validation[:32]"
+    assert parse_campaign(spec).ensemble.promote_if_better

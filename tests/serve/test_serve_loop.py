@@ -59,7 +59,7 @@ def test_openai_client_lists_models_and_gets_voted_labels(oai, http, ensembles):
     predicted = http.post("/v1/predict", json={"task": "sst2", "inputs": [{"sentence": s} for s in sentences]}).json()
     assert [c.text for c in completion.choices] == [p["label"] for p in predicted["predictions"]]
     assert [c.index for c in completion.choices] == [0, 1, 2]
-    assert completion.system_fingerprint == f"sst2-a/{ensembles['sst2-a']}"
+    assert completion.system_fingerprint == f"sst2-a:{ensembles['sst2-a']}"
     details = completion.model_extra["softprompt"]
     for choice, mine, theirs in zip(completion.choices, details["predictions"], predicted["predictions"]):
         assert (mine["members"], mine["votes"]) == (theirs["members"], theirs["votes"])
@@ -139,7 +139,7 @@ def test_server_follows_the_alias_without_failed_requests(oai, store, tiny_model
             sent = time.monotonic()
             try:
                 answer = oai.completions.create(model=FOLLOWED, prompt="it 's a charming journey")
-                seen.append((sent, answer.system_fingerprint.split("/")[1]))
+                seen.append((sent, answer.system_fingerprint.split(":")[1]))
             except openai.APIError:
                 seen.append((sent, None))
 

@@ -17,8 +17,9 @@ import pytest
 from sample_ensembles import register_sample_ensemble
 from test_serve_cli import BIN, _ready_line
 
-GRACE_S = 6
+GRACE_S = 5
 SHORT, LONG = 4, 6             # requests that fit in the grace period, requests that cannot
+LONG_INPUTS = 512              # one pass per input and member: far more than GRACE_S of work
 
 
 def _post(url: str, inputs: int) -> int | str:
@@ -38,7 +39,8 @@ def test_sigterm_drains_requests_in_flight(store, tiny_model, free_port, tmp_pat
     process = subprocess.Popen(
         [str(BIN), "serve", "drain-sst2@production", "--port", str(port), "--replica-cpus", "0",
          "--store", store.uri, "--jax-cache-dir", str(tmp_path / "jax"), "--grace-period", str(GRACE_S),
-         "--max-batch-size", "1", "--max-rows-per-pass", "1", "--batch-wait-timeout-s", "0"],
+         "--max-batch-size", "1", "--max-rows-per-pass", "1", "--batch-wait-timeout-s", "0",
+         "--max-inputs", str(LONG_INPUTS)],
         stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=os.environ | {"JAX_PLATFORMS": "cpu"},
         cwd=tmp_path)
     try:
@@ -47,7 +49,7 @@ def test_sigterm_drains_requests_in_flight(store, tiny_model, free_port, tmp_pat
         with ThreadPoolExecutor(SHORT + LONG) as pool:
             short = [pool.submit(_post, url, 2) for _ in range(SHORT)]
             time.sleep(0.3)                                           # the short ones are queued first
-            long = [pool.submit(_post, url, 64) for _ in range(LONG)]
+            long = [pool.submit(_post, url, LONG_INPUTS) for _ in range(LONG)]
             time.sleep(1.0)
             assert not any(f.done() for f in long)                    # in flight when the signal comes
             signalled = time.monotonic()
