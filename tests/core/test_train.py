@@ -17,10 +17,14 @@ SMALL = dict(task="rte", model="t5-tiny-random", prompt_length=8, batch_size=4, 
              learning_rate=0.3, init="sampled_vocab")
 
 
-def test_frozen_weights_stay_bit_identical_and_the_prompt_moves(tiny_model):
+@pytest.mark.parametrize("reparam", ["none", "residual"])
+def test_frozen_weights_stay_bit_identical_and_the_prompt_moves(tiny_model, reparam):
+    """Plain prompts and residual ones (P + MLP(P), folded into a plain prompt when saved) alike."""
     before = jax.tree_util.tree_map(np.array, tiny_model.params)
     initial = SoftPrompt.init(tiny_model, length=8, init="sampled_vocab", seed=0).embeddings
-    result = train(TrainConfig(**SMALL, steps=20, eval_every=20), model=tiny_model, progress=False)
+    result = train(TrainConfig(**SMALL, steps=20, eval_every=10, reparam=reparam), model=tiny_model, progress=False)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert result.prompt.embeddings.shape == initial.shape
     after = jax.tree_util.tree_map(np.array, tiny_model.params)
     for old, new in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
         assert old.dtype == new.dtype and np.array_equal(old, new)
