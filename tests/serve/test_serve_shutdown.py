@@ -17,9 +17,9 @@ import pytest
 from sample_ensembles import register_sample_ensemble
 from test_serve_cli import BIN, _ready_line
 
-GRACE_S = 5
+GRACE_S = 2
 SHORT, LONG = 4, 6             # requests that fit in the grace period, requests that cannot
-LONG_INPUTS = 512              # one pass per input and member: far more than GRACE_S of work
+LONG_INPUTS = 2048             # one pass per input and member: far more than GRACE_S of work on any machine
 
 
 def _post(url: str, inputs: int) -> int | str:
