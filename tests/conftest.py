@@ -4,10 +4,15 @@ cached under $SOFTPROMPT_HOME, ~/.cache/softprompt by default, so only the first
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One JAX persistent compilation cache for the session, inherited by every command, Ray worker and
+# replica the tests start: the same tiny-model functions compile once, not once per process.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="softprompt-tests-jax-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest
 
