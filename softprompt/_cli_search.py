@@ -63,8 +63,6 @@ def _result_json(result) -> dict:
 def _finish(campaign, result) -> None:
     """The trial table on stderr, ensembles built (once per campaign), then ONE JSON line on
     stdout; exit status 1 when every trial failed."""
-    from softprompt.search import launch as launching
-
     _show(result.rows, result.baselines, title=result.name)
     with user_errors():
         ensembles = campaign_ensembles(campaign, result)
