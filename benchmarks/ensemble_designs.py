@@ -36,14 +36,11 @@ import numpy as np
 def scores_on(model, task, prompts, split: str) -> tuple[np.ndarray, np.ndarray, list]:
     """Every prompt's ([P, E] each) label log-likelihoods on `split`: ([K, B, C], gold [B], the
     B examples)."""
-    from softprompt.core.evaluation import encode_inputs
-    from softprompt.core.multi_prompt import stack_prompts
-    from softprompt.ensemble.predict import stacked_label_scores
+    from softprompt.ensemble.scores import MemberScores
 
     examples = task.examples(split, training=False)
-    scores = stacked_label_scores(model, task, stack_prompts(list(prompts)), encode_inputs(model, task, examples))
-    gold = np.array([task.label_words.index(e.targets) for e in examples])
-    return scores, gold, examples
+    scores = MemberScores.compute(model, task, prompts, examples, metric="accuracy")
+    return scores.labels, scores.gold(), examples
 
 
 def accuracy(scores: np.ndarray, gold: np.ndarray, weights, rule: str) -> float:
@@ -54,13 +51,13 @@ def accuracy(scores: np.ndarray, gold: np.ndarray, weights, rule: str) -> float:
 
 def greedy(scores: np.ndarray, gold: np.ndarray, examples: list, task, rule: str, size: int) -> np.ndarray:
     """Greedy selection's [K] votes on the selection split, with the build's tie-break."""
-    from softprompt.ensemble.build import gold_log_probability
+    from softprompt.ensemble.scores import MemberScores
     from softprompt.ensemble.selection import greedy_select
     from softprompt.ensemble.voting import combine
 
     chosen = greedy_select(lambda w: combine(scores, weights=w, rule=rule)[0],
                            lambda predicted: float(np.mean(predicted == gold)), candidates=len(scores), size=size,
-                           tiebreak=gold_log_probability(scores, task, examples))
+                           tiebreak=MemberScores(task, examples, "accuracy", labels=scores).gold_log_probability())
     return np.array(chosen.multiplicities)
 
 

@@ -33,10 +33,10 @@ def load_prompt(directory: str | os.PathLike, *, model: str | None = None) -> tu
     names another — which must then have the same fingerprint)."""
     meta = read_metadata(directory)
     hyper = meta.get("hyperparameters", {})
-    frozen = load_model(model or hyper.get("model", "t5-tiny-random"), dtype=hyper.get("dtype", "float32"))
-    if hyper.get("target_format") == "sentinel":
-        from .sentinel import with_sentinel_targets
-        frozen = with_sentinel_targets(frozen)
+    from .sentinel import model_for
+
+    frozen = model_for(model or hyper.get("model", "t5-tiny-random"), hyper.get("target_format", "plain"),
+                       dtype=hyper.get("dtype", "float32"))
     return SoftPrompt.load(directory, model=frozen), frozen
 
 

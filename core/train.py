@@ -24,14 +24,13 @@ from .batching import EncodedPair, encode_pair, make_batch
 from .checkpoint import TrainState, checkpoint_exists, load_checkpoint, save_checkpoint
 from .config import SELECTION_SPLIT, TrainConfig
 from .evaluation import encode_inputs, evaluate_prompt
-from .models import load_model
 from .models.base import FrozenModel
 from .optim import OptimizerConfig, learning_rate_schedule, make_optimizer, with_learning_rate
 from .progress import TrainProgress
 from .prompts import SoftPrompt
 from .reparam import fold, folded_prompt, init_trainable
 from .scoring import prompt_loss
-from .sentinel import with_sentinel_targets
+from .sentinel import model_for
 from .sharding import Placement, default_placement, place_for_training
 from .tasks import get_task
 
@@ -141,8 +140,7 @@ def evaluation_examples(task, config: TrainConfig) -> list:
 
 def prepare_model(config: TrainConfig, model: FrozenModel | None = None) -> FrozenModel:
     """The frozen model for `config`, with sentinel-prefixed targets when asked for."""
-    model = model or load_model(config.model, dtype=config.dtype)
-    return with_sentinel_targets(model) if config.target_format == "sentinel" else model
+    return model_for(model or config.model, config.target_format, dtype=config.dtype)
 
 
 def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_dir: str | Path | None = None,

@@ -13,7 +13,9 @@ Selection (`select`):
   training records the trials held out (`selection_examples`, `selection_seed` in their
   params), or a split the caller names — never the one a Table 3 report evaluates on.
 - `top`: the first `top` candidates (the paper's protocol; no model needed).
-The manifest records the method, the split, the scores and the candidate pool.
+Greedy scores every candidate once on the selection split (`scores.MemberScores`); the greedy
+steps, the top-N ensemble's score there and the learned pool are arithmetic over those scores.
+The manifest records the method, the split, the scores and the candidate pool (member rows).
 
 The learned vote (`vote_rule="learned"`, classification only): greedy selects the members under
 the majority vote, then a pool (`stacking`) of their label log-probabilities is fitted on the same
@@ -22,31 +24,27 @@ selection split; the manifest keeps its weights and bias.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
-import numpy as np
-
-from softprompt.core.evaluation import encode_inputs
-from softprompt.core.models import load_model
 from softprompt.core.models.base import FrozenModel
-from softprompt.core.multi_prompt import stack_prompts
-from softprompt.core.fingerprint import file_sha256
-from softprompt.core.prompts import TENSOR_FILE, PromptArtifactError, SoftPrompt
+from softprompt.core.prompts import PromptArtifactError, SoftPrompt
+from softprompt.core.sentinel import model_for
 from softprompt.core.tasks import TaskSpec, get_task, is_task_file
 from softprompt.core.tasks.holdout import Holdout
 from softprompt.store import EnsembleError, EnsembleManifest, Member, RegisteredEnsemble, RunRecord, Store
 from softprompt.store.manifest import check_ensemble_name
 from softprompt.store.names import TAG_MODEL, TAG_MODEL_FINGERPRINT, TAG_TASK_SOURCE
-from softprompt.store.prompts import prompt_uri, verified_prompt
+from softprompt.store.prompts import prompt_member, prompt_uri, verified_prompt
 
-from .loaded import scoring_model
-from .predict import EnsembleInput, member_answers, stacked_label_scores
+from .loaded import check_model
+from .scores import MemberScores, default_metric
 from .selection import SELECT_METHODS, greedy_select, top_selection
 from .stacking import Pool, fit_pool
-from .voting import VOTE_RULES, combine, label_probabilities, majority_vote
+from .voting import VOTE_RULES
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +53,7 @@ class Candidate(NamedTuple):
     run: RunRecord
     folder: Path                 # the fetched prompt artifact
     prompt: SoftPrompt
-    sha256: str
-    metric: float                # its best validation metric
-
-    def member(self, multiplicity: int = 1) -> Member:
-        return Member(self.run.run_id, prompt_uri(self.run.artifact_uri), self.sha256, self.metric, multiplicity)
+    member: Member               # its manifest row (multiplicity 1; metric: its best validation metric)
 
 
 class SelectionSplit(NamedTuple):
@@ -79,19 +73,8 @@ class SelectionSplit(NamedTuple):
         return task.examples(self.split, data_dir=self.data_dir, limit=limit, training=False)
 
 
-def default_metric(task: TaskSpec) -> str:
-    """The task's selection metric: its primary metric, else `score` (the mean of its metrics)."""
-    if task.primary_metric:
-        return task.primary_metric
-    return task.metrics[0] if len(task.metrics) == 1 else "score"
-
-
-def metric_value(task: TaskSpec, metrics: dict[str, float], metric: str) -> float:
-    return float(task.primary_score(metrics)) if metric == "score" else float(metrics[metric])
-
-
 def target_format(run: RunRecord) -> str:
-    """How the run's prompt was trained to format targets (runs from before the param: plain)."""
+    """How the run's prompt was trained to format targets (plain unless its campaign set it)."""
     return run.params.get("target_format", "plain")
 
 
@@ -142,15 +125,12 @@ def fetch_candidates(store: Store, runs: Sequence[RunRecord], metric: str, folde
             break
         try:
             path = store.fetch_prompt(prompt_uri(run.artifact_uri), folder / run.run_id)
-            prompt = verified_prompt(path)
-            if prompt.model_fingerprint != run.tags[TAG_MODEL_FINGERPRINT]:
-                raise PromptArtifactError(f"{path}: trained on model {prompt.model_fingerprint[:12]}…, "
-                                          f"the run says {run.tags[TAG_MODEL_FINGERPRINT][:12]}…")
+            prompt = verified_prompt(path, fingerprint=run.tags[TAG_MODEL_FINGERPRINT], target_format=target_format(run))
         except PromptArtifactError as error:
             logger.warning("skipping run %s: %s", run.run_id, error)
             continue
-        candidates.append(Candidate(run, path, prompt, file_sha256(path / TENSOR_FILE),
-                                    float(run.metrics[f"best_{metric}"])))
+        candidates.append(Candidate(run, path, prompt, prompt_member(run.run_id, run.artifact_uri, path,
+                                                                     metric=run.metrics[f"best_{metric}"])))
     return candidates
 
 
@@ -172,71 +152,26 @@ def _same_holdout(run: RunRecord, first: RunRecord) -> bool:
 
 
 def candidate_model(runs: Sequence[RunRecord], model: FrozenModel | None) -> FrozenModel:
-    """The frozen model the candidates were trained on (loaded by name and dtype), checked."""
+    """The frozen model the candidates were trained on (`model`, else loaded by the first run's
+    name and dtype), checked, formatting targets as they were trained (`model_for`)."""
     first = runs[0]
-    if model is None:
-        model = load_model(first.tags.get(TAG_MODEL) or first.params["model"], dtype=first.params.get("dtype", "float32"))
-    if model.fingerprint != first.tags[TAG_MODEL_FINGERPRINT]:
-        raise EnsembleError(f"the candidates were trained on model fingerprint {first.tags[TAG_MODEL_FINGERPRINT][:12]}…, "
-                            f"not {model.name!r} ({model.fingerprint[:12]}…)")
-    return model
+    frozen = model_for(model or first.tags.get(TAG_MODEL) or first.params["model"], target_format(first),
+                       dtype=first.params.get("dtype", "float32"))
+    return check_model(frozen, first.tags[TAG_MODEL_FINGERPRINT], owner="the candidates were trained on")
 
 
-def greedy_members(model: FrozenModel, task: TaskSpec, candidates: Sequence[Candidate], examples: Sequence, *,
-                   size: int, rule: str, metric: str, target: str):
-    """Greedy forward selection of `candidates` on `examples` (one pass over K x B rows): the
-    selection, the top-N ensemble's score, and the candidates' label log-likelihoods [K, B, C]
-    (None for free text)."""
-    scorer = scoring_model(model, target)
-    table = stack_prompts([c.prompt.embeddings for c in candidates])
-    encoded = encode_inputs(scorer, task, examples)
-    count = len(candidates)
-    score = lambda predictions: metric_value(task, task.score(examples, predictions), metric)  # noqa: E731
-    tiebreak = stacked = None
-    if task.free_text:
-        inputs = [EnsembleInput(ids, 0, (1,) * count, None, None, "majority", task.max_target_tokens) for ids in encoded]
-        answers, _ = member_answers(scorer, table, inputs)
-        predict = lambda w: [majority_vote(texts, likelihoods, weights=w).label  # noqa: E731
-                             for texts, likelihoods in answers]
-    else:
-        stacked = stacked_label_scores(scorer, task, table, encoded, rule=rule)   # [K, B, C]
-        predict = lambda w: [task.label_words[i] for i in combine(stacked, weights=w, rule=rule)[0]]  # noqa: E731
-        tiebreak = gold_log_probability(stacked, task, examples)
-    top_score = score(predict(np.array(top_selection(count, size))))
-    return greedy_select(predict, score, candidates=count, size=size, tiebreak=tiebreak), top_score, stacked
-
-
-def learned_pool(task: TaskSpec, stacked: np.ndarray, examples: Sequence, metric: str) -> tuple[Pool, float]:
-    """The learned vote of members with label log-likelihoods `stacked` [N, B, C] on the selection
-    `examples`: the fitted pool and its score there."""
-    words = list(task.label_words)
-    unknown = sorted({e.targets for e in examples if e.targets not in words})
+def learned_pool(scores: MemberScores) -> tuple[Pool, float]:
+    """The learned vote of the prompts of `scores` (the greedy members) on their selection
+    examples: the fitted pool and its score there."""
+    unknown = scores.unknown_labels()
     if unknown:
-        raise EnsembleError(f"the learned vote needs selection examples labelled with {words}, got {unknown[:3]}")
-    pool = fit_pool(stacked, np.array([words.index(e.targets) for e in examples]))
+        raise EnsembleError(f"the learned vote needs selection examples labelled with {list(scores.task.label_words)}, "
+                            f"got {unknown[:3]}")
+    pool = fit_pool(scores.labels, scores.gold())
     if not (pool.weights > 0).any():
         raise EnsembleError("the learned vote gave every member weight 0 on the selection split: "
                             "its prompts carry no signal there; use another vote rule")
-    predicted = [words[c] for c in combine(stacked, weights=pool.weights, rule="learned", bias=pool.bias)[0]]
-    return pool, metric_value(task, task.score(examples, predicted), metric)
-
-
-def gold_log_probability(stacked: np.ndarray, task: TaskSpec, examples: Sequence):
-    """[K] weights -> the weighted ensemble's mean log-probability of each example's gold label
-    (mean of the members' label probabilities): greedy selection's tie-break, a continuous score
-    that prefers a second good prompt to the same one twice. None when an example's target is not
-    one of the label words."""
-    words = list(task.label_words)
-    if any(example.targets not in words for example in examples):
-        return None
-    gold = np.array([words.index(example.targets) for example in examples])
-    probabilities = label_probabilities(stacked)[:, np.arange(len(gold)), gold]      # [K, B]
-
-    def mean_log_probability(weights: np.ndarray) -> float:
-        mixed = np.asarray(weights, np.float64) @ probabilities / np.sum(weights)
-        return float(np.mean(np.log(np.maximum(mixed, 1e-12))))
-
-    return mean_log_probability
+    return pool, scores.value(scores.vote(pool.weights, "learned", bias=pool.bias))
 
 
 def build_ensemble(store: Store, *, task: str, top: int, name: str | None = None,
@@ -286,7 +221,7 @@ def build_ensemble(store: Store, *, task: str, top: int, name: str | None = None
             raise EnsembleError(f"only {len(candidates)} eligible run(s) with a usable prompt for task {task!r} "
                                 f"with best_{metric} (need {top}; pass --allow-fewer to build a smaller ensemble)")
         selection: dict[str, Any] = {"method": select, "metric": metric, "size": top,
-                                     "candidates": [c.member().__dict__ for c in candidates]}
+                                     "candidates": [c.member.to_json() for c in candidates]}
         if select == "top":
             multiplicities = top_selection(len(candidates), top)
         else:
@@ -294,15 +229,17 @@ def build_ensemble(store: Store, *, task: str, top: int, name: str | None = None
             examples = split.examples(spec, limit=selection_limit)
             if not examples:
                 raise EnsembleError(f"the selection split {split.describe()} of task {spec.name!r} has no examples")
-            greedy_rule = "majority" if vote_rule == "learned" else vote_rule
-            chosen, top_score, stacked = greedy_members(frozen, spec, candidates, examples, size=top, rule=greedy_rule,
-                                                        metric=metric, target=target_format(runs[0]))
+            scores = MemberScores.compute(frozen, spec, [c.prompt.embeddings for c in candidates], examples,
+                                          metric=metric)
+            rule = "majority" if vote_rule == "learned" else vote_rule    # greedy selects under a plain vote
+            chosen = greedy_select(lambda weights: scores.vote(weights, rule), scores.value, candidates=scores.count,
+                                   size=top, tiebreak=scores.gold_log_probability())
             multiplicities = chosen.multiplicities
             if vote_rule == "learned":
-                pool, learned_score = learned_pool(spec, stacked[chosen.members], examples, metric)
-                selection["learned_score"] = learned_score
+                pool, selection["learned_score"] = learned_pool(scores.take(chosen.members))
             for candidate, single in zip(selection["candidates"], chosen.singles):
                 candidate["selection_score"] = single          # why a good prompt was left out
+            top_score = scores.value(scores.vote(top_selection(scores.count, top), rule))
             selection |= split.describe() | {"examples": len(examples), "score": chosen.score,
                                              "best_member_score": chosen.best_member_score,
                                              "top_score": top_score, "history": list(chosen.history)}
@@ -311,7 +248,8 @@ def build_ensemble(store: Store, *, task: str, top: int, name: str | None = None
         manifest = EnsembleManifest(
             name=name or f"{spec.name}-ensemble", task=spec.name, model=first.tags.get(TAG_MODEL, ""),
             model_fingerprint=first.tags[TAG_MODEL_FINGERPRINT], metric=metric,
-            members=tuple(c.member(m) for c, m in members), vote_rule=vote_rule, target_format=target_format(first),
+            members=tuple(dataclasses.replace(c.member, multiplicity=m) for c, m in members),
+            vote_rule=vote_rule, target_format=target_format(first),
             dtype=first.params.get("dtype", "float32"), selection=selection,
             task_source=spec_source(runs), pool=pool.describe() if pool else None)
         return store.register_ensemble(manifest, [c.folder for c, _ in members],

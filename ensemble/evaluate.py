@@ -1,9 +1,9 @@
 """Scoring ensembles in the paper's Table 3 layout: each prompt, their average, the best one, and
 each voted ensemble over them (e.g. the top-N by validation score and the greedy selection) —
-all from ONE batched pass over the K distinct prompts x B inputs, plus how often the members
-disagree (near-copies vote like one prompt) and whether the evaluated ensemble's gap to the best
-prompt is more than the examples' noise (an exact McNemar test on the examples one of them gets
-right and the other wrong)."""
+all arithmetic over ONE `MemberScores` of the K distinct prompts on the B examples, plus how often
+the members disagree (near-copies vote like one prompt) and whether the evaluated ensemble's gap
+to the best prompt is more than the examples' noise (an exact McNemar test on the examples one of
+them gets right and the other wrong)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,8 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 from scipy.stats import binomtest
 
-from softprompt.core.evaluation import encode_inputs
-from softprompt.core.models.base import FrozenModel
-from softprompt.core.multi_prompt import stack_prompts
-from softprompt.core.progress import work_progress
-from softprompt.core.tasks import TaskSpec
-
-from .predict import EnsembleInput, member_answers, stacked_label_scores
+from .scores import MemberScores
 from .selection import pairwise_disagreement
-from .voting import combine, majority_vote
 
 
 class Table3(NamedTuple):
@@ -79,33 +72,6 @@ class LearnedRow(NamedTuple):
     bias: Sequence[float]      # [C] its per-label bias
 
 
-def metric_of(task: TaskSpec, metrics: Mapping[str, float], metric: str) -> float:
-    return float(task.primary_score(metrics)) if metric == "score" else float(metrics[metric])
-
-
-def prompt_answers(model: FrozenModel, prompts: Sequence[np.ndarray], task: TaskSpec, encoded: Sequence[list[int]],
-                   *, rule: str):
-    """Every prompt's answers on every input from one pass, and a `vote(weights)` function giving
-    the weighted ensemble's answers ([K] weights over the prompts, or a `LearnedRow`)."""
-    table = stack_prompts(list(prompts))
-    count = len(prompts)
-    if task.free_text:
-        inputs = [EnsembleInput(ids, 0, (1,) * count, None, None, "majority", task.max_target_tokens)
-                  for ids in encoded]
-        decoded, _ = member_answers(model, table, inputs)
-        answers = [[texts[k] for texts, _ in decoded] for k in range(count)]
-        return answers, lambda w: [majority_vote(texts, likelihoods, weights=w).label for texts, likelihoods in decoded]
-    stacked = stacked_label_scores(model, task, table, encoded, rule=rule)            # [K, B, C]
-    answers = [[task.label_words[c] for c in row] for row in stacked.argmax(axis=-1)]
-
-    def vote(w):
-        if isinstance(w, LearnedRow):
-            return [task.label_words[c] for c in combine(stacked, weights=w.weights, rule="learned", bias=w.bias)[0]]
-        return [task.label_words[c] for c in combine(stacked, weights=w, rule=rule)[0]]
-
-    return answers, vote
-
-
 def paired_rivals(gold: Sequence[str], ensemble: tuple[str, Sequence[str]],
                   rivals: Mapping[str, tuple[str, Sequence[str]]]) -> dict:
     """The ensemble (row name, answers) against each rival (kind -> (name, answers)), all [B]:
@@ -118,28 +84,27 @@ def paired_rivals(gold: Sequence[str], ensemble: tuple[str, Sequence[str]],
     return {"ensemble": ensemble[0], "against": against}
 
 
-def evaluate_ensembles(model: FrozenModel, task: TaskSpec, examples: Sequence, *, prompts: Sequence[np.ndarray],
-                       run_ids: Sequence[str], ensembles: Mapping[str, Sequence[int] | LearnedRow], metric: str,
-                       rule: str = "majority", baselines: Mapping[str, Sequence[str]] | None = None) -> Table3:
+def evaluate_ensembles(scores: MemberScores, *, run_ids: Sequence[str],
+                       ensembles: Mapping[str, Sequence[int] | LearnedRow], rule: str = "majority",
+                       baselines: Mapping[str, Sequence[str]] | None = None) -> Table3:
     """Table 3 for `ensembles` (row name -> [K] votes per prompt under `rule`, or a `LearnedRow`)
-    over `prompts` [P_k, E]: the first ensemble is the one evaluated; its members give the average
-    and best rows. `baselines`: designed prompts' answers to the same examples (row name -> [B])."""
-    if not examples:
-        raise ValueError(f"no {task.name} examples to evaluate the ensemble on")
-    with work_progress(f"{len(prompts)} prompts on {len(examples)} {task.name} examples",
-                       total=len(prompts) * len(examples)):
-        answers, vote = prompt_answers(model, prompts, task, encode_inputs(model, task, examples), rule=rule)
-    values = [metric_of(task, task.score(examples, predicted), metric) for predicted in answers]
-    scores, weights, disagreement, voted = {}, {}, {}, {}
+    over the K prompts of `scores` (`run_ids`: [K]): the first ensemble is the one evaluated; its
+    members give the average and best rows. `baselines`: designed prompts' answers to the same
+    examples (row name -> [B])."""
+    task, examples = scores.task, scores.examples
+    answers = scores.answers()
+    values = [scores.value(predicted) for predicted in answers]
+    table, weights, disagreement, voted = {}, {}, {}, {}
     for row, votes in ensembles.items():
-        voted[row] = vote(votes)
-        scores[row] = metric_of(task, task.score(examples, voted[row]), metric)
+        voted[row] = (scores.vote(votes.weights, "learned", bias=votes.bias) if isinstance(votes, LearnedRow)
+                      else scores.vote(votes, rule))
+        table[row] = scores.value(voted[row])
         weights[row] = ([round(float(w), 3) for w in votes.weights] if isinstance(votes, LearnedRow)
                         else np.asarray(votes).astype(int).tolist())
         disagreement[row] = pairwise_disagreement([answers[k] for k in np.flatnonzero(weights[row])])
     first = np.flatnonzero(next(iter(weights.values())))
     chosen = [values[k] for k in first]
-    designed = {name: metric_of(task, task.score(examples, said), metric) for name, said in (baselines or {}).items()}
+    designed = {name: scores.value(said) for name, said in (baselines or {}).items()}
     paired = None
     if not task.free_text:
         best = int(np.argmax(values))
@@ -149,5 +114,5 @@ def evaluate_ensembles(model: FrozenModel, task: TaskSpec, examples: Sequence, *
             rivals["best designed prompt"] = (name, baselines[name])
         row = next(iter(voted))
         paired = paired_rivals([example.targets.strip() for example in examples], (row, voted[row]), rivals)
-    return Table3(metric, len(examples), list(zip(run_ids, values)), float(np.mean(chosen)), float(max(chosen)),
-                  next(iter(scores.values())), scores, weights, disagreement, designed, paired)
+    return Table3(scores.metric, len(examples), list(zip(run_ids, values)), float(np.mean(chosen)),
+                  float(max(chosen)), next(iter(table.values())), table, weights, disagreement, designed, paired)

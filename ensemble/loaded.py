@@ -1,24 +1,24 @@
-"""A registered ensemble made ready to run: member prompts fetched, verified (checksum, model
-fingerprint, target format) and stacked into one table — from the store, or from the folder of
-its MLflow model (what `mlflow.pyfunc.load_model` hands the loader)."""
+"""A registered ensemble made ready to run on its frozen model (`check_model`): member prompts
+fetched, verified (`store.prompts.verified_member`: checksum, model fingerprint, target format)
+and stacked into one table — from the store, or from the folder of its MLflow model (what
+`mlflow.pyfunc.load_model` hands the loader)."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 from softprompt.core.inference import label_targets
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.multi_prompt import PromptTable, stack_prompts
 from softprompt.core.prompts import SoftPrompt
-from softprompt.core.sentinel import with_sentinel_targets
+from softprompt.core.sentinel import model_for
 from softprompt.core.tasks import TaskSpec, get_task
 from softprompt.store import EnsembleError, EnsembleManifest, RegisteredEnsemble, Store
 from softprompt.store.manifest import MANIFEST_FILE
 from softprompt.store.prompts import verified_member
-from softprompt.store.registry import MEMBERS_FOLDER, ensemble_label, member_origin
+from softprompt.store.registry import MEMBERS_FOLDER
 
 from .predict import EnsembleInput
 
@@ -39,35 +39,18 @@ class LoadedEnsemble(NamedTuple):
         return len(self.prompts)
 
 
-def scoring_model(model: FrozenModel, target_format: str) -> FrozenModel:
-    """`model` formatting targets as an ensemble's members were trained to (sentinel: T5 only)."""
-    if target_format != "sentinel":
-        return model
-    try:
-        return with_sentinel_targets(model)
-    except ValueError as error:
-        raise EnsembleError(f"sentinel targets: {error}") from error
+def check_model(model: FrozenModel, fingerprint: str, *, owner: str) -> FrozenModel:
+    """`model`, refused unless it is the frozen model of fingerprint `fingerprint`; `owner` says
+    whose model that is ("ensemble 'rte' was built for", "the candidates were trained on")."""
+    if model.fingerprint != fingerprint:
+        raise EnsembleError(f"{owner} model fingerprint {fingerprint[:12]}…, not {model.name!r} "
+                            f"({model.fingerprint[:12]}…)")
+    return model
 
 
-def check_model(manifest: EnsembleManifest, model: FrozenModel) -> None:
-    """Refuses a frozen model other than the one the ensemble was built for."""
-    if manifest.model_fingerprint != model.fingerprint:
-        raise EnsembleError(f"ensemble {manifest.name!r} was built for model fingerprint "
-                            f"{manifest.model_fingerprint[:12]}…, not {model.name!r} ({model.fingerprint[:12]}…)")
-
-
-def load_member_prompts(manifest: EnsembleManifest, folders: Sequence[str | os.PathLike],
-                        model: FrozenModel, *, where: str | None = None,
-                        shown: Sequence[str] | None = None) -> list[SoftPrompt]:
-    """Each member's prompt from its local folder, checked against the manifest's sha256, the
-    model's fingerprint and the ensemble's target format (`verified_member`, the check the driver
-    of `softprompt serve` runs before deploying); the first mismatch is an EnsembleError naming
-    the member (`where` and `shown`: how the message names the version and each member's file)."""
-    check_model(manifest, model)
-    where = where or f"ensemble {manifest.name!r}"
-    return [verified_member(manifest, number, folder, where=where, shown=shown[number] if shown else None,
-                            model=model)
-            for number, folder in enumerate(folders)]
+def built_for(manifest: EnsembleManifest) -> str:
+    """`check_model`'s owner for an ensemble."""
+    return f"ensemble {manifest.name!r} was built for"
 
 
 def assemble(name: str, version: str, manifest: EnsembleManifest, prompts: list[SoftPrompt]) -> LoadedEnsemble:
@@ -75,11 +58,10 @@ def assemble(name: str, version: str, manifest: EnsembleManifest, prompts: list[
 
 
 def load_registered(store: Store, registered: RegisteredEnsemble, model: FrozenModel) -> LoadedEnsemble:
-    """A resolved ensemble version, its members fetched from the store and verified."""
-    with tempfile.TemporaryDirectory() as folder:
-        folders = store.fetch_member_prompts(registered, folder)
-        prompts = load_member_prompts(registered.manifest, folders, model, where=ensemble_label(registered),
-                                      shown=[member_origin(registered, n, f) for n, f in enumerate(folders)])
+    """A resolved ensemble version on `model` (which must be the one it was built for), its members
+    fetched from the store and verified (`Store.verified_members`)."""
+    check_model(model, registered.manifest.model_fingerprint, owner=built_for(registered.manifest))
+    prompts = store.verified_members(registered, model=model)
     return assemble(registered.name, registered.version, registered.manifest, prompts)
 
 
@@ -105,7 +87,7 @@ def input_factory(model: FrozenModel, loaded: LoadedEnsemble, *, task: TaskSpec 
     [first_prompt, first_prompt + N) of the table the inputs will run on."""
     task = task or manifest_task(loaded.manifest)
     targets = None if task.free_text else tuple(
-        map(tuple, label_targets(scoring_model(model, loaded.manifest.target_format), task.label_words)))
+        map(tuple, label_targets(model_for(model, loaded.manifest.target_format), task.label_words)))
     manifest = loaded.manifest
 
     def make(input_ids: list[int]) -> EnsembleInput:
@@ -135,7 +117,11 @@ def read_model_manifest(data_path: str | os.PathLike) -> EnsembleManifest:
 
 
 def load_model_folder(data_path: str | os.PathLike, model: FrozenModel) -> LoadedEnsemble:
-    """The ensemble in the `data/` folder of its MLflow model (manifest + members/<i>)."""
+    """The ensemble in the `data/` folder of its MLflow model (manifest + members/<i>) on `model`
+    (which must be the one it was built for), each member verified (`verified_member`)."""
     manifest = read_model_manifest(data_path)
-    folders = [Path(data_path) / MEMBERS_FOLDER / str(number) for number in range(len(manifest.members))]
-    return assemble(manifest.name, "", manifest, load_member_prompts(manifest, folders, model))
+    check_model(model, manifest.model_fingerprint, owner=built_for(manifest))
+    where = f"ensemble {manifest.name!r}"
+    prompts = [verified_member(manifest, number, Path(data_path) / MEMBERS_FOLDER / str(number), where=where,
+                               model=model) for number in range(len(manifest.members))]
+    return assemble(manifest.name, "", manifest, prompts)

@@ -1,5 +1,6 @@
-"""Replicate -> score -> vote: THE path from inputs to ensemble answers, used by Table 3
-(`ensemble evaluate`), the Python API, the MLflow model and Ray Serve alike.
+"""Replicate -> score -> vote: THE path from inputs to ensemble answers, used by the Python API,
+guarded promotion, the MLflow model and Ray Serve alike; its scoring half (`label_scores`,
+`member_answers`) is also what `scores.MemberScores` runs once over a split.
 
 Each input is replicated across its ensemble's N member prompts (paper §6, Figure 2) on one
 prompt table, so the frozen model runs over all of them in one call — never N separate passes.
@@ -20,16 +21,15 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from softprompt.core.inference import Query, classify_scores, greedy_decode, label_targets
+from softprompt.core.inference import Query, classify_scores, greedy_decode
 from softprompt.core.models.base import FrozenModel
 from softprompt.core.multi_prompt import PromptTable
-from softprompt.core.tasks import TaskSpec
 
 from .voting import Vote, majority_vote, vote_classification
 
 EXACT_ROWS = 8         # passes this small run unpadded; larger ones in power-of-two chunks
 PADDING_SLACK = 0.125  # a larger chunk may pad up to this share of the rows
-DEFAULT_MAX_ROWS = 32  # model rows (inputs x members) per forward chunk (CPU: 16-32 best)
+DEFAULT_MAX_ROWS = 32  # model rows (inputs x members) per forward chunk
 
 
 class EnsembleInput(NamedTuple):
@@ -75,8 +75,8 @@ def _by_length(inputs: Sequence[EnsembleInput], indices: Sequence[int]) -> list[
     return sorted(indices, key=lambda i: len(inputs[i].input_ids))
 
 
-def member_scores(model: FrozenModel, table: PromptTable, inputs: Sequence[EnsembleInput], *,
-                  max_rows: int = DEFAULT_MAX_ROWS) -> tuple[list[np.ndarray], int]:
+def label_scores(model: FrozenModel, table: PromptTable, inputs: Sequence[EnsembleInput], *,
+                 max_rows: int = DEFAULT_MAX_ROWS) -> tuple[list[np.ndarray], int]:
     """Every member's label log-likelihoods for each (classification) input: one [N, C] array
     per input, in input order, from one call; and the rows the model ran."""
     order = _by_length(inputs, range(len(inputs)))
@@ -125,10 +125,10 @@ def vote_inputs(model: FrozenModel, table: PromptTable, inputs: Sequence[Ensembl
     decode = [i for i, item in enumerate(inputs) if item.targets is None]
     rows = 0
     if classify:
-        scores, rows = member_scores(model, table, [inputs[i] for i in classify], max_rows=max_rows)
-        for i, member_scores_i in zip(classify, scores):
+        scores, rows = label_scores(model, table, [inputs[i] for i in classify], max_rows=max_rows)
+        for i, scored in zip(classify, scores):
             item = inputs[i]
-            votes[i] = vote_classification(member_scores_i, item.label_words, rule=item.rule, weights=item.weights,
+            votes[i] = vote_classification(scored, item.label_words, rule=item.rule, weights=item.weights,
                                            bias=item.bias)
     if decode:
         answers, decoded_rows = member_answers(model, table, [inputs[i] for i in decode], max_rows=max_rows)
@@ -139,13 +139,3 @@ def vote_inputs(model: FrozenModel, table: PromptTable, inputs: Sequence[Ensembl
             votes[i] = majority_vote(texts, likelihoods, weights=inputs[i].weights)
     return votes, rows
 
-
-def stacked_label_scores(model: FrozenModel, task: TaskSpec, table: PromptTable, encoded: Sequence, *,
-                         rule: str = "majority") -> np.ndarray:
-    """Every prompt of `table` (K prompts) on every encoded input (B token-id lists): the label
-    log-likelihoods [K, B, C], in one pass over K x B rows."""
-    targets = tuple(map(tuple, label_targets(model, task.label_words)))
-    count = int(table.embeddings.shape[0])
-    inputs = [EnsembleInput(ids, 0, (1,) * count, targets, task.label_words, rule) for ids in encoded]
-    scores, _ = member_scores(model, table, inputs)
-    return np.stack(scores, axis=1)

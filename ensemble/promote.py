@@ -17,16 +17,17 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 from softprompt.core.evaluation import encode_inputs
-from softprompt.core.models import load_model
 from softprompt.core.models.base import FrozenModel
+from softprompt.core.sentinel import model_for
 from softprompt.core.tasks import TaskSpec
 from softprompt.core.tasks.holdout import Holdout
 from softprompt.store import EnsembleError, RegisteredEnsemble, Store
 
-from .build import SelectionSplit, metric_value
+from .build import SelectionSplit
 from .evaluate import paired_test
 from .loaded import input_factory, load_registered, manifest_task
 from .predict import vote_inputs
+from .scores import metric_value
 
 DEFAULT_MAX_P = 0.05
 
@@ -96,10 +97,10 @@ def scored(model: FrozenModel, store: Store, registered: RegisteredEnsemble, tas
     votes, _ = vote_inputs(model, loaded.table, [make(ids) for ids in encode_inputs(model, task, examples)])
     answers = [v.label for v in votes]
     if task.free_text:
-        right = [metric_value(task, task.score([e], [a]), metric) > 0.5 for e, a in zip(examples, answers)]
+        right = [metric_value(task, metric, [e], [a]) > 0.5 for e, a in zip(examples, answers)]
     else:
         right = [a.strip() == e.targets.strip() for e, a in zip(examples, answers)]
-    return metric_value(task, task.score(examples, answers), metric), right
+    return metric_value(task, metric, examples, answers), right
 
 
 def promote_if_better(store: Store, candidate: RegisteredEnsemble, *, alias: str = "production",
@@ -123,7 +124,7 @@ def promote_if_better(store: Store, candidate: RegisteredEnsemble, *, alias: str
     examples = split.examples(task, limit=limit or (manifest.selection or {}).get("examples"))
     if not examples:
         raise EnsembleError(f"the selection split {split.describe()} of task {task.name!r} has no examples")
-    model = model or load_model(manifest.model, dtype=manifest.dtype)
+    model = model_for(model or manifest.model, dtype=manifest.dtype)
     current = store.resolve_ensemble(f"{name}/{incumbent}")
     if current.manifest.model_fingerprint != manifest.model_fingerprint:
         raise EnsembleError(f"{name} version {incumbent} runs on another frozen model than version "

@@ -19,11 +19,10 @@ import os
 from typing import Any, Iterable, Mapping
 
 from softprompt.core.batching import encode_pair
-from softprompt.core.models import load_model
+from softprompt.core.sentinel import model_for
 from softprompt.core.tasks import TaskDataError
 
-from .loaded import (check_servable, input_factory, load_model_folder, manifest_task, read_model_manifest,
-                     scoring_model)
+from .loaded import check_servable, input_factory, load_model_folder, manifest_task, read_model_manifest
 from .predict import vote_inputs
 
 
@@ -45,12 +44,11 @@ class EnsemblePredictor:
 
     def __init__(self, data_path: str | os.PathLike):
         manifest = read_model_manifest(data_path)
-        frozen = load_model(manifest.model, dtype=manifest.dtype)
-        self.loaded = load_model_folder(data_path, frozen)
+        self.model = model_for(manifest.model, manifest.target_format, dtype=manifest.dtype)
+        self.loaded = load_model_folder(data_path, self.model)
         self.task = manifest_task(self.loaded.manifest)
         check_servable(self.loaded, self.task)
-        self.model = scoring_model(frozen, manifest.target_format)
-        self.make_input = input_factory(frozen, self.loaded, task=self.task)
+        self.make_input = input_factory(self.model, self.loaded, task=self.task)
 
     def predict(self, model_input: Any, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """One answer per record: the voted label, the weight behind each answer, the vote shares,

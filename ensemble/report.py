@@ -11,8 +11,9 @@ from typing import Callable, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from softprompt.core.models import load_model
+from softprompt.core.progress import work_progress
 from softprompt.core.prompts import PromptArtifactError
+from softprompt.core.sentinel import model_for
 from softprompt.core.tasks import TaskSpec
 from softprompt.core.tasks.slices import overlap
 from softprompt.core.text_prompts import text_prompt_answers
@@ -21,7 +22,8 @@ from softprompt.store.names import TAG_BASELINE
 from softprompt.store.prompts import verified_prompt
 
 from .evaluate import LearnedRow, Table3, evaluate_ensembles
-from .loaded import load_registered, manifest_task, scoring_model
+from .loaded import load_registered, manifest_task
+from .scores import MemberScores
 
 # A designed text prompt as a Table 3 row: (row name, (model, task, examples) -> its answers to them).
 Baseline = tuple[str, Callable]
@@ -67,28 +69,28 @@ def check_disjoint(registered: RegisteredEnsemble, split: str, *, task: TaskSpec
 
 
 def _top_rows(store: Store, registered: RegisteredEnsemble, model, folder: Path) -> tuple[list, list[str]]:
-    """The top-N candidates of a greedy ensemble that are not already members: (prompts, run ids)."""
-    selection = registered.manifest.selection or {}
-    if selection.get("method") != "greedy" or not selection.get("candidates"):
-        return [], []
-    members = {m.run_id for m in registered.manifest.members}
+    """The top-N candidates of a greedy ensemble that are not already members: (prompts, run ids),
+    each verified as a member is (`verified_prompt` against the manifest)."""
+    manifest = registered.manifest
+    members = {m.run_id for m in manifest.members}
     prompts, run_ids = [], []
-    for candidate in selection["candidates"][: int(selection.get("size", 0))]:
-        if candidate["run_id"] in members:
+    for candidate in manifest.candidates[: int(manifest.selection["size"])]:
+        if candidate.run_id in members:
             continue
         try:
-            path = store.fetch_prompt(candidate["artifact_uri"], folder / candidate["run_id"])
-            prompts.append(verified_prompt(path, sha256=candidate["sha256"], model=model).embeddings)
+            path = store.fetch_prompt(candidate.artifact_uri, folder / candidate.run_id)
+            prompts.append(verified_prompt(path, sha256=candidate.sha256, fingerprint=manifest.model_fingerprint,
+                                           target_format=manifest.target_format, model=model).embeddings)
         except PromptArtifactError as error:
-            raise EnsembleError(f"{registered.reference}: top-N candidate {candidate['run_id']}: {error}") from error
-        run_ids.append(candidate["run_id"])
+            raise EnsembleError(f"{registered.reference}: top-N candidate {candidate.run_id}: {error}") from error
+        run_ids.append(candidate.run_id)
     return prompts, run_ids
 
 
 def ensemble_table(store: Store, registered: RegisteredEnsemble, model, task: TaskSpec, examples: Sequence, *,
                    baselines: dict[str, Sequence[str]] | None = None) -> Table3:
     """Table 3 of a registered ensemble: its members, and for a greedy ensemble also the top-N
-    ensemble of its candidate pool, scored in one pass."""
+    ensemble of its candidate pool, from one `MemberScores` of them all."""
     manifest = registered.manifest
     loaded = load_registered(store, registered, model)
     prompts = [p.embeddings for p in loaded.prompts]
@@ -98,18 +100,20 @@ def ensemble_table(store: Store, registered: RegisteredEnsemble, model, task: Ta
     if manifest.pool:    # the learned vote first (the one evaluated), then its members' majority vote
         ensembles = {f"ensemble ({method}, learned)": LearnedRow(list(manifest.vote_weights), manifest.vote_bias),
                      f"ensemble ({method}, majority)": list(manifest.weights)}
-    with tempfile.TemporaryDirectory() as folder:
-        extra, extra_ids = _top_rows(store, registered, model, Path(folder))
-    if method == "greedy" and manifest.selection.get("candidates"):
-        size = int(manifest.selection["size"])
-        top_ids = [c["run_id"] for c in manifest.selection["candidates"][:size]]
+    if method == "greedy" and manifest.candidates:
+        with tempfile.TemporaryDirectory() as folder:
+            extra, extra_ids = _top_rows(store, registered, model, Path(folder))
+        top_ids = [c.run_id for c in manifest.candidates[: int(manifest.selection["size"])]]
         prompts, run_ids = prompts + extra, run_ids + extra_ids
         ensembles = {row: votes._replace(weights=list(votes.weights) + [0.0] * len(extra))
                      if isinstance(votes, LearnedRow) else votes + [0] * len(extra)
                      for row, votes in ensembles.items()}
         ensembles[f"ensemble (top-{len(top_ids)})"] = [1 if run_id in top_ids else 0 for run_id in run_ids]
-    return evaluate_ensembles(scoring_model(model, manifest.target_format), task, examples, prompts=prompts,
-                              run_ids=run_ids, ensembles=ensembles, metric=manifest.metric,
+    with work_progress(f"{len(prompts)} prompts on {len(examples)} {task.name} examples",
+                       total=len(prompts) * len(examples)):
+        scores = MemberScores.compute(model_for(model, manifest.target_format), task, prompts, examples,
+                                      metric=manifest.metric)
+    return evaluate_ensembles(scores, run_ids=run_ids, ensembles=ensembles,
                               rule="majority" if manifest.pool else manifest.vote_rule, baselines=baselines)
 
 
@@ -177,7 +181,7 @@ def evaluate_and_log(store: Store, reference: str, *, split: str = "validation",
     manifest = registered.manifest
     task = manifest_task(manifest)
     check_disjoint(registered, split, task=task, max_examples=max_examples, data_dir=data_dir)
-    frozen = load_model(model or manifest.model, dtype=manifest.dtype)
+    frozen = model_for(model or manifest.model, dtype=manifest.dtype)
     examples = task.examples(split, data_dir=data_dir, limit=max_examples, training=False)
     baselines = designed_baselines(store, registered, split=split, data_dir=data_dir) if designed else []
     answered = {name: answer(frozen, task, examples) for name, answer in baselines}

@@ -6,12 +6,13 @@
   start from the best single candidate; at each step add the candidate (possibly one already in)
   whose vote raises the ensemble's score most; keep the best prefix. Its first prefix is the best
   single candidate, so on the selection split the result never scores below its best member.
-  Accuracy on a few hundred examples ties often, and a tie used to go to the earlier candidate:
-  the best one re-added, so the ensemble stayed one prompt (the Table 3 campaign: five additions,
-  all 89.2). A `tiebreak` (a continuous score: the ensemble's mean log-probability of the gold
-  label) decides ties, both between additions and between prefixes.
+  Accuracy on a few hundred examples ties often; were a tie to go to the earlier candidate, the
+  best one would be re-added and the ensemble would stay one prompt. A `tiebreak` (a continuous
+  score: the ensemble's mean log-probability of the gold label, `MemberScores.gold_log_probability`)
+  decides ties, both between additions and between prefixes.
 
-Pure functions over the candidates' answers on the selection split; the model runs elsewhere.
+Pure functions over the candidates' answers on the selection split (`scores.MemberScores`); the
+model runs elsewhere.
 
 >>> import numpy as np
 >>> gold = np.array([0, 1, 1, 0, 1])

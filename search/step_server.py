@@ -64,13 +64,13 @@ class StepServer:
     def __init__(self, model: Any, *, sentinel: bool, max_trials: int, rows_per_call: int | None, window_s: float):
         import jax
 
-        from softprompt.core.sentinel import with_sentinel_targets
+        from softprompt.core.sentinel import model_for
         from softprompt.core.sharding import default_placement, place_for_training
 
         from .shared_model import unshare_model
 
         model = unshare_model(model)
-        model = with_sentinel_targets(model) if sentinel else model
+        model = model_for(model, "sentinel" if sentinel else "plain")
         self._model, self._params = place_for_training(model, default_placement())
         self._cpu = jax.default_backend() == "cpu"
         self._max_trials, self._rows_per_call, self._window_s = max_trials, rows_per_call, window_s

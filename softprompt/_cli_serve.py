@@ -66,7 +66,7 @@ def serve(
                              f"{store.display_uri} (name one: softprompt serve NAME@ALIAS)")
         registered = resolve_all(store, references)       # once, here: every replica loads these versions
         for version in registered:     # a damaged member is named here, not in a replica's log
-            store.verify_ensemble(version)
+            store.verified_members(version)
         app = build_app(references, versions=[r.reference for r in registered], tracking_uri=uri, model=model,
                         max_inputs=max_inputs, max_batch_size=max_batch_size,
                         batch_wait_timeout_s=batch_wait_timeout_s, token=token, max_rows_per_pass=max_rows_per_pass,

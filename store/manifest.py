@@ -6,17 +6,21 @@
      "members": [{"run_id": "…", "artifact_uri": "…/prompt", "sha256": "…", "metric": 91.2,
                   "multiplicity": 2}, …],
      "selection": {"method": "greedy", "split": "train", "holdout": {"size": 500, "seed": 0},
-                   "examples": 500, "score": 92.4, "best_member_score": 91.0, "candidates": 12},
-     "pool": null}
+                   "examples": 500, "score": 92.4, "best_member_score": 91.0, "top_score": …,
+                   "history": […], "candidates": [{member row, "selection_score": 90.1}, …]},
+     "task_source": null, "pool": null}
 
+A member row (`Member`) is the one record of a prompt in an ensemble, written by
+`store.prompts.prompt_member`; the greedy selection's candidate pool is a list of the same rows
+(`EnsembleManifest.candidates`), each with its own score on the selection split.
 `sha256` is that of the member's `prompt.safetensors`: a member whose file changed since the
 ensemble was built is refused on load. `multiplicity` is the member's weight in the vote (greedy
 selection with replacement may pick a prompt more than once). `target_format` is the members'
 training target format (`plain`, or T5's `sentinel`, paper §2.2): an ensemble scores labels the
 way its members were trained. `selection` says how the members were chosen. `pool` is the learned
 vote's fitted combiner (vote rule `learned` only): `{"weights": [one real >= 0 per member], "bias":
-[one real per label]}`; its weights, not the multiplicities, weigh that vote. Manifests written
-before a field existed read with its default.
+[one real per label]}`; its weights, not the multiplicities, weigh that vote. Every field is
+written, and a manifest missing one is refused as malformed.
 """
 
 from __future__ import annotations
@@ -78,6 +82,15 @@ class Member:
         if not isinstance(self.multiplicity, int) or self.multiplicity < 1:
             raise EnsembleError(f"member {self.run_id}: multiplicity must be an integer >= 1, got {self.multiplicity!r}")
 
+    def to_json(self, **extra: Any) -> dict[str, Any]:
+        """The row as JSON, with `extra` keys (a candidate's `selection_score`)."""
+        return dataclasses.asdict(self) | extra
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Member":
+        """A row written by `to_json` (its extra keys ignored)."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleManifest:
@@ -134,6 +147,11 @@ class EnsembleManifest:
         return tuple(float(w) for w in self.pool["weights"]) if self.pool else tuple(map(float, self.weights))
 
     @property
+    def candidates(self) -> tuple[Member, ...]:
+        """The pool greedy selection chose the members from, best first (none for `top`)."""
+        return tuple(Member.from_json(row) for row in (self.selection or {}).get("candidates", ()))
+
+    @property
     def vote_bias(self) -> tuple[float, ...] | None:
         """The learned vote's per-label bias (None for the other rules)."""
         return tuple(float(b) for b in self.pool["bias"]) if self.pool else None
@@ -146,9 +164,8 @@ class EnsembleManifest:
         if not isinstance(data, Mapping) or data.get("format") != FORMAT:
             raise EnsembleError(f"{source}: not a softprompt ensemble manifest (format {FORMAT!r})")
         try:
-            members = tuple(Member(**member) for member in data["members"])
-            fields = {f.name: data[f.name] if f.default is dataclasses.MISSING else data.get(f.name, f.default)
-                      for f in dataclasses.fields(cls) if f.name != "members"}
+            members = tuple(Member.from_json(member) for member in data["members"])
+            fields = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name != "members"}
         except (KeyError, TypeError) as error:
             raise EnsembleError(f"{source}: malformed ensemble manifest ({error!r})") from error
         return cls(members=members, **fields)

@@ -1,5 +1,6 @@
-"""Prompt artifacts in the store: logging a trial's best prompt, fetching one by URI, and
-loading it verified (checksum and model fingerprint) onto a frozen model."""
+"""Prompt artifacts in the store: logging a trial's best prompt, fetching one by URI, its row in
+an ensemble manifest (`prompt_member`), and loading it verified (`verified_prompt`: checksum, model
+fingerprint, target format) onto a frozen model."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from softprompt.core.models.base import FrozenModel
 from softprompt.core.prompts import TENSOR_FILE, PromptArtifactError, SoftPrompt
 
 from .client import StoreBase
-from .manifest import EnsembleError, EnsembleManifest
+from .manifest import EnsembleError, EnsembleManifest, Member
 from .names import PROMPT_ARTIFACT_PATH
 
 
@@ -22,10 +23,20 @@ def prompt_uri(artifact_uri: str) -> str:
     return f"{artifact_uri.rstrip('/')}/{PROMPT_ARTIFACT_PATH}"
 
 
-def verified_prompt(folder: str | os.PathLike, *, sha256: str | None = None,
-                    model: FrozenModel | None = None) -> SoftPrompt:
-    """The prompt in `folder`, refused (PromptArtifactError) when its tensor's sha256 is not
-    `sha256` or, with `model`, when it was trained on another model."""
+def prompt_member(run_id: str, artifact_uri: str, folder: str | os.PathLike, *, metric: float,
+                  multiplicity: int = 1) -> Member:
+    """The manifest row of the prompt a run logged: where it lives (`prompt_uri` of the run's
+    `artifact_uri`) and the sha256 of its tensor file in the local `folder`."""
+    return Member(run_id, prompt_uri(artifact_uri), file_sha256(Path(folder) / TENSOR_FILE), float(metric),
+                  multiplicity)
+
+
+def verified_prompt(folder: str | os.PathLike, *, sha256: str | None = None, fingerprint: str | None = None,
+                    target_format: str | None = None, model: FrozenModel | None = None) -> SoftPrompt:
+    """THE check of a prompt artifact: the prompt in `folder`, refused (PromptArtifactError naming
+    the file) when its tensor's sha256 is not `sha256`, it was trained on another model than
+    `model`, or its recorded model fingerprint or target format is not `fingerprint` or
+    `target_format`. Each check runs only when its argument is given."""
     folder = Path(folder)
     if sha256 is not None:
         tensor = folder / TENSOR_FILE
@@ -34,29 +45,31 @@ def verified_prompt(folder: str | os.PathLike, *, sha256: str | None = None,
         if file_sha256(tensor) != sha256:
             raise PromptArtifactError(f"{tensor}: sha256 differs from the one recorded at selection "
                                       "(the artifact changed since)")
-    return SoftPrompt.load(folder, model=model)
+    prompt = SoftPrompt.load(folder, model=model)
+    trained_with = prompt.hyperparameters.get("target_format", "plain")
+    if (fingerprint is not None and prompt.model_fingerprint != fingerprint) or \
+            (target_format is not None and trained_with != target_format):
+        trained = f"model {prompt.model_fingerprint[:12]}…" + (f" with {trained_with!r} targets" if target_format else "")
+        wanted = f"{(fingerprint or prompt.model_fingerprint)[:12]}…" + (f" with {target_format!r} targets"
+                                                                          if target_format else "")
+        raise PromptArtifactError(f"{folder}: trained on {trained}, not {wanted}")
+    return prompt
 
 
 def verified_member(manifest: EnsembleManifest, number: int, folder: str | os.PathLike, *, where: str,
                     shown: str | None = None, model: FrozenModel | None = None) -> SoftPrompt:
-    """Member `number` of `manifest` from its local `folder`, checked as every loader checks it:
-    the tensor's sha256 against the manifest's, the model fingerprint (the manifest's, and
-    `model`'s when given) and the target format. A mismatch is an EnsembleError that starts with
-    `where` (e.g. "ensemble 'rte' version 3"), names the member and its run, and shows the file
-    as `shown` (where the folder was fetched from) rather than as a temporary local path."""
+    """Member `number` of `manifest` from its local `folder`, checked by `verified_prompt` against
+    the manifest (sha256, model fingerprint, target format; and `model` when given). A mismatch is
+    an EnsembleError that starts with `where` (e.g. "ensemble 'rte' version 3"), names the member
+    and its run, and shows the file as `shown` (where the folder was fetched from) rather than as
+    a temporary local path."""
     member = manifest.members[number]
-    label = f"{where} member {number} (run {member.run_id})"
     try:
-        prompt = verified_prompt(folder, sha256=member.sha256, model=model)
+        return verified_prompt(folder, sha256=member.sha256, fingerprint=manifest.model_fingerprint,
+                               target_format=manifest.target_format, model=model)
     except PromptArtifactError as error:
         text = str(error).replace(str(folder), shown) if shown else str(error)
-        raise EnsembleError(f"{label}: {text}") from error
-    trained_with = prompt.hyperparameters.get("target_format", "plain")
-    if prompt.model_fingerprint != manifest.model_fingerprint or trained_with != manifest.target_format:
-        raise EnsembleError(f"{label}: trained on model {prompt.model_fingerprint[:12]}… with {trained_with!r} "
-                            f"targets; the ensemble is for {manifest.model_fingerprint[:12]}… with "
-                            f"{manifest.target_format!r} targets")
-    return prompt
+        raise EnsembleError(f"{where} member {number} (run {member.run_id}): {text}") from error
 
 
 class PromptArtifacts(StoreBase):

@@ -11,8 +11,6 @@ manifest and copies of the member prompts,
 so `mlflow.pyfunc.load_model("models:/NAME@production")` and `mlflow models serve` run it (the
 loader loads the frozen model the manifest names and checks its fingerprint). References:
 `name`, `name@alias`, `name/3`, or the `models:/name@alias` / `models:/name/3` URI forms.
-Versions registered before the model existed hold only `ensemble/manifest.json`; they still
-resolve, their members fetched from the trial runs.
 """
 
 from __future__ import annotations
@@ -28,6 +26,8 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 
+from softprompt.core.models.base import FrozenModel
+from softprompt.core.prompts import SoftPrompt
 
 from .client import StoreBase
 from .manifest import MANIFEST_FILE, EnsembleError, EnsembleManifest, check_ensemble_name
@@ -60,10 +60,8 @@ def ensemble_label(registered: RegisteredEnsemble) -> str:
     return f"ensemble {registered.name!r} version {registered.version}"
 
 
-def member_origin(registered: RegisteredEnsemble, number: int, local: str | os.PathLike) -> str:
-    """Where member `number`'s folder `local` (from `fetch_member_prompts`) came from in the store."""
-    if Path(local).parent.name == "runs":        # fetched from its trial run (a version without copies)
-        return registered.manifest.members[number].artifact_uri
+def member_origin(registered: RegisteredEnsemble, number: int) -> str:
+    """Where member `number`'s prompt folder lives in the store: its copy inside the version's model."""
     return f"{registered.source}/{DATA_FOLDER}/{MEMBERS_FOLDER}/{number}"
 
 
@@ -126,19 +124,21 @@ class Registry(PromptArtifacts, StoreBase):
                                                    tags={TAG_TASK: manifest.task,
                                                          "members": str(len(manifest.members))})
         registered = RegisteredEnsemble(manifest.name, str(version.version), manifest, run_id, source)
-        self.verify_ensemble(registered)            # an alias never points at a version that cannot load
+        self.verified_members(registered)            # an alias never points at a version that cannot load
         if alias:
             self.client.set_registered_model_alias(manifest.name, alias, version.version)
         return registered
 
-    def verify_ensemble(self, registered: RegisteredEnsemble) -> None:
-        """Fetches the version's member prompts and checks each against the manifest (checksum,
-        model fingerprint, target format: `verified_member`, as every replica does); EnsembleError
-        names the ensemble, version, member and file of the first that does not match."""
+    def verified_members(self, registered: RegisteredEnsemble, *, model: FrozenModel | None = None) -> list[SoftPrompt]:
+        """The version's member prompts in member order, fetched and each checked against the
+        manifest (`verified_member`; with `model`, loaded onto it): what registration, the driver of
+        `softprompt serve` and every loader run. EnsembleError names the ensemble, version, member
+        and file of the first that does not match."""
         with tempfile.TemporaryDirectory() as folder:
-            for number, path in enumerate(self.fetch_member_prompts(registered, folder)):
-                verified_member(registered.manifest, number, path, where=ensemble_label(registered),
-                                shown=member_origin(registered, number, path))
+            members = self.fetch_prompt(f"{registered.source}/{DATA_FOLDER}/{MEMBERS_FOLDER}", folder)
+            return [verified_member(registered.manifest, number, members / str(number), where=ensemble_label(registered),
+                                    shown=member_origin(registered, number), model=model)
+                    for number in range(len(registered.manifest.members))]
 
     def resolve_ensemble(self, reference: str) -> RegisteredEnsemble:
         """The ensemble version a reference names, with its manifest."""
@@ -150,16 +150,11 @@ class Registry(PromptArtifacts, StoreBase):
             raise EnsembleError(f"no registered ensemble version for {reference!r} ({error.message})") from error
         source = version.source
         with tempfile.TemporaryDirectory() as folder:
-            text = None
-            for inside in (f"{DATA_FOLDER}/{MANIFEST_FILE}", MANIFEST_FILE):   # a model; or a pre-model version
-                try:
-                    path = self.fetch_artifacts(f"{source}/{inside}", folder)
-                except Exception:  # noqa: BLE001 - not at this place; try the next
-                    continue
-                text = Path(path).read_text()
-                break
-        if text is None:
-            raise EnsembleError(f"{reference}: version {version.version} holds no {MANIFEST_FILE} at {source}")
+            try:
+                text = Path(self.fetch_artifacts(f"{source}/{DATA_FOLDER}/{MANIFEST_FILE}", folder)).read_text()
+            except Exception as error:  # noqa: BLE001 - any store failure means: no manifest there
+                raise EnsembleError(f"{reference}: version {version.version} holds no {MANIFEST_FILE} at "
+                                    f"{source}/{DATA_FOLDER}") from error
         manifest = EnsembleManifest.loads(text, source=reference)
         return RegisteredEnsemble(name, str(version.version), manifest, version.run_id, source)
 
@@ -177,31 +172,13 @@ class Registry(PromptArtifacts, StoreBase):
         """Points `name@alias` at `version` (a registered version of `name`)."""
         self.client.set_registered_model_alias(name, alias, version)
 
-    def fetch_member_prompts(self, registered: RegisteredEnsemble, destination: str | os.PathLike) -> list[Path]:
-        """Local folders of the version's member prompts, in member order: the copies inside the
-        model; for versions without them, each member's trial artifact."""
-        destination = Path(destination)
-        try:
-            members = self.fetch_artifacts(f"{registered.source}/{DATA_FOLDER}/{MEMBERS_FOLDER}", destination)
-            folders = [members / str(number) for number in range(len(registered.manifest.members))]
-            if all(folder.is_dir() for folder in folders):
-                return folders
-        except Exception:  # noqa: BLE001 - a version registered before members were copied
-            pass
-        return [self.fetch_prompt(member.artifact_uri, destination / "runs" / str(number))
-                for number, member in enumerate(registered.manifest.members)]
-
     def fetch_member_prompt(self, registered: RegisteredEnsemble, number: int,
                             destination: str | os.PathLike) -> Path:
-        """Member `number`'s prompt folder downloaded into `destination` (the copy inside the model;
-        for versions without one, the trial's artifact), checked as `verify_ensemble` checks it."""
-        member = registered.manifest.members[number]
-        try:
-            folder = self.fetch_artifacts(f"{registered.source}/{DATA_FOLDER}/{MEMBERS_FOLDER}/{number}", destination)
-        except Exception:  # noqa: BLE001 - a version registered before members were copied
-            folder = self.fetch_prompt(member.artifact_uri, Path(destination) / "runs" / str(number))
+        """Member `number`'s prompt folder downloaded into `destination`, checked as
+        `verified_members` checks it."""
+        folder = self.fetch_prompt(member_origin(registered, number), destination)
         verified_member(registered.manifest, number, folder, where=ensemble_label(registered),
-                        shown=member_origin(registered, number, folder))
+                        shown=member_origin(registered, number))
         return folder
 
     def ensembles_with_alias(self, alias: str = DEFAULT_ALIAS) -> list[str]:

@@ -11,13 +11,12 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from softprompt.core.fingerprint import file_sha256
 from softprompt.core.models.base import FrozenModel
-from softprompt.core.prompts import TENSOR_FILE, SoftPrompt
+from softprompt.core.prompts import SoftPrompt
 from softprompt.core.tasks import get_task, is_task_file
-from softprompt.store import EnsembleManifest, Member, RegisteredEnsemble, Store
+from softprompt.store import EnsembleManifest, RegisteredEnsemble, Store
 from softprompt.store.names import FINISHED, TAG_MODEL, TAG_MODEL_FINGERPRINT, TAG_TASK
-from softprompt.store.prompts import prompt_uri
+from softprompt.store.prompts import prompt_member
 
 
 def register_sample_ensemble(store: Store, model: FrozenModel, *, name: str, task: str, seeds: Sequence[int],
@@ -40,9 +39,9 @@ def register_sample_ensemble(store: Store, model: FrozenModel, *, name: str, tas
                                                 TAG_MODEL_FINGERPRINT: model.fingerprint})
             store.log_prompt(run.info.run_id, path)
             store.end_run(run.info.run_id, FINISHED)
-            members.append(Member(run.info.run_id, prompt_uri(run.info.artifact_uri), file_sha256(path / TENSOR_FILE),
-                                  metric=metrics[number] if metrics else 0.0,
-                                  multiplicity=multiplicities[number] if multiplicities else 1))
+            members.append(prompt_member(run.info.run_id, run.info.artifact_uri, path,
+                                         metric=metrics[number] if metrics else 0.0,
+                                         multiplicity=multiplicities[number] if multiplicities else 1))
             folders.append(path)
         manifest = EnsembleManifest(name=name, task=spec.name, model=model.name, model_fingerprint=model.fingerprint,
                                     metric=spec.primary_metric or spec.metrics[0], members=tuple(members),

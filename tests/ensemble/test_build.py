@@ -25,10 +25,9 @@ from softprompt.core.prompts import SoftPrompt
 from softprompt.core.tasks import get_task
 from softprompt.core.tasks.holdout import Holdout
 from softprompt.ensemble.build import build_ensemble, learned_pool
-from softprompt.core.multi_prompt import stack_prompts
-from softprompt.ensemble.evaluate import prompt_answers
 from softprompt.ensemble.loaded import input_factory, load_ensemble
-from softprompt.ensemble.predict import stacked_label_scores, vote_inputs
+from softprompt.ensemble.predict import vote_inputs
+from softprompt.ensemble.scores import MemberScores
 from softprompt.ensemble.voting import combine
 from softprompt.store import EnsembleError, Store
 
@@ -92,11 +91,11 @@ def test_greedy_never_scores_below_its_best_member_on_its_selection_split(campai
     candidates = registered.manifest.selection["candidates"]
     prompts = [SoftPrompt.load(store.fetch_prompt(c["artifact_uri"], tmp_path / c["run_id"]), model=tiny_model).embeddings
                for c in candidates]
-    answers, vote = prompt_answers(tiny_model, prompts, task, encode_inputs(tiny_model, task, examples), rule="majority")
-    accuracy = [task.score(examples, predicted)["accuracy"] for predicted in answers]
+    scores = MemberScores.compute(tiny_model, task, prompts, examples, metric="accuracy")
+    accuracy = [task.score(examples, predicted)["accuracy"] for predicted in scores.answers()]
     chosen = np.array([next((m.multiplicity for m in registered.manifest.members if m.run_id == c["run_id"]), 0)
                        for c in candidates])
-    ensemble = task.score(examples, vote(chosen))["accuracy"]
+    ensemble = task.score(examples, scores.vote(chosen))["accuracy"]
     assert ensemble == pytest.approx(registered.manifest.selection["score"])
     assert ensemble >= max(accuracy) == pytest.approx(registered.manifest.selection["best_member_score"])
     assert [c["selection_score"] for c in candidates] == pytest.approx(accuracy)    # each one's own, recorded
@@ -213,7 +212,7 @@ def test_the_learned_vote_refuses_prompts_without_signal_and_fits_prompts_with_i
     gold = np.array([task.label_words.index(e.targets) for e in examples])
     margins = np.where(gold == 1, 1.0, -1.0) + np.random.default_rng(0).normal(size=(2, len(gold)))
     scores = np.stack([np.zeros_like(margins), margins], axis=-1)                  # [2, B, 2]
-    pool, score = learned_pool(task, scores, examples, "accuracy")
+    pool, score = learned_pool(MemberScores(task, examples, "accuracy", labels=scores))
     assert (pool.weights > 0).all()
     winners, _ = combine(scores, weights=pool.weights, rule="learned", bias=pool.bias)
     assert score == pytest.approx(100 * np.mean(winners == gold)) and score > 70
@@ -233,7 +232,7 @@ def test_a_learned_ensemble_serves_and_reports_its_pool(campaign, tiny_model, tm
     examples = task.examples("validation", limit=12)
     encoded = encode_inputs(tiny_model, task, examples)
     prompts = [SoftPrompt.load(folder, model=tiny_model).embeddings for folder in folders]
-    scores = stacked_label_scores(tiny_model, task, stack_prompts(prompts), encoded)
+    scores = MemberScores.compute(tiny_model, task, prompts, examples, metric="accuracy").labels
     winners, shares = combine(scores, weights=pool["weights"], rule="learned", bias=pool["bias"])
     loaded = load_ensemble(store, "rte-learned@production", tiny_model)
     make = input_factory(tiny_model, loaded, task=task)

@@ -8,15 +8,14 @@ import dataclasses
 import pytest
 
 from softprompt.core.evaluation import evaluate_prompt
-from softprompt.core.fingerprint import file_sha256
-from softprompt.core.prompts import TENSOR_FILE, SoftPrompt
+from softprompt.core.prompts import SoftPrompt
 from softprompt.core.sentinel import with_sentinel_targets
 from softprompt.core.tasks import get_task
 from softprompt.ensemble.loaded import load_ensemble
 from softprompt.ensemble.report import ensemble_table
 from softprompt.serve.state import build_state
 from softprompt.store import EnsembleError, EnsembleManifest, Member, Store
-from softprompt.store.prompts import prompt_uri
+from softprompt.store.prompts import prompt_member
 
 
 @pytest.fixture
@@ -39,7 +38,7 @@ def _register(client, model, tmp_path, *, name: str, task: str, trained: str, de
         run = client.client.create_run(experiment_id)
         client.log_prompt(run.info.run_id, path)
         client.end_run(run.info.run_id, "FINISHED")
-        members.append(Member(run.info.run_id, prompt_uri(run.info.artifact_uri), file_sha256(path / TENSOR_FILE), 0.0))
+        members.append(prompt_member(run.info.run_id, run.info.artifact_uri, path, metric=0.0))
         folders.append(path)
     manifest = EnsembleManifest(name=name, task=spec.name, model=model.name, model_fingerprint=model.fingerprint,
                                 metric="accuracy", members=tuple(members), target_format=declared)
@@ -47,13 +46,15 @@ def _register(client, model, tmp_path, *, name: str, task: str, trained: str, de
     return f"{name}@production"
 
 
-def test_a_manifest_without_target_format_reads_as_plain_and_unknown_formats_are_refused(tiny_model):
+def test_a_manifest_without_target_format_or_with_an_unknown_one_is_refused(tiny_model):
     member = Member("run", "file:///x/prompt", "0" * 64, 1.0)
     manifest = EnsembleManifest(name="e", task="rte", model="m", model_fingerprint="f", metric="accuracy",
                                 members=(member,))
-    old = manifest.to_json()
-    del old["target_format"]
-    assert EnsembleManifest.from_json(old).target_format == "plain"
+    assert EnsembleManifest.from_json(manifest.to_json()) == manifest
+    partial = manifest.to_json()
+    del partial["target_format"]
+    with pytest.raises(EnsembleError, match="malformed ensemble manifest .*target_format"):
+        EnsembleManifest.from_json(partial)
     with pytest.raises(EnsembleError, match="unknown target format 'span'"):
         EnsembleManifest.from_json(manifest.to_json() | {"target_format": "span"})
 
@@ -78,7 +79,7 @@ def test_a_sentinel_ensemble_scores_each_member_with_sentinel_targets(client, ti
 
 
 def test_a_member_trained_with_another_format_is_refused_before_the_alias_moves(client, tiny_model, tmp_path):
-    with pytest.raises(EnsembleError, match="member 0 .* with 'plain' targets; the ensemble is for .* 'sentinel'"):
+    with pytest.raises(EnsembleError, match="member 0 .* with 'plain' targets, not .* 'sentinel'"):
         _register(client, tiny_model, tmp_path, name="rte-mixed", task="rte", trained="plain", declared="sentinel")
     assert not client.client.get_registered_model("rte-mixed").aliases      # the alias points at nothing broken
 

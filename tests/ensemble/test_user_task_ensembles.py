@@ -43,6 +43,7 @@ def test_without_its_task_file_the_error_names_the_file(store, tiny_model):
     moved = dataclasses.replace(manifest, task_source="/nowhere/rte-qa.yaml")
     with pytest.raises(EnsembleError, match="/nowhere/rte-qa.yaml"):
         manifest_task(moved)
-    old = manifest.to_json()
-    del old["task_source"]                               # a manifest written before the field existed
-    assert EnsembleManifest.from_json(old).task_source is None
+    partial = manifest.to_json()
+    del partial["task_source"]                           # every field is written: one missing is malformed
+    with pytest.raises(EnsembleError, match="malformed ensemble manifest .*task_source"):
+        EnsembleManifest.from_json(partial)

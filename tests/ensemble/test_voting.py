@@ -11,7 +11,7 @@ from softprompt.core.inference import label_targets
 from softprompt.core.multi_prompt import stack_prompts
 from softprompt.core.prompts import SoftPrompt
 from softprompt.core.tasks import get_task
-from softprompt.ensemble.predict import EnsembleInput, member_scores, vote_inputs
+from softprompt.ensemble.predict import EnsembleInput, label_scores, vote_inputs
 from softprompt.ensemble.selection import greedy_select, pairwise_disagreement, top_selection
 from softprompt.ensemble.voting import combine, majority_vote, vote_classification
 
@@ -128,7 +128,7 @@ def test_one_pass_ensemble_equals_separate_single_prompt_passes(tiny_model):
     table = stack_prompts(prompts)
     targets = tuple(map(tuple, label_targets(tiny_model, task.label_words)))
     inputs = [EnsembleInput(ids, 0, (1,) * 5, targets, task.label_words) for ids in encoded]
-    together, rows = member_scores(tiny_model, table, inputs)                # B x [N, C]
+    together, rows = label_scores(tiny_model, table, inputs)                 # B x [N, C]
     assert rows == 6 * 5 * 2                                                 # T5 labels are multi-token rows
     for n, prompt in enumerate(prompts):
         alone = predict(tiny_model, stack_prompts([prompt]), task, encoded)
@@ -143,7 +143,7 @@ def test_equal_scores_go_to_the_ensemble_surer_of_the_gold_labels():
     every ensemble, so without a tie-break greedy keeps the first prompt alone; the gold label's
     mean log-probability prefers the pair (the Table 3 campaign's case, where the best prompt was
     re-added four times)."""
-    from softprompt.ensemble.build import gold_log_probability
+    from softprompt.ensemble.scores import MemberScores
 
     task = get_task("sst2")
     examples = task.examples("validation", limit=2)
@@ -156,7 +156,7 @@ def test_equal_scores_go_to_the_ensemble_surer_of_the_gold_labels():
         return np.log(probabilities)
 
     stacked = np.stack([member([0.9, 0.6]), member([0.6, 0.9])])                     # [K, B, C]
-    tiebreak = gold_log_probability(stacked, task, examples)
+    tiebreak = MemberScores(task, examples, "accuracy", labels=stacked).gold_log_probability()
     assert tiebreak(np.array([2, 0])) == pytest.approx((np.log(0.9) + np.log(0.6)) / 2)
     assert tiebreak(np.array([1, 1])) == pytest.approx(np.log(0.75))
     assert tiebreak(np.array([1, 1])) > tiebreak(np.array([2, 0]))

@@ -18,6 +18,7 @@ from softprompt.core.tasks import Example, get_task
 from softprompt.ensemble.evaluate import evaluate_ensembles
 from softprompt.ensemble.loaded import input_factory, load_ensemble
 from softprompt.ensemble.predict import vote_inputs
+from softprompt.ensemble.scores import MemberScores
 
 from sample_ensembles import register_sample_ensemble
 
@@ -99,9 +100,9 @@ def test_answers_equal_the_ensemble_alone_in_mixed_batches(server, client, store
     spec = get_task("sst2")
     examples = spec.examples("validation", limit=12)
     loaded = load_ensemble(store.handle, f"sst2-a/{server.versions['sst2-a']}", tiny_model)
-    table3 = evaluate_ensembles(tiny_model, spec, examples, prompts=[p.embeddings for p in loaded.prompts],
-                                run_ids=[m.run_id for m in loaded.manifest.members],
-                                ensembles={"voted": list(loaded.manifest.weights)}, metric="accuracy")
+    scores = MemberScores.compute(tiny_model, spec, [p.embeddings for p in loaded.prompts], examples, metric="accuracy")
+    table3 = evaluate_ensembles(scores, run_ids=[m.run_id for m in loaded.manifest.members],
+                                ensembles={"voted": list(loaded.manifest.weights)})
     assert spec.score(examples, [p["label"] for p in served["sst2"]])["accuracy"] == table3.ensemble
 
 
