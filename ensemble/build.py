@@ -125,7 +125,8 @@ def fetch_candidates(store: Store, runs: Sequence[RunRecord], metric: str, folde
             break
         try:
             path = store.fetch_prompt(prompt_uri(run.artifact_uri), folder / run.run_id)
-            prompt = verified_prompt(path, fingerprint=run.tags[TAG_MODEL_FINGERPRINT], target_format=target_format(run))
+            prompt = verified_prompt(path, fingerprint=run.tags[TAG_MODEL_FINGERPRINT],
+                                     target_format=target_format(run))
         except PromptArtifactError as error:
             logger.warning("skipping run %s: %s", run.run_id, error)
             continue
@@ -146,9 +147,8 @@ def recorded_selection_split(runs: Sequence[RunRecord]) -> SelectionSplit | None
 
 
 def _same_holdout(run: RunRecord, first: RunRecord) -> bool:
-    keys = ("selection_examples", "selection_seed", "train_split", "data_dir")
-    same_source = run.params.get("data_source", "jsonl") == first.params.get("data_source", "jsonl")  # older runs: jsonl
-    return same_source and all(run.params.get(key) == first.params.get(key) for key in keys)
+    keys = ("selection_examples", "selection_seed", "train_split", "data_dir", "data_source")
+    return all(run.params.get(key) == first.params.get(key) for key in keys)
 
 
 def candidate_model(runs: Sequence[RunRecord], model: FrozenModel | None) -> FrozenModel:

@@ -3,11 +3,12 @@
     {"format": "softprompt.ensemble/v1", "name": "sst2-ensemble", "task": "sst2",
      "model": "gemma3-270m", "dtype": "float32", "model_fingerprint": "…",
      "vote_rule": "majority", "metric": "accuracy", "target_format": "plain",
-     "members": [{"run_id": "…", "artifact_uri": "…/prompt", "sha256": "…", "metric": 91.2,
+     "members": [{"run_id": "…", "artifact_uri": "…/prompt", "sha256": "…", "metric": …,
                   "multiplicity": 2}, …],
-     "selection": {"method": "greedy", "split": "train", "holdout": {"size": 500, "seed": 0},
-                   "examples": 500, "score": 92.4, "best_member_score": 91.0, "top_score": …,
-                   "history": […], "candidates": [{member row, "selection_score": 90.1}, …]},
+     "selection": {"method": "greedy", "metric": "accuracy", "size": 5, "split": "train",
+                   "holdout": {"size": 500, "seed": 0}, "examples": 500, "score": …,
+                   "best_member_score": …, "top_score": …, "history": […],
+                   "candidates": [{…member row…, "selection_score": …}, …]},
      "task_source": null, "pool": null}
 
 A member row (`Member`) is the one record of a prompt in an ensemble, written by

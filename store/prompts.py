@@ -47,13 +47,15 @@ def verified_prompt(folder: str | os.PathLike, *, sha256: str | None = None, fin
                                       "(the artifact changed since)")
     prompt = SoftPrompt.load(folder, model=model)
     trained_with = prompt.hyperparameters.get("target_format", "plain")
-    if (fingerprint is not None and prompt.model_fingerprint != fingerprint) or \
-            (target_format is not None and trained_with != target_format):
-        trained = f"model {prompt.model_fingerprint[:12]}…" + (f" with {trained_with!r} targets" if target_format else "")
-        wanted = f"{(fingerprint or prompt.model_fingerprint)[:12]}…" + (f" with {target_format!r} targets"
-                                                                          if target_format else "")
-        raise PromptArtifactError(f"{folder}: trained on {trained}, not {wanted}")
+    trained = (prompt.model_fingerprint, trained_with if target_format else None)
+    wanted = (fingerprint or prompt.model_fingerprint, target_format)
+    if trained != wanted:
+        raise PromptArtifactError(f"{folder}: trained on {_described(*trained)}, not {_described(*wanted)}")
     return prompt
+
+
+def _described(fingerprint: str, target_format: str | None) -> str:
+    return f"model {fingerprint[:12]}…" + (f" with {target_format!r} targets" if target_format else "")
 
 
 def verified_member(manifest: EnsembleManifest, number: int, folder: str | os.PathLike, *, where: str,

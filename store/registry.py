@@ -136,8 +136,8 @@ class Registry(PromptArtifacts, StoreBase):
         and file of the first that does not match."""
         with tempfile.TemporaryDirectory() as folder:
             members = self.fetch_prompt(f"{registered.source}/{DATA_FOLDER}/{MEMBERS_FOLDER}", folder)
-            return [verified_member(registered.manifest, number, members / str(number), where=ensemble_label(registered),
-                                    shown=member_origin(registered, number), model=model)
+            return [verified_member(registered.manifest, number, members / str(number), model=model,
+                                    where=ensemble_label(registered), shown=member_origin(registered, number))
                     for number in range(len(registered.manifest.members))]
 
     def resolve_ensemble(self, reference: str) -> RegisteredEnsemble:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import numpy as np
+import pytest
 
 from softprompt.core.batching import EncodedPair, make_batch
 from softprompt.core.inference import Query, classify_scores, greedy_decode
@@ -90,3 +91,17 @@ def test_greedy_decode_feeds_the_sentinel_and_decodes_after_it(tiny_model):
         sentinel_alone = score_rows(tiny_model, table, [ScoredRow(query.input_ids, [sentinel], query.prompt)])[0]
         assert abs(likelihood - (after_sentinel[best] - sentinel_alone)) < 1e-4
         assert text == ("" if best == tiny_model.tokenizer.eos_id else tiny_model.tokenizer.decode([best]))
+
+
+def test_model_for_formats_targets_once_whatever_model_it_is_given(tiny_model):
+    """`model_for` is idempotent: asked twice for sentinel targets it prefixes one sentinel; asked
+    for plain targets it unwraps; a name loads the same cached model; an unknown format is refused."""
+    from softprompt.core.sentinel import model_for
+
+    sentinel = tiny_model.tokenizer.sentinel_id(0)
+    twice = model_for(model_for(tiny_model, "sentinel"), "sentinel")
+    assert twice.ops.format_target([5])[:2] == [sentinel, 5]
+    assert model_for(twice, "plain").ops is tiny_model.ops and model_for(tiny_model) is tiny_model
+    assert model_for("t5-tiny-random") is tiny_model
+    with pytest.raises(ValueError, match="unknown target format 'span'"):
+        model_for(tiny_model, "span")

@@ -10,7 +10,7 @@ from softprompt.core.evaluation import encode_inputs, predict
 from softprompt.core.inference import label_targets
 from softprompt.core.multi_prompt import stack_prompts
 from softprompt.core.prompts import SoftPrompt
-from softprompt.core.tasks import get_task
+from softprompt.core.tasks import Example, get_task
 from softprompt.ensemble.predict import EnsembleInput, label_scores, vote_inputs
 from softprompt.ensemble.selection import greedy_select, pairwise_disagreement, top_selection
 from softprompt.ensemble.voting import combine, majority_vote, vote_classification
@@ -165,3 +165,25 @@ def test_equal_scores_go_to_the_ensemble_surer_of_the_gold_labels():
     assert greedy_select(vote, accuracy, candidates=2, size=2).multiplicities == (1, 0)
     picked = greedy_select(vote, accuracy, candidates=2, size=2, tiebreak=tiebreak)
     assert picked.multiplicities == (1, 1) and picked.score == 1.0 == picked.best_member_score
+
+
+def test_member_scores_of_free_text_vote_as_the_serving_path_does(tiny_model):
+    """One `MemberScores` pass over free-text prompts: each prompt's answers and every weighted vote
+    are what the replicate -> score -> vote path answers; `take` keeps the named prompts in order."""
+    from softprompt.ensemble.scores import MemberScores
+
+    task = get_task("squad")
+    examples = [Example(task.input_text({"question": question, "context": "The cat sat on the red mat."}), answer,
+                        {"answers": [answer]}) for question, answer in (("Who sat?", "The cat"), ("Where?", "on the mat"),
+                                                                        ("Which colour?", "red"))]
+    prompts = [SoftPrompt.init(tiny_model, length=4, seed=s, init="sampled_vocab").embeddings for s in range(3)]
+    scores = MemberScores.compute(tiny_model, task, prompts, examples, metric="qa_f1")
+    weights = (2, 0, 1)
+    inputs = [EnsembleInput(ids, 0, weights, None, None, "majority", task.max_target_tokens)
+              for ids in encode_inputs(tiny_model, task, examples)]
+    votes, _ = vote_inputs(tiny_model, stack_prompts(prompts), inputs)
+    assert scores.count == 3 and scores.vote(weights) == [v.label for v in votes]
+    assert scores.answers() == [[v.members[k] for v in votes] for k in range(3)]
+    assert scores.value(scores.vote(weights)) == pytest.approx(task.score(examples, [v.label for v in votes])["qa_f1"])
+    assert scores.take([2, 0]).answers() == [scores.answers()[2], scores.answers()[0]]
+    assert scores.gold_log_probability() is None
