@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -15,6 +16,24 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="soft
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest
+
+TESTS = Path(__file__).parent
+# `make test` runs two pytest-xdist workers with `--dist loadgroup`. The tests that start Ray, Serve or
+# a campaign, or time themselves, form one group that runs in order in one worker, first: no two Ray
+# clusters compete, and no timed test shares the machine with more than one neighbour. The others
+# (models, ensembles, tasks, the CLI's parsing) spread over both workers meanwhile.
+SERVICES = ("search/", "serve/", "infra/", "ensemble/test_build.py", "test_docs.py", "test_demo.py",
+            "test_store_outage.py", "test_layers.py", "test_cli_errors.py")
+
+
+def pytest_collection_modifyitems(items):
+    def in_services(item) -> bool:
+        return item.path.relative_to(TESTS).as_posix().startswith(SERVICES)
+
+    for item in items:
+        if in_services(item):
+            item.add_marker(pytest.mark.xdist_group("services"))
+    items.sort(key=lambda item: not in_services(item))   # stable: the services first, in their order
 
 
 @pytest.fixture(scope="session")
