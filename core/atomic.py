@@ -1,4 +1,9 @@
-"""Folders replaced as one: a checkpoint, a prompt artifact (two files that must agree).
+"""Files and folders replaced as one.
+
+A file (`write_file`): written under a temporary name beside it, then renamed onto it, so readers —
+concurrent builders of the same model cache included — see the old file or the whole new one.
+
+A folder (a checkpoint, a prompt artifact: two files that must agree):
 
 A new version is written complete into `<name>.staging` beside the target, then swapped in with
 two renames (target -> `<name>.retired`, staging -> target). A crash at any instant leaves a
@@ -10,7 +15,23 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
+from typing import Callable
+
+
+def write_file(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """`write(temporary path)`, then rename onto `path`; a failed write leaves nothing behind."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def staging_folder(target: str | os.PathLike) -> Path:

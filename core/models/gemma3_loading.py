@@ -20,13 +20,12 @@ import contextlib
 import fcntl
 import importlib.util
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import safetensors.numpy
 
+from ..atomic import write_file
 from ..fingerprint import file_sha256
 from ..paths import model_cache_dir
 from ..progress import work_progress
@@ -59,19 +58,6 @@ NAMED_MODELS: dict[str, Callable[[], Path]] = {"gemma3-270m": _gemma3_270m, "smo
 
 # --------------------------------------------------------------------------------------------- cache
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(temporary path)`, then rename onto `path`: readers see the old file or the whole new one."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def convert_gguf(gguf_path: Path | str, folder: Path) -> None:
     """GGUF -> Hugging Face-format folder (config.json, model.safetensors float32, tokenizer.json,
     tokenizer_config.json)."""
@@ -84,12 +70,12 @@ def convert_gguf(gguf_path: Path | str, folder: Path) -> None:
     with work_progress("dequantise the GGUF (once)", total=len(reader.tensors)):
         state = gguf_state_dict(reader, config)
     del reader
-    _write_atomically(folder / "tokenizer.json", lambda p: tokenizer.save(str(p)))
-    _write_atomically(folder / "model.safetensors",
+    write_file(folder / "tokenizer.json", lambda p: tokenizer.save(str(p)))
+    write_file(folder / "model.safetensors",
                       lambda p: safetensors.numpy.save_file(state, str(p), metadata={"format": "pt"}))
     if settings:
-        _write_atomically(folder / "tokenizer_config.json", lambda p: p.write_text(json.dumps(settings)))
-    _write_atomically(folder / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
+        write_file(folder / "tokenizer_config.json", lambda p: p.write_text(json.dumps(settings)))
+    write_file(folder / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
 
 
 # --------------------------------------------------------------------------------------------- entry point

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
 from safetensors.numpy import save as serialize_safetensors
 
+from ..atomic import write_file
 from ..paths import model_cache_dir
 from .base import FrozenModel
 from .t5 import T5Config
@@ -41,7 +41,7 @@ SPM_SETTINGS = dict(  # deterministic: one thread, whole corpus in file order
     character_coverage=1.0, num_threads=1, shuffle_input_sentence=False, input_sentence_size=0,
     seed_sentencepiece_size=1_000_000, minloglevel=2)
 
-# Written in this order, each atomically: config.json present means the build is complete.
+# What a complete build holds (config.json, written last, marks it complete).
 FILES = ("spiece.model", "model.safetensors", "config.json")
 
 
@@ -75,13 +75,6 @@ def random_t5_weights(config: T5Config, seed: int) -> dict[str, np.ndarray]:
     return tensors
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Concurrent builders write identical bytes; a reader never sees half a file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
 def _name(seed: int) -> str:
     return "t5-tiny-random" if seed == 0 else f"t5-tiny-random-seed{seed}"
 
@@ -93,12 +86,12 @@ def build_t5_tiny_random(seed: int = 0) -> Path:
     if all((directory / name).is_file() for name in FILES):
         return directory
     weights = random_t5_weights(T5Config.from_hf(HF_CONFIG, has_lm_head=True), seed)
-    _write_atomically(directory / "spiece.model", train_tiny_sentencepiece())
-    # metadata format "pt" lets transformers read the file as well
-    _write_atomically(directory / "model.safetensors",
-                      serialize_safetensors(weights, metadata={"format": "pt"}))
-    _write_atomically(directory / "config.json",
-                      (json.dumps(HF_CONFIG, indent=2, sort_keys=True) + "\n").encode())
+    files = {"spiece.model": train_tiny_sentencepiece(),
+             # metadata format "pt" lets transformers read the file as well
+             "model.safetensors": serialize_safetensors(weights, metadata={"format": "pt"}),
+             "config.json": (json.dumps(HF_CONFIG, indent=2, sort_keys=True) + "\n").encode()}
+    for name, data in files.items():   # in this order: config.json present means the build is complete
+        write_file(directory / name, lambda path, data=data: path.write_bytes(data))
     return directory
 
 

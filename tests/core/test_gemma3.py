@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tokenizers
 
+from softprompt.core.atomic import write_file
 from softprompt.core.batching import Batch, EncodedPair, make_batch, pad_rows
 from softprompt.core.models import gemma3_loading
 from softprompt.core.models.gemma3 import Gemma3Config, Gemma3Ops, random_params
@@ -379,7 +380,7 @@ def test_interrupted_write_leaves_nothing(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        gemma3_loading._write_atomically(tmp_path / "model.safetensors", write_then_fail)
+        write_file(tmp_path / "model.safetensors", write_then_fail)
     assert list(tmp_path.iterdir()) == []
 
 
