@@ -89,3 +89,12 @@ def test_wait_healthy_names_the_url_and_the_last_answer():
         with pytest.raises(NotHealthy, match=rf"{url}/healthz did not answer 200 within 0.5 s \(last: HTTP 503\)"):
             wait_healthy(url, timeout_s=0.5)
         listener.shutdown()
+
+
+def test_docs_serving_lists_every_setting_with_its_default():
+    table = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
+    for name, field in ServeConfig.model_fields.items():
+        [row] = [line for line in table.splitlines() if line.startswith(f"| `{name}` |")]
+        shown = {None: ("none", "the ensembles' own"), 30.0: ("30",), 10.0: ("10 (0: off)",)}.get(
+            field.default, (str(field.default),))
+        assert row.split("|")[3].strip() in shown, row
