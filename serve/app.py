@@ -21,7 +21,7 @@ each swap its immutable `ServeState` in one assignment (commit) — otherwise al
 replica stays on the old version. Requests in flight finish on the version they started with.
 
     app = build_app(["sst2-ensemble@production"], versions=["sst2-ensemble/3"],
-                    tracking_uri="sqlite:///runs/mlflow.db", max_inputs=64)   # any ServeConfig setting
+                    tracking_uri="sqlite:///runs/mlflow.db", max_inputs=16)   # any ServeConfig setting
     lifecycle.start(app)    # or: serve run softprompt.serve.app:app_builder ensembles=sst2-ensemble@production
 
 Every setting and its default: `config.ServeConfig`; replicas get `ReplicaConfig` (the settings

@@ -92,7 +92,8 @@ def start(app: Any, config: ServeConfig | None = None, *, port: int | None = Non
     except BaseException:
         _remove(config.app_name, book, shared)
         raise
-    client_host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+    client_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.host, config.host)   # a wildcard: ask loopback
+    client_host = f"[{client_host}]" if ":" in client_host else client_host
     return Server(url=f"http://{client_host}:{listening}{route_prefix.rstrip('/')}", port=listening,
                   name=config.app_name, deployment=bound.name if bound is not None else config.app_name,
                   grace_period_s=config.grace_period_s, shared=shared, book=book)
