@@ -34,6 +34,7 @@ __all__ = ["FREE_PORT", "NotHealthy", "NotStarted", "PortInUse", "Server", "left
 FREE_PORT = 0                 # `start(..., port=FREE_PORT)`: a free port of the host, picked at start
 HEALTH_TIMEOUT_S = 120.0      # how long `wait_healthy` waits by default
 POLL_S = 0.2
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # never through $http_proxy
 
 
 class NotStarted(RuntimeError):
@@ -107,7 +108,7 @@ def wait_healthy(server: Server | str, *, timeout_s: float = HEALTH_TIMEOUT_S) -
     last = "no answer"
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=max(1.0, min(10.0, timeout_s))) as response:
+            with _DIRECT.open(url, timeout=max(1.0, min(10.0, timeout_s))) as response:
                 return json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as error:
             last = f"HTTP {error.code}"
