@@ -282,7 +282,7 @@ def build_app(ensembles: Sequence[str], *, versions: Sequence[str] | None = None
     `versions`: the exact `name/version` of each reference, resolved once here when not given."""
     if not ensembles:
         raise EnsembleError("give at least one ensemble to serve (NAME@ALIAS)")
-    config = (config or DEFAULTS).replace(**settings) if settings else (config or DEFAULTS)
+    config = (config or DEFAULTS).replace(**settings)      # validated: a bad setting is one line
     uri = resolve_tracking_uri(tracking_uri)
     if versions is None:
         versions = [registered.reference for registered in resolve_all(Store(uri), ensembles)]
