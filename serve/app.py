@@ -104,7 +104,11 @@ class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
         self.config = config
         settings = self.settings = config.settings
         if settings.jax_cache_dir:
-            use_compilation_cache(settings.jax_cache_dir)
+            try:
+                use_compilation_cache(settings.jax_cache_dir)
+            except OSError as error:   # a cache only saves compilations: serve without it
+                logger.warning("no JAX compilation cache at %s (%s); compiling in memory", settings.jax_cache_dir,
+                               error)
         self.store = Store(config.tracking_uri)
         versions = apply_reloads(config.versions, reloaded_versions(config.book))   # what the peers serve
         registered = resolve_all(self.store, versions)
