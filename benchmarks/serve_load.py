@@ -60,7 +60,9 @@ from softprompt.core.models import load_model
 from softprompt.core.tasks import get_task
 from softprompt.ensemble.voting import vote_classification
 from softprompt.serve.admission import admit
-from softprompt.serve.app import ServeConfig, build_app
+from softprompt.serve import lifecycle
+from softprompt.serve.app import ReplicaConfig, build_app
+from softprompt.serve.config import ServeConfig
 from softprompt.serve.schemas import EnsembleRef, Prediction, PredictRequest, PredictResponse
 from softprompt.serve.state import load_state, resolve_all
 from softprompt.store import Store
@@ -75,12 +77,12 @@ naive_api = FastAPI(title="naive baseline")
 class NaiveServer:
     """The baseline: the same model, ensemble and API, but one 1-row forward per member per input."""
 
-    def __init__(self, config: ServeConfig):
+    def __init__(self, config: ReplicaConfig):
         store = Store(config.tracking_uri)
         registered = resolve_all(store, config.ensembles)
         self.model = load_model(registered[0].manifest.model)
         self.state = load_state(store, self.model, config.ensembles, registered)
-        self.max_inputs = config.max_inputs
+        self.max_inputs = config.settings.max_inputs
 
     def _votes(self, served, encoded):
         votes = []
@@ -228,11 +230,12 @@ def main() -> None:
 
     max_rows = args.max_rows_per_pass or ceiling.best_size
     ray.init(include_dashboard=False, num_cpus=4, logging_level="error", log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-    config = dict(tracking_uri=uri, max_inputs=64, max_batch_size=args.max_batch_size,
-                  batch_wait_timeout_s=args.batch_wait_timeout_s, max_rows_per_pass=max_rows)
-    serve.run(build_app(references, **config), name="served", route_prefix="/")
-    serve.run(NaiveServer.bind(ServeConfig(tuple(references), tuple(references), uri)), name="naive", route_prefix="/naive")
+    config = ServeConfig(port=args.port, app_name="served", max_batch_size=args.max_batch_size,
+                         batch_wait_timeout_s=args.batch_wait_timeout_s, max_rows_per_pass=max_rows,
+                         jax_cache_dir=None, follow_interval_s=0)
+    served = lifecycle.start(build_app(references, tracking_uri=uri, config=config), config)
+    serve.run(NaiveServer.bind(ReplicaConfig(tuple(references), tuple(references), uri, config.replace(token=None))),
+              name="naive", route_prefix="/naive")
     urls = {"served": f"http://127.0.0.1:{args.port}/v1/predict", "naive": f"http://127.0.0.1:{args.port}/naive/v1/predict"}
     levels: dict[str, dict] = {}
     probes_all = list(sweep.values())
@@ -251,7 +254,7 @@ def main() -> None:
             level["ceiling_predictions_per_s"] = round(float(np.mean(probes)) / MEMBERS, 3)
             log(f"{clients} client(s): {level}")
     finally:
-        serve.shutdown()
+        lifecycle.stop(served, drain=False)
         ray.shutdown()
     best = max(probes_all) / MEMBERS
     summary = {"model": args.model, "members": MEMBERS, "prompt_length": args.prompt_length,

@@ -121,12 +121,13 @@ def main() -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="serve-soak-"))
 
     import ray
-    from ray import serve
 
     from sample_ensembles import register_sample_ensemble
     from softprompt.core.models import load_model
     from softprompt.core.tasks import get_task
+    from softprompt.serve import lifecycle
     from softprompt.serve.app import build_app
+    from softprompt.serve.config import ServeConfig
     from softprompt.store import Store
 
     model = load_model(args.model)
@@ -138,9 +139,9 @@ def main() -> None:
     del model   # the replicas load their own
     sentences = [e.inputs for e in get_task("sst2").examples("validation", limit=64)]
     ray.init(include_dashboard=False, num_cpus=4, logging_level="error", log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-    serve.run(build_app([f"sst2-soak/{registered.version}"], tracking_uri=uri, replicas=args.replicas,
-                        replica_cpus=0, app_name="soak"), name="soak", route_prefix="/")
+    config = ServeConfig(port=args.port, replicas=args.replicas, replica_cpus=0, app_name="soak",
+                         jax_cache_dir=None, follow_interval_s=0)
+    server = lifecycle.start(build_app([f"sst2-soak/{registered.version}"], tracking_uri=uri, config=config), config)
     url = f"http://127.0.0.1:{args.port}/v1/predict"
     rss: list[tuple[float, int]] = []
     sampling = threading.Event()
@@ -171,7 +172,7 @@ def main() -> None:
         ended = time.monotonic()
     finally:
         sampling.set()
-        serve.shutdown()
+        lifecycle.stop(server, drain=False)
         ray.shutdown()
     minutes = []
     count = max(1, int((soaked - began) // 60))

@@ -1,6 +1,8 @@
 """Writes infra/kuberay/rayservice.yaml: a KubeRay RayService whose `serveConfigV2` is what
 `serve build softprompt.serve.deploy:app` prints for the real application — generated, never
-typed by hand. `--check` exits 1 when the committed file is stale.
+typed by hand. Every serving value in it (port, replicas, queue, CPUs, grace period) comes from
+`ServeConfig`'s defaults, through the application or read here. `--check` exits 1 when the
+committed file is stale.
 
     .venv/bin/python infra/generate_rayservice.py [--check]
 """
@@ -15,11 +17,13 @@ from pathlib import Path
 
 import yaml
 
-from softprompt.serve.shutdown import DEFAULT_GRACE_PERIOD_S, WAIT_LOOP_S
+from softprompt.serve.config import DEFAULT_ENSEMBLES, ENSEMBLES_ENV, ServeConfig
+from softprompt.serve.shutdown import WAIT_LOOP_S
 
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE / "kuberay" / "rayservice.yaml"
 IMPORT_PATH = "softprompt.serve.deploy:app"
+DEFAULTS = ServeConfig()
 IMAGE = "ghcr.io/softprompt/softprompt:{version}"
 TOKEN_FROM_SECRET = {"name": "SOFTPROMPT_API_TOKEN",
                      "valueFrom": {"secretKeyRef": {"name": "softprompt-serving", "key": "token"}}}
@@ -28,7 +32,7 @@ TOKEN_FROM_SECRET = {"name": "SOFTPROMPT_API_TOKEN",
 # its preStop hook: the head waits LB_DELAY_S (the Service stops routing to it); a worker asks Ray to
 # drain its node (Serve starts replicas elsewhere and lets these finish), then waits GRACE_S.
 # terminationGracePeriodSeconds covers hook + grace + a margin, so no request is cut by SIGKILL.
-GRACE_S = int(DEFAULT_GRACE_PERIOD_S)
+GRACE_S = int(DEFAULTS.grace_period_s)
 LB_DELAY_S = 10
 MARGIN_S = 15
 TERMINATION_GRACE_S = LB_DELAY_S + GRACE_S + MARGIN_S
@@ -43,9 +47,9 @@ HEADER = """\
 #   kubectl create secret generic softprompt-serving --from-literal=token=$(openssl rand -hex 32)
 #   kubectl apply -f infra/mlflow/mlflow-server.yaml
 #   kubectl apply -f infra/kuberay/rayservice.yaml
-# Listeners: Serve's HTTP proxy binds 0.0.0.0:8000 because the Kubernetes Service must reach it in
+# Listeners: Serve's HTTP proxy binds 0.0.0.0:{port} because the Kubernetes Service must reach it in
 # the pod; every /v1/ route needs the bearer token (from the Secret above, never in this file).
-# The Ray dashboard stays on 127.0.0.1. The NetworkPolicy below admits only port 8000 from outside
+# The Ray dashboard stays on 127.0.0.1. The NetworkPolicy below admits only port {port} from outside
 # the Ray cluster's own pods.
 """
 
@@ -58,11 +62,12 @@ def serve_config() -> dict:
         subprocess.run([str(Path(sys.executable).parent / "serve"), "build", IMPORT_PATH, "-o", str(path)],
                        check=True, capture_output=True, env=env, cwd=folder)
         config = yaml.safe_load(path.read_text())
-    config["applications"][0]["name"] = "softprompt"
+    config["http_options"] |= {"host": "0.0.0.0", "port": DEFAULTS.port}   # in a pod: see HEADER
+    config["applications"][0]["name"] = DEFAULTS.app_name
     for deployment in config["applications"][0]["deployments"]:   # `serve build` leaves these out
         deployment |= {"graceful_shutdown_timeout_s": float(GRACE_S), "graceful_shutdown_wait_loop_s": WAIT_LOOP_S}
     config["applications"][0]["runtime_env"] = {"env_vars": {
-        "MLFLOW_TRACKING_URI": "http://mlflow:5000", "SOFTPROMPT_ENSEMBLES": "sst2-ensemble@production"}}
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000", ENSEMBLES_ENV: DEFAULT_ENSEMBLES}}
     return config
 
 
@@ -107,9 +112,10 @@ def rayservice(version: str, ray_version: str) -> str:
     policy = {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "softprompt-serving"},
         "spec": {"podSelector": {"matchLabels": {"ray.io/cluster-name": "softprompt"}}, "policyTypes": ["Ingress"],
-                 "ingress": [{"ports": [{"port": 8000}]},                          # the API, token-guarded
+                 "ingress": [{"ports": [{"port": DEFAULTS.port}]},                 # the API, token-guarded
                              {"from": [{"podSelector": {"matchLabels": {"ray.io/cluster-name": "softprompt"}}}]}]}}
-    return (HEADER.format(import_path=IMPORT_PATH) + yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, width=120)
+    return (HEADER.format(import_path=IMPORT_PATH, port=DEFAULTS.port)
+            + yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, width=120)
             + "---\n" + yaml.dump(policy, Dumper=_Dumper, sort_keys=False, width=120))
 
 

@@ -21,8 +21,11 @@ each swap its immutable `ServeState` in one assignment (commit) — otherwise al
 replica stays on the old version. Requests in flight finish on the version they started with.
 
     app = build_app(["sst2-ensemble@production"], versions=["sst2-ensemble/3"],
-                    tracking_uri="sqlite:///runs/mlflow.db", max_inputs=64)
-    serve.run(app)      # or: serve run softprompt.serve.app:app_builder ensembles=sst2-ensemble@production
+                    tracking_uri="sqlite:///runs/mlflow.db", max_inputs=16)   # any ServeConfig setting
+    lifecycle.start(app)    # or: serve run softprompt.serve.app:app_builder ensembles=sst2-ensemble@production
+
+Every setting and its default: `config.ServeConfig`; replicas get `ReplicaConfig` (the settings
+without the token, which travels only as its sha256, and the versions resolved in the driver).
 
 (No `from __future__ import annotations` here: FastAPI must see the route annotations as types.)
 """
@@ -36,7 +39,7 @@ from typing import Any, Sequence
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import Field, field_validator
 from ray import serve
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig
@@ -45,19 +48,19 @@ from softprompt.core.compilation_cache import use_compilation_cache
 from softprompt.core.models import load_model
 from softprompt.core.sharding import default_placement, place_model
 from softprompt.ensemble.loaded import load_ensemble
-from softprompt.ensemble.predict import DEFAULT_MAX_ROWS
 from softprompt.ensemble.voting import Vote
 from softprompt.store import EnsembleError, Store, parse_reference, resolve_tracking_uri
 
 from . import openai_api
 from .admission import Admitted, admit
 from .batcher import Item, predict_batch
+from .config import ServeConfig
 from .follow import follow_aliases
-from .guard import DEFAULT_MAX_BODY_BYTES, Guard, GuardSettings, token_digest
+from .guard import Guard, GuardSettings, token_digest
 from .metrics import EnsembleStats, ServeMetrics
 from .prometheus import MetricsRoute, VoteMetrics
 from .prometheus import router as metrics_router
-from .shutdown import DEFAULT_GRACE_PERIOD_S, WAIT_LOOP_S, Drain
+from .shutdown import WAIT_LOOP_S, Drain
 from .schemas import (EnsembleInfo, EnsembleRef, EnsemblesResponse, Health, MemberInfo, Prediction,
                       PredictRequest, PredictResponse, ReloadResponse)
 from .state import NotServed, ServeState, load_state, resolve_all
@@ -65,7 +68,7 @@ from .versions import apply_reloads, book_name, record_reload, reloaded_versions
 
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_ONGOING_REQUESTS = 256   # HTTP requests one replica holds at once (their inputs batch together)
-DEFAULT_MAX_QUEUED_REQUESTS = 512    # requests waiting for a replica; beyond: 503 + Retry-After
+DEFAULTS = ServeConfig()
 RETRY_AFTER_S = 1                    # what a client turned away by the full queue is told to wait
 
 api = FastAPI(title="softprompt", summary="Voted soft-prompt ensembles on one frozen model.",
@@ -77,41 +80,39 @@ api.include_router(metrics_router)
 
 
 @dataclasses.dataclass(frozen=True)
-class ServeConfig:
-    """What every replica is built from (the token travels only as its sha256)."""
+class ReplicaConfig:
+    """What every replica is built from."""
 
     ensembles: tuple[str, ...]        # references as asked: `name@alias`, `name/3` (what a reload re-resolves)
     versions: tuple[str, ...]         # the exact `name/version` each reference resolved to, in the driver
                                       # (the references themselves when the driver could not reach the store)
     tracking_uri: str
-    model: str | None = None          # default: the model named in the first ensemble's manifest
-    max_inputs: int = 64              # per request; more -> 413
-    max_batch_size: int = 32          # inputs per batched pass
-    batch_wait_timeout_s: float = 0.05
-    max_rows_per_pass: int = DEFAULT_MAX_ROWS   # model rows (inputs x members) per forward chunk
-    token_sha256: str | None = None
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    jax_cache_dir: str | None = None  # JAX's persistent compilation cache, shared by replicas and restarts
-    app_name: str = "softprompt"      # names this deployment's version book
-    follow_interval_s: float | None = None   # poll the aliases this often and reload moved ones (`follow`)
+    settings: ServeConfig             # without the token; jax_cache_dir absolute
+    token_sha256: str | None = None   # the token, as only its digest travels
 
     @property
     def book(self) -> str:
-        return book_name(self.app_name, self.versions)
+        return book_name(self.settings.app_name, self.versions)
+
 
 @serve.deployment(max_ongoing_requests=DEFAULT_MAX_ONGOING_REQUESTS)
 @serve.ingress(api)
 class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
     """One replica: the frozen model, the current `ServeState`, metrics and per-version counts."""
 
-    def __init__(self, config: ServeConfig):
+    def __init__(self, config: ReplicaConfig):
         self.config = config
-        if config.jax_cache_dir:
-            use_compilation_cache(config.jax_cache_dir)
+        settings = self.settings = config.settings
+        if settings.jax_cache_dir:
+            try:
+                use_compilation_cache(settings.jax_cache_dir)
+            except OSError as error:   # a cache only saves compilations: serve without it
+                logger.warning("no JAX compilation cache at %s (%s); compiling in memory", settings.jax_cache_dir,
+                               error)
         self.store = Store(config.tracking_uri)
         versions = apply_reloads(config.versions, reloaded_versions(config.book))   # what the peers serve
         registered = resolve_all(self.store, versions)
-        self.model = place_model(load_model(config.model or registered[0].manifest.model,
+        self.model = place_model(load_model(settings.model or registered[0].manifest.model,
                                             dtype=registered[0].manifest.dtype), default_placement())
         self.state: ServeState = load_state(self.store, self.model, config.ensembles, registered)
         self.pending: dict[tuple[str, str], ServeState] = {}   # prepared reloads, by (name, version)
@@ -122,25 +123,25 @@ class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
         self.replica = serve.get_replica_context().replica_tag
         self.votes = VoteMetrics(self.replica)       # GET /metrics
         self.started = time.time()
-        self._batched.set_max_batch_size(config.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
-        api.state.guard = GuardSettings(config.token_sha256, config.max_body_bytes)   # /v1/ opens now
+        self._batched.set_max_batch_size(settings.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        api.state.guard = GuardSettings(config.token_sha256, settings.max_body_bytes)   # /v1/ opens now
         self.follower = None
-        if config.follow_interval_s:       # the constructor runs on the replica's event loop
+        if settings.follow_interval_s:       # 0: off. The constructor runs on the replica's event loop
             self.follower = asyncio.get_running_loop().create_task(follow_aliases(
-                self.store, lambda: self.state, self.reload, interval_s=config.follow_interval_s))
+                self.store, lambda: self.state, self.reload, interval_s=settings.follow_interval_s))
 
     # ------------------------------------------------------------------------------ helpers
 
     def _stats(self, name: str, version: str, members: int) -> EnsembleStats:
         return self.stats.setdefault((name, version), EnsembleStats(members))
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.05)
+    @serve.batch(max_batch_size=DEFAULTS.max_batch_size, batch_wait_timeout_s=DEFAULTS.batch_wait_timeout_s)
     async def _batched(self, items: list[Item]) -> list[Vote | Exception]:
         """Many requests' inputs -> one pass (in a thread: the event loop keeps admitting)."""
         started = time.perf_counter()
         try:
-            result = await asyncio.to_thread(predict_batch, self.model, items, max_rows=self.config.max_rows_per_pass)
+            result = await asyncio.to_thread(predict_batch, self.model, items, max_rows=self.settings.max_rows_per_pass)
         except Exception as error:  # noqa: BLE001 - predict_batch isolates failures; this is a last guard
             logger.exception("batched pass failed")
             return [error] * len(items)
@@ -170,7 +171,7 @@ class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
 
     async def _vote(self, state: ServeState, request: PredictRequest) -> tuple[Admitted, list[Vote]]:
         started = time.perf_counter()
-        admitted = await asyncio.to_thread(admit, state, self.model, request, max_inputs=self.config.max_inputs)
+        admitted = await asyncio.to_thread(admit, state, self.model, request, max_inputs=self.settings.max_inputs)
         served = admitted.ensemble
         try:
             votes = await asyncio.gather(*(self._predict_one(Item(state, served, pair.input_ids))
@@ -279,67 +280,46 @@ class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
 
 
 def build_app(ensembles: Sequence[str], *, versions: Sequence[str] | None = None, tracking_uri: str | None = None,
-              model: str | None = None, max_inputs: int = 64, max_batch_size: int = 32,
-              batch_wait_timeout_s: float = 0.05, token: str | None = None, replicas: int = 1,
-              max_rows_per_pass: int = DEFAULT_MAX_ROWS, replica_cpus: float = 1.0, jax_cache_dir: str | None = None,
-              max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS,
-              app_name: str = "softprompt", grace_period_s: float = DEFAULT_GRACE_PERIOD_S,
-              follow_interval_s: float | None = None) -> Application:
-    """The bound application (pass it to `serve.run`). `versions`: the exact `name/version` of each
-    reference, resolved once here when not given. `token`: require `Authorization: Bearer`.
-    `follow_interval_s`: poll the registry this often and serve the version each alias moves to."""
+              config: ServeConfig | None = None, **settings: Any) -> Application:
+    """The bound application (start it with `lifecycle.start`). `config` (default: ServeConfig's
+    defaults) with any of its settings overridden by keyword (`max_inputs=8, token="t"`).
+    `versions`: the exact `name/version` of each reference, resolved once here when not given."""
     if not ensembles:
         raise EnsembleError("give at least one ensemble to serve (NAME@ALIAS)")
-    if follow_interval_s is not None and not follow_interval_s > 0:
-        raise ValueError(f"the alias poll interval must be a positive number of seconds, got {follow_interval_s}")
-    if token is not None and not token.strip():
-        raise ValueError("the token is empty: give a real token, or none to serve without authentication")
+    config = (config or DEFAULTS).replace(**settings)      # validated: a bad setting is one line
     uri = resolve_tracking_uri(tracking_uri)
     if versions is None:
         versions = [registered.reference for registered in resolve_all(Store(uri), ensembles)]
     if [parse_reference(v)[0] for v in versions] != [parse_reference(r)[0] for r in ensembles]:
         raise EnsembleError(f"versions {list(versions)} do not match the references {list(ensembles)}")
-    config = ServeConfig(tuple(ensembles), tuple(versions), uri, model=model, max_inputs=max_inputs,
-                         max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s,
-                         max_rows_per_pass=max_rows_per_pass, token_sha256=token_digest(token) if token else None,
-                         max_body_bytes=max_body_bytes, app_name=app_name, follow_interval_s=follow_interval_s,
-                         jax_cache_dir=str(Path(jax_cache_dir).resolve()) if jax_cache_dir else None)
-    ongoing = max(DEFAULT_MAX_ONGOING_REQUESTS, 2 * max_batch_size)
-    return SoftPromptServer.options(num_replicas=replicas, max_ongoing_requests=ongoing,
-                                    max_queued_requests=max_queued_requests,
+    cache = str(Path(config.jax_cache_dir).resolve()) if config.jax_cache_dir else None   # the same for every replica
+    replica = ReplicaConfig(tuple(ensembles), tuple(versions), uri, config.replace(token=None, jax_cache_dir=cache),
+                            token_sha256=token_digest(config.token_value) if config.token else None)
+    ongoing = max(DEFAULT_MAX_ONGOING_REQUESTS, 2 * config.max_batch_size)
+    return SoftPromptServer.options(num_replicas=config.replicas, max_ongoing_requests=ongoing,
+                                    max_queued_requests=config.max_queued_requests,
                                     backpressure_config=BackpressureConfig(status_code=503,
                                                                            retry_after_s=RETRY_AFTER_S),
-                                    graceful_shutdown_timeout_s=grace_period_s,   # requests in flight finish
+                                    graceful_shutdown_timeout_s=config.grace_period_s,   # requests in flight finish
                                     graceful_shutdown_wait_loop_s=WAIT_LOOP_S,
-                                    ray_actor_options={"num_cpus": replica_cpus}).bind(config)
+                                    ray_actor_options={"num_cpus": config.replica_cpus}).bind(replica)
 
 
-class AppArgs(BaseModel):
-    """`serve run softprompt.serve.app:app_builder ensembles=a@production,b@production ...` (or a config)."""
+class AppArgs(ServeConfig):
+    """`serve run softprompt.serve.app:app_builder ensembles=a@production,b@production max_inputs=8`
+    (or a Serve config's `args`): every `ServeConfig` setting, plus what to serve."""
 
-    ensembles: list[str] | str = Field(description="References, a list or comma-separated.")
-    versions: list[str] | str | None = Field(None, description="Their exact `name/version`s [default: resolved "
-                                                               "here, once].")
+    ensembles: list[str] = Field(description="References, a list or comma-separated.")
+    versions: list[str] | None = Field(None, description="Their exact `name/version`s [default: resolved here, once].")
     tracking_uri: str | None = Field(None, description="Default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db.")
-    model: str | None = None
-    max_inputs: int = 64
-    max_batch_size: int = 32
-    batch_wait_timeout_s: float = 0.05
-    token: str | None = None
-    replicas: int = 1
-    max_rows_per_pass: int = DEFAULT_MAX_ROWS
-    replica_cpus: float = 1.0
-    jax_cache_dir: str | None = None
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS
-    grace_period_s: float = DEFAULT_GRACE_PERIOD_S
-    follow_interval_s: float | None = Field(None, description="Poll the aliases this often (s); reload moved ones.")
+
+    @field_validator("ensembles", "versions", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
 def app_builder(args: AppArgs) -> Application:
     """Ray Serve application builder (typed args)."""
-    fields = args.model_dump()
-    for key in ("ensembles", "versions"):
-        if isinstance(fields[key], str):
-            fields[key] = [part.strip() for part in fields[key].split(",") if part.strip()]
-    return build_app(fields.pop("ensembles"), **fields)
+    config = ServeConfig(**{name: getattr(args, name) for name in ServeConfig.model_fields})
+    return build_app(args.ensembles, versions=args.versions, tracking_uri=args.tracking_uri, config=config)

@@ -5,10 +5,9 @@
     SOFTPROMPT_ENSEMBLES   comma-separated references [default: sst2-ensemble@production]
     MLFLOW_TRACKING_URI    the tracking server holding them [default: sqlite:///runs/mlflow.db]
     SOFTPROMPT_API_TOKEN   when set, `Authorization: Bearer <token>` is required on /v1/*
-    SOFTPROMPT_MAX_INPUTS  inputs per request [default: 64]
-    SOFTPROMPT_FOLLOW_INTERVAL_S  poll each NAME@ALIAS this often and serve the version it moves to
-                           [default: 10; 0: off]
-    SOFTPROMPT_GRACE_PERIOD_S  seconds a stopping replica gives requests in flight [default: 30]
+    SOFTPROMPT_<SETTING>   any other `ServeConfig` setting, its default when unset:
+                           SOFTPROMPT_MAX_INPUTS, SOFTPROMPT_FOLLOW_INTERVAL_S (0: off),
+                           SOFTPROMPT_GRACE_PERIOD_S, SOFTPROMPT_REPLICAS, ... (config.environment_variable)
 
     serve build softprompt.serve.deploy:app -o serve-config.yaml     # what infra/ ships, generated
     serve deploy serve-config.yaml                                   # onto a running Ray cluster
@@ -17,30 +16,26 @@
 from __future__ import annotations
 
 import os
+from typing import Mapping
 
 from softprompt.store import Store, resolve_tracking_uri
 
 from .app import build_app
-from .shutdown import DEFAULT_GRACE_PERIOD_S
+from .config import DEFAULT_ENSEMBLES, ENSEMBLES_ENV, ServeConfig
 from .state import resolve_all
 
-DEFAULT_ENSEMBLES = "sst2-ensemble@production"
 
-
-def app_from_environment():
+def app_from_environment(environ: Mapping[str, str] = os.environ):
     """The application; the ensembles' versions are resolved here, once, when the store answers
     (on the cluster: in the Serve controller), else by the first replica of each start."""
-    references = [r.strip() for r in os.environ.get("SOFTPROMPT_ENSEMBLES", DEFAULT_ENSEMBLES).split(",") if r.strip()]
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    references = [r.strip() for r in environ.get(ENSEMBLES_ENV, DEFAULT_ENSEMBLES).split(",") if r.strip()]
+    uri = environ.get("MLFLOW_TRACKING_URI")
+    config = ServeConfig.from_environment(environ)     # a token set but empty is refused here
     try:
         versions = [r.reference for r in resolve_all(Store(resolve_tracking_uri(uri)), references)]
     except Exception:  # noqa: BLE001 - `serve build` on a machine without the store: each replica resolves
         versions = references
-    return build_app(references, versions=versions, tracking_uri=uri,
-                     token=os.environ.get("SOFTPROMPT_API_TOKEN"),   # set but empty: refused by build_app
-                     max_inputs=int(os.environ.get("SOFTPROMPT_MAX_INPUTS", "64")),
-                     follow_interval_s=float(os.environ.get("SOFTPROMPT_FOLLOW_INTERVAL_S", "10")) or None,
-                     grace_period_s=float(os.environ.get("SOFTPROMPT_GRACE_PERIOD_S", DEFAULT_GRACE_PERIOD_S)))
+    return build_app(references, versions=versions, tracking_uri=uri, config=config)
 
 
 app = app_from_environment()

@@ -27,7 +27,6 @@ logger = logging.getLogger(__name__)
 
 PROTECTED_PREFIX = "/v1/"
 PROTECTED_PATHS = ("/metrics",)       # guarded like /v1/ (Prometheus sends the token: `authorization:`)
-DEFAULT_MAX_BODY_BYTES = 1 << 20      # 1 MiB
 LINGER_BYTES = 64 << 20               # a refused body is drained up to this much (beyond: reset)
 
 Scope = dict[str, Any]
@@ -37,7 +36,7 @@ Send = Callable[[dict], Awaitable[None]]
 
 class GuardSettings(NamedTuple):
     token_sha256: str | None          # None: no token required
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_body_bytes: int               # ServeConfig.max_body_bytes
 
 
 def token_digest(token: str) -> str:

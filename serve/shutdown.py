@@ -3,9 +3,11 @@ stop sending), refuses new predictions with a clean 503 + Retry-After, lets the 
 finish within the grace period, and answers whatever is left at the deadline with 503 too — so
 every request in flight gets an HTTP answer, never a reset connection.
 
-    driver (`softprompt serve`, on SIGTERM/SIGINT)        each replica
+    driver (`lifecycle.stop`: `softprompt serve` on SIGTERM/SIGINT)   each replica
     drain_application(app, grace_period_s)   --broadcast-->  Drain.drain(grace_period_s)
     serve.shutdown()                                       (nothing in flight by then)
+
+The grace period's default: `ServeConfig.grace_period_s`.
 
 Serve's own `graceful_shutdown_timeout_s` (set to the same grace period on the deployment) covers
 the shutdowns the driver does not see: `serve deploy` rolling updates and KubeRay pod deletions.
@@ -23,7 +25,6 @@ from fastapi import HTTPException
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_GRACE_PERIOD_S = 30.0
 WAIT_LOOP_S = 0.2            # how often a draining replica looks at what it still holds
 FLUSH_S = 0.5                # after the deadline: time for the 503s to leave before the replica goes
 RETRY_AFTER_S = "5"

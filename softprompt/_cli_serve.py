@@ -1,17 +1,27 @@
-"""`softprompt serve`: voted soft-prompt ensembles over HTTP (Ray Serve), until Ctrl-C."""
+"""`softprompt serve`: voted soft-prompt ensembles over HTTP (Ray Serve), until Ctrl-C.
+
+Every option that is a serving setting takes its default, help line and bounds from
+`softprompt.serve.config.ServeConfig` (`_setting`); the command builds one ServeConfig from them.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import threading
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
+from softprompt.serve.config import TOKEN_ENV, ServeConfig, option_spec
+
 from ._cli_common import open_store, print_json, store_option, user_errors
 
-APP_NAME = "softprompt"
+
+def _setting(name: str, *flags: str, **extra: Any) -> Any:
+    """The typer option of ServeConfig setting `name` (its flag: --NAME, unless `flags` say)."""
+    spec = option_spec(name)
+    return typer.Option(spec.pop("default"), *flags, **spec, **extra)
 
 
 def _stop_on_signal() -> threading.Event:
@@ -27,37 +37,38 @@ def serve(
     ensemble: Optional[List[str]] = typer.Argument(
         None, metavar="ENSEMBLE", show_default=False,
         help="NAME, NAME@ALIAS or NAME:VERSION [default: every ensemble with a production alias]."),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 exposes it (use --token)."),
-    port: int = typer.Option(8000, min=1, max=65535, help="HTTP port."),
-    replicas: int = typer.Option(1, min=1, help="Replicas, each with one copy of the model."),
+    host: str = _setting("host"),
+    port: int = _setting("port"),
+    replicas: int = _setting("replicas"),
     store: Optional[str] = store_option(),
-    token: Optional[str] = typer.Option(None, envvar="SOFTPROMPT_API_TOKEN",
-                                        help="Require 'Authorization: Bearer TOKEN' on /v1/*."),
-    max_inputs: int = typer.Option(64, min=1, help="Inputs per request (more: 413)."),
-    max_batch_size: int = typer.Option(32, min=1, help="Inputs gathered into one pass."),
-    batch_wait_timeout_s: float = typer.Option(0.05, min=0.0, help="How long a batch waits to fill."),
-    max_rows_per_pass: int = typer.Option(32, min=1, help="Rows (inputs x members) per forward chunk."),
-    max_body_bytes: int = typer.Option(1 << 20, min=1, help="Larger request bodies get 413."),
-    max_queued_requests: int = typer.Option(512, min=1, help="Queued requests per replica (more: 503)."),
-    model: Optional[str] = typer.Option(None, help="Frozen model [default: the ensembles' own]."),
-    replica_cpus: float = typer.Option(1.0, min=0.0, help="Ray CPUs reserved per replica."),
-    jax_cache_dir: str = typer.Option("runs/jax_cache", help="JAX compilation cache for replicas."),
+    token: Optional[str] = _setting("token", envvar=TOKEN_ENV),
+    max_inputs: int = _setting("max_inputs"),
+    max_batch_size: int = _setting("max_batch_size"),
+    batch_wait_timeout_s: float = _setting("batch_wait_timeout_s"),
+    max_rows_per_pass: int = _setting("max_rows_per_pass"),
+    max_body_bytes: int = _setting("max_body_bytes"),
+    max_queued_requests: int = _setting("max_queued_requests"),
+    model: Optional[str] = _setting("model"),
+    replica_cpus: float = _setting("replica_cpus"),
+    jax_cache_dir: str = _setting("jax_cache_dir"),
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster [default: a local one]."),
     metrics_port: Optional[int] = typer.Option(None, help="Prometheus port of a local Ray."),
-    grace_period: float = typer.Option(30.0, min=0.0, help="On SIGTERM: seconds for requests in flight."),
-    follow_interval: float = typer.Option(10.0, min=0.0, help="Poll each alias every S seconds; serve where it "
-                                                              "moves (0: off)."),
+    grace_period: float = _setting("grace_period_s", "--grace-period"),
+    follow_interval: float = _setting("follow_interval_s", "--follow-interval"),
 ) -> None:
     """Serve voted predictions over HTTP until Ctrl-C (or SIGTERM); prints one JSON line when ready."""
     from softprompt.search.ray_env import RAY_LOGS, apply_ray_env_defaults, quiet_serve_logger, ray_log_options
     from softprompt.serve.app import build_app
-    from softprompt.serve.listen import PortInUse, start_http
     from softprompt.serve.state import resolve_all
 
     apply_ray_env_defaults()
     with user_errors():
-        if token is not None and not token.strip():   # before anything is read: an empty token never means "no auth"
-            raise ValueError("the token is empty: give a real token, or none to serve without authentication")
+        config = ServeConfig(   # before anything is read: an empty token never means "no auth"
+            host=host, port=port, replicas=replicas, token=token, max_inputs=max_inputs,
+            max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s,
+            max_rows_per_pass=max_rows_per_pass, max_body_bytes=max_body_bytes,
+            max_queued_requests=max_queued_requests, model=model, replica_cpus=replica_cpus,
+            jax_cache_dir=jax_cache_dir, grace_period_s=grace_period, follow_interval_s=follow_interval)
         store = open_store(store)
         uri = store.tracking_uri
         references = list(ensemble or store.ensembles_with_alias("production"))
@@ -67,19 +78,11 @@ def serve(
         registered = resolve_all(store, references)       # once, here: every replica loads these versions
         for version in registered:     # a damaged member is named here, not in a replica's log
             store.verified_members(version)
-        app = build_app(references, versions=[r.reference for r in registered], tracking_uri=uri, model=model,
-                        max_inputs=max_inputs, max_batch_size=max_batch_size,
-                        batch_wait_timeout_s=batch_wait_timeout_s, token=token, max_rows_per_pass=max_rows_per_pass,
-                        replicas=replicas, replica_cpus=replica_cpus, jax_cache_dir=jax_cache_dir,
-                        max_body_bytes=max_body_bytes, max_queued_requests=max_queued_requests, app_name=APP_NAME,
-                        grace_period_s=grace_period,
-                        follow_interval_s=follow_interval or None)
+        app = build_app(references, versions=[r.reference for r in registered], tracking_uri=uri, config=config)
 
     import ray
-    from ray import serve as ray_serve
 
-    from softprompt.serve.shutdown import drain_application
-    from softprompt.serve.versions import drop_book
+    from softprompt.serve import lifecycle
 
     address = ray_address or os.environ.get("RAY_ADDRESS") or "local"   # "local": our own, never another's
     shared = address != "local"                                        # joining a cluster others may use
@@ -87,31 +90,32 @@ def serve(
     ray.init(address=address, include_dashboard=False, **ray_log_options(), **metrics)
     try:
         try:
-            start_http(host, port)
-        except PortInUse as error:
+            # a start that fails leaves nothing running
+            server = lifecycle.start(app, config, shared=shared, on_listening=quiet_serve_logger)
+        except lifecycle.PortInUse as error:
             typer.echo(f"error: {error} (choose another with --port)", err=True)
             raise typer.Exit(code=2) from error
-        quiet_serve_logger()
-        try:
-            ray_serve.run(app, name=APP_NAME, route_prefix="/")
-        except RuntimeError as error:   # a replica failed to start: Serve's message carries its traceback
-            typer.echo(f"error: the application did not start: {error} (Ray's logs: {RAY_LOGS})", err=True)
+        except lifecycle.NotStarted as error:
+            typer.echo(f"error: {error} (Ray's logs: {RAY_LOGS})", err=True)
             raise typer.Exit(code=1) from error
-        stop = _stop_on_signal()
-        print_json({"url": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs", "replicas": replicas,
-                    "ensembles": [{"name": r.name, "version": r.version, "task": r.manifest.task}
-                                  for r in registered], "auth": bool(token)})
-        while not stop.wait(0.5):
-            pass
+        try:
+            lifecycle.wait_healthy(server)
+            stop = _stop_on_signal()
+            print_json({"url": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs", "replicas": replicas,
+                        "ensembles": [{"name": r.name, "version": r.version, "task": r.manifest.task}
+                                      for r in registered], "auth": bool(token)})
+            while not stop.wait(0.5):
+                pass
+        except lifecycle.NotHealthy as error:
+            lifecycle.stop(server, drain=False)
+            typer.echo(f"error: {error} (Ray's logs: {RAY_LOGS})", err=True)
+            raise typer.Exit(code=1) from error
+        except BaseException:
+            lifecycle.stop(server, drain=False)
+            raise
         typer.echo(f"stopping: health answers 503; requests in flight get up to {grace_period:g} s", err=True)
-        drained = drain_application(APP_NAME, app._bound_deployment.name, grace_period)
-        left = sum(r.get("left", 0) for r in drained if isinstance(r, dict))
+        left = lifecycle.left_in_flight(lifecycle.stop(server))
         typer.echo(f"stopped: {left} request(s) answered 503 at the end of the grace period" if left
                    else "stopped: every request in flight finished", err=True)
     finally:
-        drop_book(app._bound_deployment.init_args[0].book)
-        if shared:             # a shared cluster: remove only this application, never the others'
-            ray_serve.delete(APP_NAME)
-        else:
-            ray_serve.shutdown()
         ray.shutdown()

@@ -111,38 +111,26 @@ def demo_campaign(*, quick: bool, name: str, storage_path: Path):
     }, source="demo")
 
 
-def _ask_server(port: int, records: list[dict]) -> dict:
+def _ask_server(url: str, records: list[dict]) -> dict:
     import httpx
 
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            response = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"task": "sst2", "inputs": records},
-                                  timeout=120)
-            response.raise_for_status()
-            return response.json()
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+    response = httpx.post(f"{url}/v1/predict", json={"task": "sst2", "inputs": records}, timeout=120)
+    response.raise_for_status()
+    return response.json()
 
 
 def _serve_and_ask(reference: str, tracking_uri: str, records: list[dict], *, jax_cache_dir: str) -> dict:
-    """Starts Ray Serve with the ensemble, sends `records` over HTTP, shuts Serve down."""
-    from ray import serve
-
+    """Starts Ray Serve with the ensemble on a free loopback port, waits until it is healthy,
+    sends `records` over HTTP, stops it."""
     from softprompt.search.ray_env import quiet_serve_logger
     from softprompt.serve.app import build_app
-    from softprompt.serve.listen import start_on_free_port
+    from softprompt.serve.config import ServeConfig
+    from softprompt.serve.lifecycle import FREE_PORT, serving
 
-    port = start_on_free_port("127.0.0.1")
-    quiet_serve_logger()
-    try:
-        serve.run(build_app([reference], tracking_uri=tracking_uri, jax_cache_dir=jax_cache_dir),
-                  name="softprompt-demo", route_prefix="/")
-        return _ask_server(port, records)
-    finally:
-        serve.shutdown()
+    config = ServeConfig(app_name="softprompt-demo", jax_cache_dir=jax_cache_dir)
+    with serving(build_app([reference], tracking_uri=tracking_uri, config=config), config, port=FREE_PORT,
+                 on_listening=quiet_serve_logger) as server:
+        return _ask_server(server.url, records)
 
 
 def expected_time() -> str:

@@ -1,5 +1,7 @@
 """Fixtures for the serving tests: a temporary MLflow store holding small registered ensembles of
-untrained t5-tiny-random prompts (no search layer), and what a loopback client needs."""
+untrained t5-tiny-random prompts (no search layer), a Ray of each module's own, the settings every
+test server shares, and what a loopback client needs. Servers start, turn healthy and stop through
+`softprompt.serve.lifecycle`, as `softprompt serve` and the demo do."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Callable, Iterator, NamedTuple
 
 import pytest
 
-from softprompt.serve.listen import start_on_free_port
+from softprompt.serve.config import ServeConfig
 from softprompt.store import Store
 
 from ports import quiet_port
@@ -20,6 +22,19 @@ for _name, _value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS
     os.environ.setdefault(_name, _value)   # before any test starts Ray
 
 TOKEN = "serve-test-token"
+# What every test server shares: no CPU reserved per replica (a 4-CPU Ray holds many), JAX's own
+# cache setting (the session's, tests/conftest.py), aliases followed only where a test asks.
+SERVER_SETTINGS = {"replica_cpus": 0, "jax_cache_dir": None, "follow_interval_s": 0}
+
+
+def _server_config(**settings) -> ServeConfig:
+    return ServeConfig(**SERVER_SETTINGS | settings)
+
+
+@pytest.fixture(scope="session")
+def server_config() -> Callable[..., ServeConfig]:
+    """`server_config(**settings)`: a test server's ServeConfig, SERVER_SETTINGS then `settings`."""
+    return _server_config
 
 
 class TrackingStore(NamedTuple):
@@ -63,24 +78,24 @@ def free_port() -> Callable[[], int]:
 
 
 @contextlib.contextmanager
-def _local_serve(**ray_options) -> Iterator[int]:
+def _local_ray(**ray_options) -> Iterator[None]:
     import ray
     from ray import serve
 
     ray.init(include_dashboard=False, num_cpus=4, logging_level="error", log_to_driver=False, **ray_options)
     try:
-        yield start_on_free_port("127.0.0.1")
+        yield
     finally:
-        serve.shutdown()
+        serve.shutdown()     # whatever a failed fixture left (lifecycle.stop shut it down otherwise)
         ray.shutdown()
 
 
 @pytest.fixture(scope="session")
-def local_serve() -> Callable[..., contextlib.AbstractContextManager[int]]:
-    """`with local_serve(**ray_init_options) as port:` a Ray of the test's own with Serve listening on
-    a free loopback port; both shut down after, also when starting failed (the next module's Ray
-    could not start otherwise)."""
-    return _local_serve
+def local_ray() -> Callable[..., contextlib.AbstractContextManager[None]]:
+    """`with local_ray(**ray_init_options):` a Ray of the test's own for `lifecycle.serving`; it
+    and Serve shut down after, also when starting failed (the next module's Ray could not start
+    otherwise)."""
+    return _local_ray
 
 
 @pytest.fixture(scope="session")

@@ -40,19 +40,18 @@ def _records(task: str, count: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def server(store, ensembles, free_port, local_serve, token):
-    from ray import serve
-
+def server(store, ensembles, free_port, local_ray, server_config, token):
     from softprompt.serve.app import build_app
+    from softprompt.serve.lifecycle import FREE_PORT, serving
 
     metrics_port = free_port()
-    with local_serve(_metrics_export_port=metrics_port) as port:
-        # 8 rows per pass: few compiled shapes, so the suite stays fast on 2 cores
-        app = build_app([f"{name}@production" for name in ensembles], tracking_uri=store.uri, max_inputs=MAX_INPUTS,
-                        max_batch_size=16, batch_wait_timeout_s=0.02, token=token, replica_cpus=0,
-                        max_rows_per_pass=8)
-        serve.run(app, name="softprompt-test", route_prefix="/")
-        yield Server(f"http://127.0.0.1:{port}", dict(ensembles), f"http://127.0.0.1:{metrics_port}/metrics")
+    # 8 rows per pass: few compiled shapes, so the suite stays fast on 2 cores
+    config = server_config(app_name="softprompt-test", max_inputs=MAX_INPUTS, max_batch_size=16,
+                           batch_wait_timeout_s=0.02, token=token, max_rows_per_pass=8)
+    with local_ray(_metrics_export_port=metrics_port):
+        app = build_app([f"{name}@production" for name in ensembles], tracking_uri=store.uri, config=config)
+        with serving(app, config, port=FREE_PORT) as running:
+            yield Server(running.url, dict(ensembles), f"http://127.0.0.1:{metrics_port}/metrics")
 
 
 @pytest.fixture

@@ -20,26 +20,25 @@ BIN = Path(sys.executable).parent / "softprompt"
 
 
 @pytest.fixture(scope="module")
-def served(store, tiny_model, local_serve, token):
+def served(store, tiny_model, local_ray, server_config, token):
     """Two apps on one Serve: `main` (token, two replicas) and `small` (a queue of 4)."""
-    from ray import serve
-
     from softprompt.serve.app import build_app
+    from softprompt.serve.lifecycle import FREE_PORT, serving
 
     first = register_sample_ensemble(store.handle, tiny_model, name="hard-rte", task="rte", seeds=(0, 1, 2),
                                      experiment_id=store.experiment_id)
-    pinned = build_app(["hard-rte@production"], tracking_uri=store.uri, token=token, replicas=2, replica_cpus=0,
-                       max_rows_per_pass=8, max_body_bytes=64 * 1024, app_name="hard-main")
+    main = server_config(app_name="hard-main", token=token, replicas=2, max_rows_per_pass=8,
+                         max_body_bytes=64 * 1024)
+    pinned = build_app(["hard-rte@production"], tracking_uri=store.uri, config=main)
     # the alias moves after the driver resolved it: the replicas must still agree on the pinned version
     moved = register_sample_ensemble(store.handle, tiny_model, name="hard-rte", task="rte", seeds=(3, 4, 5),
                                      experiment_id=store.experiment_id)
-    with local_serve() as port:
-        serve.run(pinned, name="hard-main", route_prefix="/main")
-        small = build_app(["hard-rte@production"], tracking_uri=store.uri, replica_cpus=0, max_rows_per_pass=8,
-                          max_batch_size=4, max_queued_requests=4, app_name="hard-small")
+    with local_ray(), serving(pinned, main, port=FREE_PORT, route_prefix="/main") as running:
+        config = server_config(app_name="hard-small", max_rows_per_pass=8, max_batch_size=4, max_queued_requests=4)
+        small = build_app(["hard-rte@production"], tracking_uri=store.uri, config=config)
         small = small._bound_deployment.options(max_ongoing_requests=2).bind(*small._bound_deployment.init_args)
-        serve.run(small, name="hard-small", route_prefix="/small")
-        yield {"url": f"http://127.0.0.1:{port}", "first": first.version, "moved": moved.version}
+        with serving(small, config, port=running.port, route_prefix="/small", shared=True):   # stops only itself
+            yield {"url": f"http://127.0.0.1:{running.port}", "first": first.version, "moved": moved.version}
 
 
 def _post(url: str, body, token: str | None, **kwargs) -> httpx.Response:
