@@ -21,8 +21,11 @@ The placement travels with the weights: `place_model` puts a model's weights on 
 `shard_rows` reads that mesh back from them to put a batch's rows along `data` — so training,
 evaluation, fused trials and serving place batches the same way without passing a mesh around.
 
-Settings (`default_placement`): `SOFTPROMPT_MODEL_AXIS` (devices the weights are split over, 1 =
-replicated) and `SOFTPROMPT_SHARDING` (`fsdp` or `tensor`).
+Settings (`default_placement`, the model axis chosen by `model_axis_for`): an explicit model axis
+(a campaign's `sharding: {model_axis}`, `softprompt train --model-axis`), else
+`SOFTPROMPT_MODEL_AXIS`, else every local device when the process asked Ray for two or more whole
+GPUs (`SOFTPROMPT_GPUS`, or `gpus=`: a trial's `resources.gpu`, a step server's, a replica's
+`devices`), else 1 (replicated); and `SOFTPROMPT_SHARDING` (`fsdp` or `tensor`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import dataclasses
 import math
 import os
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -42,6 +45,7 @@ MODEL_AXIS = "model"
 STRATEGIES = ("fsdp", "tensor")
 ENV_MODEL_AXIS = "SOFTPROMPT_MODEL_AXIS"
 ENV_STRATEGY = "SOFTPROMPT_SHARDING"
+ENV_GPUS = "SOFTPROMPT_GPUS"            # the GPUs this process asked Ray for (set by whoever asked)
 
 # (path pattern, fsdp axes, tensor axes): the axes each strategy prefers to split, in order.
 # Paths are "/"-joined parameter names (Gemma 3 / shared decoder, then T5's Flax names).
@@ -137,15 +141,44 @@ def make_placement(*, model_axis: int = 1, strategy: str = "fsdp", batch_size: i
     return Placement(Mesh(grid, (DATA_AXIS, MODEL_AXIS)), strategy)
 
 
-def default_placement(batch_size: int | None = None, *, model_axis: int | None = None,
-                      strategy: str | None = None) -> Placement | None:
-    """`make_placement` with the model axis and strategy from the arguments, else the settings
-    `SOFTPROMPT_MODEL_AXIS` (default 1) and `SOFTPROMPT_SHARDING` (default fsdp)."""
+def _count_setting(name: str, value: str) -> int | None:
+    """A device count from a setting's text ("" or unset: None); anything else: one line."""
+    if not value:
+        return None
+    if not value.isdigit():
+        raise ValueError(f"{name} must be a device count, got {value!r}")
+    return int(value)
+
+
+def _gpus_setting(value: str) -> float:
+    try:
+        return float(value or 0)
+    except ValueError:
+        raise ValueError(f"{ENV_GPUS} must be a number of GPUs, got {value!r}") from None
+
+
+def model_axis_for(devices: int, *, gpus: float = 0, model_axis: int | None = None,
+                   environ: Mapping[str, str] | None = None) -> int:
+    """The model axis of a process that owns `devices` local devices (those Ray assigned it) and
+    asked for `gpus`: `model_axis` when given, else `SOFTPROMPT_MODEL_AXIS` in `environ` (default
+    os.environ), else all `devices` when `gpus` is a whole number of at least 2, else 1."""
+    environ = os.environ if environ is None else environ
     if model_axis is None:
-        setting = os.environ.get(ENV_MODEL_AXIS, "") or "1"
-        if not setting.isdigit():
-            raise ValueError(f"{ENV_MODEL_AXIS} must be a device count, got {setting!r}")
-        model_axis = int(setting)
+        model_axis = _count_setting(ENV_MODEL_AXIS, environ.get(ENV_MODEL_AXIS, ""))
+    if model_axis is None:
+        model_axis = devices if gpus >= 2 and float(gpus).is_integer() else 1
+    if model_axis < 1:
+        raise ValueError(f"the model axis must be at least 1, got {model_axis}")
+    return model_axis
+
+
+def default_placement(batch_size: int | None = None, *, model_axis: int | None = None,
+                      strategy: str | None = None, gpus: float | None = None) -> Placement | None:
+    """`make_placement` over all local devices with the model axis `model_axis_for` chooses
+    (`gpus` default: `SOFTPROMPT_GPUS`, else 0) and the strategy from the argument, else
+    `SOFTPROMPT_SHARDING` (default fsdp)."""
+    gpus = _gpus_setting(os.environ.get(ENV_GPUS, "")) if gpus is None else gpus
+    model_axis = model_axis_for(jax.local_device_count(), gpus=gpus, model_axis=model_axis)
     strategy = strategy or os.environ.get(ENV_STRATEGY, "") or "fsdp"
     return make_placement(model_axis=model_axis, strategy=strategy, batch_size=batch_size)
 

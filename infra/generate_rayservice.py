@@ -1,8 +1,10 @@
-"""Writes infra/kuberay/rayservice.yaml: a KubeRay RayService whose `serveConfigV2` is what
-`serve build softprompt.serve.deploy:app` prints for the real application — generated, never
-typed by hand. Every serving value in it (port, replicas, queue, CPUs, grace period) comes from
-`ServeConfig`'s defaults, through the application or read here. `--check` exits 1 when the
-committed file is stale.
+"""Writes infra/kuberay/rayservice.yaml and its multi-GPU variant rayservice-8gpu.yaml: KubeRay
+RayServices whose `serveConfigV2` is what `serve build softprompt.serve.deploy:app` prints for the
+real application — generated, never typed by hand. Every serving value in them (port, replicas,
+queue, CPUs, GPUs, grace period) comes from `ServeConfig`, through the application or read here.
+The variant (`Variant`) serves a model larger than one GPU (Llama 3.1 8B): each replica asks for a
+worker pod's 8 GPUs (`devices: 8`) and splits the frozen weights over them (docs/sharding.md).
+`--check` exits 1 when a committed file is stale.
 
     .venv/bin/python infra/generate_rayservice.py [--check]
 """
@@ -14,14 +16,32 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
-from softprompt.serve.config import DEFAULT_ENSEMBLES, ENSEMBLES_ENV, ServeConfig
+from softprompt.serve.config import DEFAULT_ENSEMBLES, ENSEMBLES_ENV, ServeConfig, environment_variable
 from softprompt.serve.shutdown import WAIT_LOOP_S
 
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE / "kuberay" / "rayservice.yaml"
+
+
+class Variant(NamedTuple):
+    """One generated RayService: what it serves and its worker group."""
+
+    output: Path
+    ensembles: str = DEFAULT_ENSEMBLES
+    devices: int = 0                     # GPUs per replica and per worker pod (ServeConfig.devices)
+    group: str = "replicas"
+    cpu: str = "2"                       # per pod
+    memory: str = "8Gi"
+
+
+VARIANTS = (Variant(OUTPUT),
+            Variant(HERE / "kuberay" / "rayservice-8gpu.yaml", ensembles="sst2-llama-3.1-8b-ensemble@production",
+                    devices=8, group="gpu8", cpu="16", memory="160Gi"))
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 IMPORT_PATH = "softprompt.serve.deploy:app"
 DEFAULTS = ServeConfig()
 IMAGE = "ghcr.io/softprompt/softprompt:{version}"
@@ -46,7 +66,7 @@ HEADER = """\
 # `serve build {import_path}` — edit the generator, not this file.
 #   kubectl create secret generic softprompt-serving --from-literal=token=$(openssl rand -hex 32)
 #   kubectl apply -f infra/mlflow/mlflow-server.yaml
-#   kubectl apply -f infra/kuberay/rayservice.yaml
+#   kubectl apply -f infra/kuberay/{file}
 # Listeners: Serve's HTTP proxy binds 0.0.0.0:{port} because the Kubernetes Service must reach it in
 # the pod; every /v1/ route needs the bearer token (from the Secret above, never in this file).
 # The Ray dashboard stays on 127.0.0.1. The NetworkPolicy below admits only port {port} from outside
@@ -54,20 +74,22 @@ HEADER = """\
 """
 
 
-def serve_config() -> dict:
+def serve_config(variant: Variant = VARIANTS[0]) -> dict:
     """`serve build` of the real application, with a stable application name."""
+    settings = {ENSEMBLES_ENV: variant.ensembles} | (
+        {environment_variable("devices"): str(variant.devices)} if variant.devices else {})
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "serve.yaml"
-        env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
-        subprocess.run([str(Path(sys.executable).parent / "serve"), "build", IMPORT_PATH, "-o", str(path)],
+        env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"} | settings
+        # `serve`, run by this interpreter (a console script's shebang may name another environment)
+        subprocess.run([sys.executable, "-m", "ray.serve.scripts", "build", IMPORT_PATH, "-o", str(path)],
                        check=True, capture_output=True, env=env, cwd=folder)
         config = yaml.safe_load(path.read_text())
     config["http_options"] |= {"host": "0.0.0.0", "port": DEFAULTS.port}   # in a pod: see HEADER
     config["applications"][0]["name"] = DEFAULTS.app_name
     for deployment in config["applications"][0]["deployments"]:   # `serve build` leaves these out
         deployment |= {"graceful_shutdown_timeout_s": float(GRACE_S), "graceful_shutdown_wait_loop_s": WAIT_LOOP_S}
-    config["applications"][0]["runtime_env"] = {"env_vars": {
-        "MLFLOW_TRACKING_URI": "http://mlflow:5000", ENSEMBLES_ENV: DEFAULT_ENSEMBLES}}
+    config["applications"][0]["runtime_env"] = {"env_vars": {"MLFLOW_TRACKING_URI": "http://mlflow:5000", **settings}}
     return config
 
 
@@ -88,24 +110,27 @@ def _pod(container: dict, pre_stop: list[str]) -> dict:
             "containers": [container | {"lifecycle": {"preStop": {"exec": {"command": pre_stop}}}}]}
 
 
-def rayservice(version: str, ray_version: str) -> str:
-    image = IMAGE.format(version=version)
-    container = {"image": image, "env": [TOKEN_FROM_SECRET],
-                 "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}}}
+def rayservice(version: str, ray_version: str, variant: Variant = VARIANTS[0]) -> str:
+    image = IMAGE.format(version=version) + ("-gpu" if variant.devices else "")
+    def container(cpu: str, memory: str, gpus: int = 0) -> dict:
+        amounts = {"cpu": cpu, "memory": memory} | ({"nvidia.com/gpu": gpus} if gpus else {})
+        return {"image": image, "env": [TOKEN_FROM_SECRET], "resources": {"requests": amounts, "limits": amounts}}
+    worker = _pod({"name": "ray-worker", **container(variant.cpu, variant.memory, variant.devices)}, WORKER_PRE_STOP)
+    if variant.devices:
+        worker["tolerations"] = [GPU_TOLERATION]
     manifest = {
         "apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "softprompt"},
         "spec": {
-            "serveConfigV2": yaml.safe_dump(serve_config(), sort_keys=False),
+            "serveConfigV2": yaml.safe_dump(serve_config(variant), sort_keys=False),
             "rayClusterConfig": {
                 "rayVersion": ray_version,
                 "headGroupSpec": {"rayStartParams": {"dashboard-host": "127.0.0.1", "num-cpus": "0"},
                                   "template": {"metadata": {"labels": POD_LABELS},
-                                               "spec": _pod({"name": "ray-head", **container}, HEAD_PRE_STOP)}},
-                "workerGroupSpecs": [{"groupName": "replicas", "replicas": 2, "minReplicas": 1, "maxReplicas": 4,
-                                      "rayStartParams": {},
-                                      "template": {"metadata": {"labels": POD_LABELS},
-                                                   "spec": _pod({"name": "ray-worker", **container},
-                                                                WORKER_PRE_STOP)}}],
+                                               "spec": _pod({"name": "ray-head", **container("2", "8Gi")},
+                                                            HEAD_PRE_STOP)}},
+                "workerGroupSpecs": [{"groupName": variant.group, "replicas": 2, "minReplicas": 1, "maxReplicas": 4,
+                                      "rayStartParams": {"num-gpus": str(variant.devices)} if variant.devices else {},
+                                      "template": {"metadata": {"labels": POD_LABELS}, "spec": worker}}],
             },
         },
     }
@@ -114,7 +139,7 @@ def rayservice(version: str, ray_version: str) -> str:
         "spec": {"podSelector": {"matchLabels": {"ray.io/cluster-name": "softprompt"}}, "policyTypes": ["Ingress"],
                  "ingress": [{"ports": [{"port": DEFAULTS.port}]},                 # the API, token-guarded
                              {"from": [{"podSelector": {"matchLabels": {"ray.io/cluster-name": "softprompt"}}}]}]}}
-    return (HEADER.format(import_path=IMPORT_PATH, port=DEFAULTS.port)
+    return (HEADER.format(import_path=IMPORT_PATH, port=DEFAULTS.port, file=variant.output.name)
             + yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, width=120)
             + "---\n" + yaml.dump(policy, Dumper=_Dumper, sort_keys=False, width=120))
 
@@ -130,15 +155,17 @@ def pinned_versions() -> tuple[str, str]:
 
 
 def main() -> int:
-    text = rayservice(*pinned_versions())
-    if "--check" in sys.argv:
-        if not OUTPUT.exists() or OUTPUT.read_text() != text:
-            print(f"{OUTPUT} is stale: run {Path(__file__).name}", file=sys.stderr)
-            return 1
-        return 0
-    OUTPUT.write_text(text)
-    print(f"wrote {OUTPUT}")
-    return 0
+    stale = 0
+    for variant in VARIANTS:
+        text = rayservice(*pinned_versions(), variant)
+        if "--check" in sys.argv:
+            if not variant.output.exists() or variant.output.read_text() != text:
+                print(f"{variant.output} is stale: run {Path(__file__).name}", file=sys.stderr)
+                stale = 1
+            continue
+        variant.output.write_text(text)
+        print(f"wrote {variant.output}")
+    return stale
 
 
 if __name__ == "__main__":

@@ -113,6 +113,14 @@ class Resources(_Strict):
     device: str | None = None                        # h100, a100-80g, ...: launch refuses a plan that cannot fit
 
 
+class Sharding(_Strict):
+    """How a trial (or the fused group's step server) splits the frozen weights over its devices
+    (core/sharding.py). Unset model_axis: every device Ray assigned when `gpu` asks for 2 or more."""
+
+    model_axis: int | None = Field(None, ge=1)       # devices the weights are split over (1: replicated)
+    strategy: Literal["fsdp", "tensor"] | None = None  # default fsdp
+
+
 class Baseline(_Strict):
     """A designed text prompt scored beside the tuned ones on the same validation examples."""
 
@@ -159,7 +167,7 @@ class Fuse(_Strict):
     max_trials: int = Field(8, ge=1)                 # trials per fused call
     rows_per_call: int | None = Field(None, ge=1)    # None: every row in one call (accelerators)
     window_ms: float = Field(20.0, ge=0)             # how long a step waits for the other live trials
-    gpu: float | None = Field(None, ge=0)            # the step server's GPUs (None: 1 when resources.gpu > 0)
+    gpu: float | None = Field(None, ge=0)            # the step server's GPUs (None: resources.gpu, at least 1)
 
 
 def _absolute(path: str) -> str:
@@ -190,6 +198,7 @@ class Campaign(_Strict):
     scheduler: Scheduler = Scheduler()
     search: Search = Search()
     resources: Resources = Resources()
+    sharding: Sharding = Sharding()
     max_concurrent_trials: int | None = Field(None, ge=1)
     max_failures: int = Field(2, ge=0)
     eval_every: int = Field(1000, ge=1)
@@ -245,7 +254,13 @@ class Campaign(_Strict):
 
     def step_server_gpus(self) -> float:
         """GPUs of each node's step server when fused (the trials then take none)."""
-        return self.fuse.gpu if self.fuse.gpu is not None else (1.0 if self.resources.gpu > 0 else 0.0)
+        if self.fuse.gpu is not None:
+            return self.fuse.gpu
+        return max(1.0, self.resources.gpu) if self.resources.gpu > 0 else 0.0
+
+    def process_gpus(self) -> float:
+        """GPUs of the process holding the weights: the step server when fused, else each trial."""
+        return self.step_server_gpus() if self.fused() else self.resources.gpu
 
     # The search space ---------------------------------------------------------------------------
 
@@ -303,6 +318,7 @@ def parse_campaign(values: Mapping[str, Any], *, source: str = "campaign") -> Ca
         field = ".".join(str(part) for part in first["loc"]) or source
         raise CampaignError(field, first["msg"].removeprefix("Value error, ")) from None
     _check_model(campaign)
+    _check_sharding(campaign)
     _check_tasks(campaign)
     _check_hyperparameters(campaign)
     return campaign
@@ -368,6 +384,14 @@ def _check_model(campaign: Campaign) -> None:
         check_model_name(campaign.model)
     except UnknownModelError as error:
         raise CampaignError("model", str(error)) from None
+
+
+def _check_sharding(campaign: Campaign) -> None:
+    """A model axis must divide the devices of the process holding the weights (when it has GPUs)."""
+    gpus, axis = campaign.process_gpus(), campaign.sharding.model_axis
+    if axis is not None and gpus >= 1 and (not float(gpus).is_integer() or int(gpus) % axis):
+        where = "fuse.gpu" if campaign.fused() and campaign.fuse.gpu is not None else "resources.gpu"
+        raise CampaignError("sharding.model_axis", f"{axis} does not divide the {gpus:g} GPUs of {where}")
 
 
 def _check_tasks(campaign: Campaign) -> None:

@@ -65,10 +65,21 @@ def experiment_dir(name: str, storage_path: str | os.PathLike = DEFAULT_STORAGE_
 
 
 def accelerator_env(campaign: Campaign) -> dict[str, str]:
-    """Environment for the trial workers: with a fractional GPU per trial, several trials share a
-    GPU, so XLA must not preallocate most of its memory for the first one."""
+    """Environment for the trial workers (core/sharding.py reads the last three): with a fractional
+    GPU per trial, several trials share a GPU, so XLA must not preallocate most of its memory for the
+    first one; the GPUs a trial asked for (2 or more: its weights split over all of them) and the
+    campaign's `sharding:`."""
+    from softprompt.core.sharding import ENV_GPUS, ENV_MODEL_AXIS, ENV_STRATEGY
+
     gpu = campaign.resources.gpu or 0
-    return {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if 0 < gpu < 1 else {}
+    env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if 0 < gpu < 1 else {}
+    if gpu and not campaign.fused():
+        env[ENV_GPUS] = f"{gpu:g}"
+    if campaign.sharding.model_axis is not None:
+        env[ENV_MODEL_AXIS] = str(campaign.sharding.model_axis)
+    if campaign.sharding.strategy is not None:
+        env[ENV_STRATEGY] = campaign.sharding.strategy
+    return env
 
 
 def ensure_ray(campaign: Campaign) -> None:

@@ -61,7 +61,8 @@ class _Request(NamedTuple):
 class StepServer:
     """The actor's class (wrapped by `ray.remote` in `step_server`): holds the frozen model."""
 
-    def __init__(self, model: Any, *, sentinel: bool, max_trials: int, rows_per_call: int | None, window_s: float):
+    def __init__(self, model: Any, *, sentinel: bool, max_trials: int, rows_per_call: int | None, window_s: float,
+                 gpus: float = 0.0):
         import jax
 
         from softprompt.core.sentinel import model_for
@@ -71,7 +72,7 @@ class StepServer:
 
         model = unshare_model(model)
         model = model_for(model, "sentinel" if sentinel else "plain")
-        self._model, self._params = place_for_training(model, default_placement())
+        self._model, self._params = place_for_training(model, default_placement(gpus=gpus))   # >= 2: split
         self._cpu = jax.default_backend() == "cpu"
         self._max_trials, self._rows_per_call, self._window_s = max_trials, rows_per_call, window_s
         self._pending: list[_Request] = []
@@ -194,7 +195,8 @@ def step_server(campaign: str, model_ref: Any, settings: FuseSettings, *, model:
         namespace=NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0, num_gpus=settings.gpu,
         max_concurrency=1000, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
     return actor.remote(model_ref, sentinel=target_format == "sentinel", max_trials=settings.max_trials,
-                        rows_per_call=settings.rows_per_call, window_s=settings.window_ms / 1000)
+                        rows_per_call=settings.rows_per_call, window_s=settings.window_ms / 1000,
+                        gpus=settings.gpu)
 
 
 def end_step_servers(campaign: str) -> int:

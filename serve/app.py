@@ -113,7 +113,8 @@ class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
         versions = apply_reloads(config.versions, reloaded_versions(config.book))   # what the peers serve
         registered = resolve_all(self.store, versions)
         self.model = place_model(load_model(settings.model or registered[0].manifest.model,
-                                            dtype=registered[0].manifest.dtype), default_placement())
+                                            dtype=registered[0].manifest.dtype),
+                                 default_placement(gpus=settings.devices))   # >= 2 devices: split over them
         self.state: ServeState = load_state(self.store, self.model, config.ensembles, registered)
         self.pending: dict[tuple[str, str], ServeState] = {}   # prepared reloads, by (name, version)
         self.metrics = ServeMetrics()
@@ -302,7 +303,12 @@ def build_app(ensembles: Sequence[str], *, versions: Sequence[str] | None = None
                                                                            retry_after_s=RETRY_AFTER_S),
                                     graceful_shutdown_timeout_s=config.grace_period_s,   # requests in flight finish
                                     graceful_shutdown_wait_loop_s=WAIT_LOOP_S,
-                                    ray_actor_options={"num_cpus": config.replica_cpus}).bind(replica)
+                                    ray_actor_options=actor_options(config)).bind(replica)
+
+
+def actor_options(config: ServeConfig) -> dict[str, float]:
+    """Each replica's Ray resources: `replica_cpus` CPUs and `devices` GPUs (when any)."""
+    return {"num_cpus": config.replica_cpus} | ({"num_gpus": config.devices} if config.devices else {})
 
 
 class AppArgs(ServeConfig):

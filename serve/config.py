@@ -55,6 +55,7 @@ class ServeConfig(BaseModel):
     max_queued_requests: int = Field(512, ge=1, description="Queued requests per replica (more: 503).")
     model: Optional[str] = Field(None, description="Frozen model [default: the ensembles' own].")
     replica_cpus: float = Field(1.0, ge=0.0, description="Ray CPUs reserved per replica.")
+    devices: int = Field(0, ge=0, description="GPUs per replica (0: none); the weights are split over them.")
     jax_cache_dir: Optional[str] = Field("runs/jax_cache", description="JAX compilation cache for replicas.")
     grace_period_s: float = Field(30.0, ge=0.0, description="On SIGTERM: seconds for requests in flight.")
     follow_interval_s: float = Field(10.0, ge=0.0,

@@ -50,6 +50,7 @@ def serve(
     max_queued_requests: int = _setting("max_queued_requests"),
     model: Optional[str] = _setting("model"),
     replica_cpus: float = _setting("replica_cpus"),
+    devices: int = _setting("devices"),
     jax_cache_dir: str = _setting("jax_cache_dir"),
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster [default: a local one]."),
     metrics_port: Optional[int] = typer.Option(None, help="Prometheus port of a local Ray."),
@@ -67,7 +68,7 @@ def serve(
             host=host, port=port, replicas=replicas, token=token, max_inputs=max_inputs,
             max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s,
             max_rows_per_pass=max_rows_per_pass, max_body_bytes=max_body_bytes,
-            max_queued_requests=max_queued_requests, model=model, replica_cpus=replica_cpus,
+            max_queued_requests=max_queued_requests, model=model, replica_cpus=replica_cpus, devices=devices,
             jax_cache_dir=jax_cache_dir, grace_period_s=grace_period, follow_interval_s=follow_interval)
         store = open_store(store)
         uri = store.tracking_uri

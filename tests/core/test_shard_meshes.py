@@ -102,3 +102,21 @@ def test_shard_settings_come_from_the_environment(monkeypatch):
         default_placement(8)
     monkeypatch.setenv("SOFTPROMPT_MODEL_AXIS", "1")
     assert (default_placement(8) is None) == (jax.local_device_count() == 1)
+
+
+def test_shard_settings_model_axis_follows_the_devices_ray_assigned():
+    """Two or more whole GPUs: the weights split over every device the process owns, unless an
+    explicit setting or SOFTPROMPT_MODEL_AXIS says otherwise; a fraction or one GPU: replicated."""
+    from softprompt.core.sharding import model_axis_for
+    none: dict[str, str] = {}
+    assert model_axis_for(8, gpus=8, environ=none) == 8
+    assert model_axis_for(2, gpus=2.0, environ=none) == 2
+    assert model_axis_for(1, gpus=1, environ=none) == 1
+    assert model_axis_for(1, gpus=0.5, environ=none) == 1
+    assert model_axis_for(4, gpus=2.5, environ=none) == 1        # not a whole number of GPUs
+    assert model_axis_for(8, gpus=0, environ=none) == 1          # CPU: devices are not GPUs asked for
+    assert model_axis_for(8, gpus=8, model_axis=4, environ=none) == 4
+    assert model_axis_for(8, gpus=8, environ={"SOFTPROMPT_MODEL_AXIS": "2"}) == 2
+    assert model_axis_for(8, gpus=8, model_axis=4, environ={"SOFTPROMPT_MODEL_AXIS": "2"}) == 4
+    with pytest.raises(ValueError, match="SOFTPROMPT_MODEL_AXIS must be a device count"):
+        model_axis_for(8, gpus=8, environ={"SOFTPROMPT_MODEL_AXIS": "all"})

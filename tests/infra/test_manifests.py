@@ -88,8 +88,12 @@ def test_no_secret_in_a_manifest_and_no_open_listener_without_a_policy(path):
             "a listener on 0.0.0.0 needs a NetworkPolicy and a comment saying why"
 
 
-def test_the_serving_token_comes_from_a_secret():
-    [service, _] = _documents(INFRA / "kuberay" / "rayservice.yaml")
+SERVICES = ["rayservice.yaml", "rayservice-8gpu.yaml"]       # generated: the CPU default, the multi-GPU variant
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_serving_token_comes_from_a_secret(name):
+    [service, _] = _documents(INFRA / "kuberay" / name)
     containers = [c for group in [service["spec"]["rayClusterConfig"]["headGroupSpec"],
                                   *service["spec"]["rayClusterConfig"]["workerGroupSpecs"]]
                   for c in group["template"]["spec"]["containers"]]
@@ -98,10 +102,11 @@ def test_the_serving_token_comes_from_a_secret():
         assert token["valueFrom"]["secretKeyRef"]["name"] == "softprompt-serving"
 
 
-def test_pods_outlive_the_grace_period_of_requests_in_flight():
+@pytest.mark.parametrize("name", SERVICES)
+def test_pods_outlive_the_grace_period_of_requests_in_flight(name):
     """Every serving pod has a preStop hook and a termination grace that covers the hook's wait
     and the deployment's own graceful shutdown, so no request in flight is cut by SIGKILL."""
-    [service, _] = _documents(INFRA / "kuberay" / "rayservice.yaml")
+    [service, _] = _documents(INFRA / "kuberay" / name)
     [deployment] = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["deployments"]
     grace = deployment["graceful_shutdown_timeout_s"]
     assert grace >= 30 and deployment["graceful_shutdown_wait_loop_s"] <= 1
@@ -112,3 +117,21 @@ def test_pods_outlive_the_grace_period_of_requests_in_flight():
             hook = " ".join(container["lifecycle"]["preStop"]["exec"]["command"])
             waited = sum(int(s) for s in re.findall(r"sleep (\d+)", hook))
             assert waited > 0 and pod["terminationGracePeriodSeconds"] > waited + (0 if "drain" in hook else grace)
+
+
+def test_the_multi_gpu_variant_gives_each_replica_a_worker_pods_eight_gpus():
+    """An 8B model: each replica asks Ray for 8 GPUs (`devices: 8`, so its weights split over them),
+    a worker pod has 8, and the cluster launcher example has an 8-GPU node type."""
+    [service, _] = _documents(INFRA / "kuberay" / "rayservice-8gpu.yaml")
+    [application] = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+    [deployment] = application["deployments"]
+    assert deployment["ray_actor_options"]["num_gpus"] == 8
+    assert application["runtime_env"]["env_vars"]["SOFTPROMPT_DEVICES"] == "8"      # the replicas' placement
+    [group] = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    [container] = group["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 8 and group["rayStartParams"]["num-gpus"] == "8"
+    [cpu_service, _] = _documents(INFRA / "kuberay" / "rayservice.yaml")
+    assert "num_gpus" not in yaml.safe_load(cpu_service["spec"]["serveConfigV2"])["applications"][0][
+        "deployments"][0]["ray_actor_options"]
+    nodes = yaml.safe_load((INFRA / "cluster" / "gpu.yaml").read_text())["available_node_types"]
+    assert any(node["resources"].get("GPU", 0) >= 8 for node in nodes.values())

@@ -116,6 +116,21 @@ def test_fractional_gpus_turn_xla_preallocation_off():
     assert accelerator_env(whole) == {}
 
 
+def test_several_gpus_per_trial_split_the_weights_over_them():
+    """`gpu: N` (N >= 2) reaches the trials (unfused) or the step server (fused, the whole group);
+    core/sharding.py then splits the weights over the N devices, unless `sharding:` says otherwise."""
+    from softprompt.search.launch import accelerator_env
+
+    unfused = parse_campaign(BASE | {"resources": {"gpu": 8}, "fuse": False})
+    assert accelerator_env(unfused) == {"SOFTPROMPT_GPUS": "8"} and unfused.process_gpus() == 8
+    fused = parse_campaign(BASE | {"resources": {"gpu": 8}, "sharding": {"model_axis": 4, "strategy": "tensor"}})
+    assert fused.step_server_gpus() == 8 and fused.process_gpus() == 8
+    assert accelerator_env(fused) == {"SOFTPROMPT_MODEL_AXIS": "4", "SOFTPROMPT_SHARDING": "tensor"}
+    assert "3 does not divide the 8 GPUs" in rejected("sharding.model_axis", resources={"gpu": 8},
+                                                       sharding={"model_axis": 3})
+    assert "sharding.strategy" in rejected("sharding.strategy", sharding={"strategy": "zero"})
+
+
 def test_checkpoints_on_the_selection_split_need_records_held_out():
     assert "selection_examples" in rejected("fixed.eval_split", fixed={"eval_split": "selection"})
     campaign = parse_campaign(BASE | {"fixed": {"eval_split": "selection", "selection_examples": 8}}, source="t")

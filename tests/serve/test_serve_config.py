@@ -58,12 +58,16 @@ def test_the_deployment_and_its_replicas_take_the_config(tmp_path):
     deployment = build_app(["a/1"], versions=["a/1"], tracking_uri="http://127.0.0.1:5000",
                            config=config)._bound_deployment
     assert (deployment.num_replicas, deployment.max_queued_requests) == (3, 7)
-    assert deployment.ray_actor_options["num_cpus"] == 0.5 and deployment._deployment_config.graceful_shutdown_timeout_s == 4
+    assert deployment.ray_actor_options == {"num_cpus": 0.5} and deployment._deployment_config.graceful_shutdown_timeout_s == 4
     replica = deployment.init_args[0]
     assert replica.settings.token is None and replica.token_sha256 == token_digest("t")    # only the digest travels
     assert replica.settings.max_inputs == 5 and replica.settings.jax_cache_dir == str(tmp_path / "jax")
     overridden = build_app(["a/1"], versions=["a/1"], tracking_uri="x", config=config, max_inputs=6)
     assert overridden._bound_deployment.init_args[0].settings.max_inputs == 6
+    on_gpus = build_app(["a/1"], versions=["a/1"], tracking_uri="x", config=config, devices=8)._bound_deployment
+    assert on_gpus.ray_actor_options == {"num_cpus": 0.5, "num_gpus": 8} and on_gpus.init_args[0].settings.devices == 8
+    with pytest.raises(ServeConfigError, match="^devices: "):
+        ServeConfig(devices=-1)
     with pytest.raises(ServeConfigError, match="max_imputs"):
         build_app(["a/1"], versions=["a/1"], tracking_uri="x", max_imputs=6)
     assert set(ServeConfig.model_fields) < set(AppArgs.model_fields)                       # every setting is an arg
