@@ -62,6 +62,12 @@ def abstract_model(hf: Mapping[str, Any], dtype: str = "bfloat16") -> AbstractMo
 GEMMA3_270M = {"model_type": "gemma3_text", "vocab_size": 262_144, "hidden_size": 640, "intermediate_size": 2048,
                "num_hidden_layers": 18, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256,
                "sliding_window": 512, "query_pre_attn_scalar": 256, "rope_theta": 1e6, "rope_local_base_freq": 1e4}
+SMOLLM2_135M = {"model_type": "llama", "vocab_size": 49_152, "hidden_size": 576, "intermediate_size": 1536,
+                "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
+                "rope_theta": 1e5, "rms_norm_eps": 1e-5, "max_position_embeddings": 8192, "hidden_act": "silu",
+                "tie_word_embeddings": True}
+# The shipped GGUFs' configs, as `gguf_hf_config` reads them: reading a GGUF's metadata takes seconds.
+BUILTIN_CONFIGS = {"gemma3-270m": GEMMA3_270M, "smollm2-135m": SMOLLM2_135M}
 
 
 def read_config(source: str) -> tuple[str, dict]:
@@ -69,15 +75,15 @@ def read_config(source: str) -> tuple[str, dict]:
     import json
     from pathlib import Path
 
-    if source == "gemma3-270m":
-        return source, dict(GEMMA3_270M)
+    if source in BUILTIN_CONFIGS:
+        return source, dict(BUILTIN_CONFIGS[source])
     if source == "t5-tiny-random":
         from .models.tiny_t5 import HF_CONFIG
         return source, dict(HF_CONFIG)
     path = Path(source)
     path = path / "config.json" if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"{source}: not a built-in model (gemma3-270m, t5-tiny-random), "
+        raise FileNotFoundError(f"{source}: not a built-in model (gemma3-270m, smollm2-135m, t5-tiny-random), "
                                 "a config.json or a folder holding one")
     try:
         return path.parent.name, json.loads(path.read_text())

@@ -36,7 +36,7 @@ def info(model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP + " Or a confi
 
 
 @app.command("plan")
-def plan(model: str = typer.Option(..., help="config.json, a folder holding one, or a built-in name."),
+def plan(model: str = typer.Option(DEFAULT_MODEL, help="config.json, a folder holding one, or a built-in name."),
          batch_size: int = typer.Option(32, min=1, help="Rows per trial and step."),
          prompt_length: int = typer.Option(100, min=1, help="Soft-prompt length."),
          max_length: int = typer.Option(256, min=1, help="Input tokens per row."),

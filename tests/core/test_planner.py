@@ -67,3 +67,21 @@ def test_plan_command_prints_a_table_and_one_json_line(tmp_path):
     assert last["params"] == pytest.approx(7.62e9, rel=0.01) and last["devices_needed"] >= 1
     bad = CliRunner().invoke(app, ["model", "plan", "--model", "t5-tiny-random", "--device", "tpu-v9"])
     assert bad.exit_code == 2 and "unknown device" in bad.output
+
+
+def test_built_in_configs_are_what_their_shipped_gguf_says():
+    """`model plan` reads built-in models from a table (a GGUF's metadata takes seconds to read):
+    the table must agree with the shipped file (SmolLM2's; Gemma 3's file takes far longer to read) and
+    give the published sizes."""
+    import gguf
+
+    from softprompt.core.abstract_models import BUILTIN_CONFIGS
+    from softprompt.core.models.gemma3_loading import NAMED_MODELS
+    from softprompt.core.models.gguf_convert import gguf_hf_config
+
+    path = NAMED_MODELS["smollm2-135m"]()
+    from_file = gguf_hf_config(gguf.GGUFReader(str(path)), path)
+    for key, value in BUILTIN_CONFIGS["smollm2-135m"].items():
+        assert from_file.get(key) == (pytest.approx(value, rel=1e-6) if isinstance(value, float) else value), key
+    sizes = {name: plan(config, SMALL, "cpu").params for name, config in BUILTIN_CONFIGS.items()}
+    assert sizes == {"smollm2-135m": 134_515_008, "gemma3-270m": 268_098_176}
