@@ -314,6 +314,10 @@ def _new_tuner(stored: Stored, store: Store, *, model, trial_hook: TrialHook | N
                                       folder=folder)
     # Tune's own status table unless verbose; one short line per trial event otherwise
     shown = [callback] if verbose() else [callback, TrialLines(campaign.distinguishing_axes())]
+    if campaign.fused():
+        from .fused_departures import FusedDepartures
+
+        shown.append(FusedDepartures(campaign.name))   # a trial whose process died leaves its group too
     return tune.Tuner(
         _trainable(campaign, folder, model=model, trial_hook=trial_hook),
         param_space=campaign.param_space(),

@@ -84,14 +84,17 @@ class _Request(NamedTuple):
 class StepServer:
     """The actor's class (wrapped by `ray.remote` in `step_server`): holds the frozen model."""
 
-    def __init__(self, model: Any, *, sentinel: bool, max_trials: int, rows_per_call: int | None, window_s: float):
+    def __init__(self, model: Any, *, sentinel: bool, max_trials: int, rows_per_call: int | None, window_s: float,
+                 jax_cache_dir: str | None = None):
         import jax
 
+        from softprompt.core.compilation_cache import use_compilation_cache
         from softprompt.core.sentinel import model_for
         from softprompt.core.sharding import default_placement, place_for_training
 
         from .shared_model import unshare_model
 
+        use_compilation_cache(jax_cache_dir)   # the campaign's cache: a new server compiles nothing seen before
         model = unshare_model(model)
         model = model_for(model, "sentinel" if sentinel else "plain")
         self._model, self._params = place_for_training(model, default_placement())
@@ -220,8 +223,9 @@ def server_name(campaign: str, node_id: str, *, model: str, dtype: str, target_f
 
 
 def step_server(campaign: str, model_ref: Any, settings: FuseSettings, *, model: str, dtype: str,
-                target_format: str):
-    """This node's step server for the campaign's model (created on first use)."""
+                target_format: str, jax_cache_dir: str | None = None):
+    """This node's step server for the campaign's model (created on first use, with the campaign's
+    JAX compilation cache `jax_cache_dir`)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -231,7 +235,8 @@ def step_server(campaign: str, model_ref: Any, settings: FuseSettings, *, model:
         namespace=NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0, num_gpus=settings.gpu,
         max_concurrency=1000, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
     return actor.remote(model_ref, sentinel=target_format == "sentinel", max_trials=settings.max_trials,
-                        rows_per_call=settings.rows_per_call, window_s=settings.window_ms / 1000)
+                        rows_per_call=settings.rows_per_call, window_s=settings.window_ms / 1000,
+                        jax_cache_dir=jax_cache_dir)
 
 
 def _servers(campaign: str) -> list[str]:
@@ -255,6 +260,18 @@ def server_records(campaign: str, *, timeout_s: float = 10.0) -> list[dict]:
             continue     # died or ended meanwhile: its record went with it
         records.append(record | {"name": name, "read": time.time()})
     return records
+
+
+def leave_step_servers(campaign: str, trial: str) -> None:
+    """Tells the campaign's step servers that `trial` left (the driver's word for a trial whose
+    process could not say so: `fused_departures.py`); does not wait for them."""
+    import ray
+
+    for name in _servers(campaign):
+        try:
+            ray.get_actor(name, namespace=NAMESPACE).leave.remote(trial)
+        except ValueError:
+            continue     # ended meanwhile
 
 
 def end_step_servers(campaign: str) -> int:

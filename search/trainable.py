@@ -105,7 +105,7 @@ def _fused_steps(settings, runtime: TrialRuntime, trial_id: str) -> tuple[Frozen
 
     (model_ref,) = runtime.model_ref
     server = step_server(runtime.campaign, model_ref, runtime.fuse, model=settings.model, dtype=settings.dtype,
-                         target_format=settings.target_format)
+                         target_format=settings.target_format, jax_cache_dir=runtime.jax_cache_dir)
     return ray.get(model_ref), FusedSteps(server, trial_id)
 
 

@@ -99,3 +99,33 @@ def test_a_trial_asha_stops_leaves_its_group_and_the_next_pending_trial_takes_it
             refilled += 1
     assert refilled >= 1     # at least one stop happened while trials were pending
     assert record["live"] == [] and record["trial_steps"] == sum(t["step"] for t in trials.values())
+
+
+def test_the_driver_takes_a_trial_whose_process_died_out_of_its_step_servers_group(ray_address):
+    """A trial process that dies mid-step cannot leave its server's group itself; Tune's record of
+    its failure (retried or final) makes the driver's callback take it out, so the others stop
+    waiting for it."""
+    import ray
+    from ray.tune.experiment import Trial
+
+    from softprompt.core.batching import encode_pair
+    from softprompt.search.fused_departures import FusedDepartures
+    from softprompt.search.shared_model import share_model
+    from softprompt.search.step_server import FuseSettings, end_step_servers, step_server
+
+    model = load_model("t5-tiny-random")
+    server = step_server("departures", ray.put(share_model(model)), FuseSettings(window_ms=50), model=model.name,
+                         dtype="float32", target_format="plain")
+    pairs = [encode_pair(model, "a premise", "yes", max_input_tokens=16, max_target_tokens=4)]
+    prompt = np.zeros((2, model.d_model), np.float32)
+    try:
+        for trial_id in ("a", "b"):
+            ray.get(server.value_and_grad.remote(trial_id, prompt, pairs))   # both in the group now
+        assert ray.get(server.record.remote())["live"] == ["a", "b"]
+        callback = FusedDepartures("departures")
+        callback.on_trial_recover(0, [], Trial("run_trial", config={}, stub=True, trial_id="a"))
+        callback.on_trial_error(0, [], Trial("run_trial", config={}, stub=True, trial_id="b"))
+        record = ray.get(server.record.remote())
+        assert record["live"] == [] and [kind for _, kind, _ in record["events"]] == ["join", "join", "leave", "leave"]
+    finally:
+        assert end_step_servers("departures") == 1
