@@ -184,13 +184,15 @@ def status(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH
 
 def _fit(tuner, campaign: Campaign, folder: Path) -> None:
     """Runs the trials; then ends the campaign's step servers (fused trials), also on failure,
-    keeping their records in `step-servers.json` (`step_server.ServerRecord`)."""
+    keeping the records of those alive then in `step-servers.json` (`step_server.ServerRecord`)."""
     try:
         tuner.fit()
     finally:
         if campaign.fused():
-            write_json_atomically(folder / SERVERS_FILE, server_records(campaign.name))
-            end_step_servers(campaign.name)
+            try:
+                write_json_atomically(folder / SERVERS_FILE, server_records(campaign.name))
+            finally:
+                end_step_servers(campaign.name)
 
 
 def _check_store(uri: str) -> None:
