@@ -8,6 +8,7 @@ takes its slot at once."""
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 
@@ -125,7 +126,9 @@ def test_the_driver_takes_a_trial_whose_process_died_out_of_its_step_servers_gro
         callback = FusedDepartures("departures")
         callback.on_trial_recover(0, [], Trial("run_trial", config={}, stub=True, trial_id="a"))
         callback.on_trial_error(0, [], Trial("run_trial", config={}, stub=True, trial_id="b"))
-        record = ray.get(server.record.remote())
+        deadline = time.monotonic() + 10     # the callback does not wait for the servers
+        while (record := ray.get(server.record.remote()))["live"] and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert record["live"] == [] and [kind for _, kind, _ in record["events"]] == ["join", "join", "leave", "leave"]
     finally:
         assert end_step_servers("departures") == 1
