@@ -95,9 +95,10 @@ class Scale(_Strict):
 
 
 class Scheduler(_Strict):
-    type: Literal["asha", "none", "pbt"] = "asha"
-    grace_period: int = Field(1, ge=1)              # ASHA: evaluations before a trial can be stopped
+    type: Literal["asha", "median", "none", "pbt"] = "asha"
+    grace_period: int = Field(1, ge=1)              # ASHA, median: evaluations before a trial can be stopped
     reduction_factor: float = Field(2.0, gt=1)      # ASHA: keep the top 1/reduction_factor at each rung
+    min_samples: int = Field(3, ge=1)               # median: other trials that must have reached an evaluation
     perturbation_interval: int = Field(2, ge=1)     # PBT: evaluations between exploit/explore steps
 
 

@@ -134,7 +134,7 @@ def extend(name: str, trials: int, *, storage_path: str | os.PathLike = DEFAULT_
             tuner = launching._new_tuner(stored, store, model=model, trial_hook=trial_hook, num_samples=samples,
                                          search_alg=search_alg, tune_folder=path)
         del model
-        launching._fit(tuner, campaign)
+        launching._fit(tuner, campaign, path)
         rows = trial_rows(path)
         ended = launching._ended(rows, path) and len(rows) == trials
         write_json_atomically(path / EXTENSION_FILE, read_extension(path) | {"finished": ended})

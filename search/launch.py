@@ -35,8 +35,8 @@ from .campaign import Campaign, CampaignError, check_resources
 from .capacity import check_plan
 from .init_prompt import INIT_FOLDER, INIT_FROM, with_init_prompt
 from .ray_env import apply_ray_env_defaults, ray_log_options, verbose
-from .state import PENDING_FILE, STATE_FILE, Stored, driver_lock, read_state, write_state
-from .step_server import FuseSettings, end_step_servers
+from .state import PENDING_FILE, STATE_FILE, Stored, driver_lock, read_state, write_json_atomically, write_state
+from .step_server import SERVERS_FILE, FuseSettings, end_step_servers, server_records
 from .shared_model import share_model
 from .trainable import TrialRuntime, run_trial
 
@@ -126,7 +126,7 @@ def launch(campaign: Campaign, *, storage_path: str | os.PathLike | None = None,
         score_baselines(campaign, model, store)
         tuner = _new_tuner(stored, store, model=model, trial_hook=trial_hook)
         del model  # the trials' copy is in the object store now
-        _fit(tuner, campaign)
+        _fit(tuner, campaign, folder)
         return _finish(stored, store, folder)
 
 
@@ -163,7 +163,7 @@ def resume(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH,
         else:   # the driver died after campaign.json, before Tune's first state: start the trials
             tuner = _new_tuner(stored, store, model=model, trial_hook=trial_hook)
         del model
-        _fit(tuner, stored.campaign)
+        _fit(tuner, stored.campaign, folder)
         return _finish(stored, store, folder)
 
 
@@ -193,13 +193,17 @@ def status(name: str, *, storage_path: str | os.PathLike = DEFAULT_STORAGE_PATH
     return rows, recorded_baselines(name, Store(stored.tracking_uri))
 
 
-def _fit(tuner, campaign: Campaign) -> None:
-    """Runs the trials; then ends the campaign's step servers (fused trials), also on failure."""
+def _fit(tuner, campaign: Campaign, folder: Path) -> None:
+    """Runs the trials; then ends the campaign's step servers (fused trials), also on failure,
+    keeping the records of those alive then in `step-servers.json` (`step_server.ServerRecord`)."""
     try:
         tuner.fit()
     finally:
         if campaign.fused():
-            end_step_servers(campaign.name)
+            try:
+                write_json_atomically(folder / SERVERS_FILE, server_records(campaign.name))
+            finally:
+                end_step_servers(campaign.name)
 
 
 def _check_store(uri: str) -> None:
@@ -323,6 +327,10 @@ def _new_tuner(stored: Stored, store: Store, *, model, trial_hook: TrialHook | N
                                       folder=folder)
     # Tune's own status table unless verbose; one short line per trial event otherwise
     shown = [callback] if verbose() else [callback, TrialLines(campaign.distinguishing_axes())]
+    if campaign.fused():
+        from .fused_departures import FusedDepartures
+
+        shown.append(FusedDepartures(campaign.name))   # a trial whose process died leaves its group too
     return tune.Tuner(
         _trainable(campaign, folder, model=model, trial_hook=trial_hook),
         param_space=campaign.param_space(),

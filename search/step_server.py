@@ -12,8 +12,12 @@ the steps in fused calls of at most `max_trials` trials, the evaluations of one 
 prediction pass over a table of their prompts (trials in lock-step evaluate at the same step).
 (Ray Serve's `@serve.batch` batches by size and time only; the "every live trial is waiting"
 trigger is what makes trials in lock-step fuse without waiting out the window, hence this small
-loop.) A trial is live from its first request until it leaves; one that dies without leaving
-costs the others one window per request. One computation runs at a time.
+loop.) A trial is live from a request until it leaves: before each of its reports to Tune (it
+joins again with its next step) and when it ends, so a trial that Tune stops, pauses or holds at a
+report is never waited for, and the trial that takes its slot joins with its first step. One that
+dies without leaving costs the others one window per request. One computation runs at a time.
+The server keeps a `ServerRecord` (busy seconds, calls, joins and leaves); the campaign driver
+saves the records in `step-servers.json` when the campaign ends.
 
 Trials of another model, dtype or target format get another server (the actor's name holds all
 three), so they never share a step. The server is a named detached actor pinned to its node and
@@ -24,6 +28,7 @@ ends (a driver that dies leaves them to `search resume`, which reuses them).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any, NamedTuple, Sequence
 
@@ -33,6 +38,7 @@ from softprompt.core.batching import EncodedPair
 
 NAME_PREFIX = "softprompt-steps"
 NAMESPACE = "softprompt"      # fixed, so a resumed campaign's new driver finds its servers
+SERVERS_FILE = "step-servers.json"   # in the campaign folder: the servers' records when the campaign ended
 
 
 class FuseSettings(NamedTuple):
@@ -50,6 +56,23 @@ class StepAnswer(NamedTuple):
     group: int              # trials in the fused call that computed it
 
 
+@dataclasses.dataclass
+class ServerRecord:
+    """A step server's account of itself: when it was created, the seconds it spent computing
+    (fused steps and evaluations), its calls, the trial steps they computed, and every trial's
+    joining (first request, or first after leaving) and leaving, as (wall time, "join" | "leave",
+    trial id). Its idle fraction over a campaign is 1 - busy_s / (end - created)."""
+
+    created: float
+    busy_s: float = 0.0
+    calls: int = 0
+    trial_steps: int = 0
+    events: list[tuple[float, str, str]] = dataclasses.field(default_factory=list)
+
+    def to_dict(self, **extra) -> dict:
+        return dataclasses.asdict(self) | {"events": [list(event) for event in self.events]} | extra
+
+
 class _Request(NamedTuple):
     trial: str
     prompt: np.ndarray      # [P, E]
@@ -62,14 +85,16 @@ class StepServer:
     """The actor's class (wrapped by `ray.remote` in `step_server`): holds the frozen model."""
 
     def __init__(self, model: Any, *, sentinel: bool, max_trials: int, rows_per_call: int | None, window_s: float,
-                 gpus: float = 0.0):
+                 gpus: float = 0.0, jax_cache_dir: str | None = None):
         import jax
 
+        from softprompt.core.compilation_cache import use_compilation_cache
         from softprompt.core.sentinel import model_for
         from softprompt.core.sharding import default_placement, place_for_training
 
         from .shared_model import unshare_model
 
+        use_compilation_cache(jax_cache_dir)   # the campaign's cache: a new server compiles nothing seen before
         model = unshare_model(model)
         model = model_for(model, "sentinel" if sentinel else "plain")
         self._model, self._params = place_for_training(model, default_placement(gpus=gpus))   # >= 2: split
@@ -77,6 +102,7 @@ class StepServer:
         self._max_trials, self._rows_per_call, self._window_s = max_trials, rows_per_call, window_s
         self._pending: list[_Request] = []
         self._live: set[str] = set()
+        self._record = ServerRecord(created=time.time())
         self._changed: asyncio.Event | None = None
         self._loop_task: asyncio.Task | None = None
 
@@ -93,7 +119,9 @@ class StepServer:
                                         asyncio.get_running_loop().create_future()))
 
     async def leave(self, trial: str) -> None:
-        """The trial ended (or stopped): the others stop waiting for it."""
+        """The trial reports, ended or stopped: the others stop waiting for it (until it asks again)."""
+        if trial in self._live:
+            self._record.events.append((time.time(), "leave", trial))
         self._live.discard(trial)
         if self._changed is not None:
             self._changed.set()
@@ -102,6 +130,8 @@ class StepServer:
         if self._loop_task is None:
             self._changed = asyncio.Event()
             self._loop_task = asyncio.get_running_loop().create_task(self._serve())
+        if request.trial not in self._live:
+            self._record.events.append((time.time(), "join", request.trial))
         self._live.add(request.trial)
         self._pending.append(request)
         self._changed.set()
@@ -137,17 +167,26 @@ class StepServer:
         """Computes one fused call for `group` (steps, or evaluations of one task) in a worker
         thread (the loop keeps gathering) and answers each request."""
         stepping = group[0].pairs is not None
+        started = time.monotonic()
         try:
             results = await asyncio.to_thread(self._steps if stepping else self._evaluations, group)
         except Exception as error:   # noqa: BLE001 — every waiting trial learns why its call failed
             for request in group:
                 request.answer.set_exception(error)
             return
+        finally:
+            self._record.busy_s += time.monotonic() - started
+            self._record.calls += 1
+        self._record.trial_steps += len(group) if stepping else 0
         if stepping:
             results = [StepAnswer(result.loss, result.grad, len(group)) for result in results]
         for request, result in zip(group, results):
             if not request.answer.done():
                 request.answer.set_result(result)
+
+    async def record(self) -> dict:
+        """What the server did so far (`ServerRecord.to_dict`)."""
+        return self._record.to_dict(live=sorted(self._live))
 
     def _steps(self, group: list[_Request]):
         from softprompt.core.fused import fused_value_and_grad
@@ -184,8 +223,9 @@ def server_name(campaign: str, node_id: str, *, model: str, dtype: str, target_f
 
 
 def step_server(campaign: str, model_ref: Any, settings: FuseSettings, *, model: str, dtype: str,
-                target_format: str):
-    """This node's step server for the campaign's model (created on first use)."""
+                target_format: str, jax_cache_dir: str | None = None):
+    """This node's step server for the campaign's model (created on first use, with the campaign's
+    JAX compilation cache `jax_cache_dir`)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -196,19 +236,52 @@ def step_server(campaign: str, model_ref: Any, settings: FuseSettings, *, model:
         max_concurrency=1000, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
     return actor.remote(model_ref, sentinel=target_format == "sentinel", max_trials=settings.max_trials,
                         rows_per_call=settings.rows_per_call, window_s=settings.window_ms / 1000,
-                        gpus=settings.gpu)
+                        gpus=settings.gpu, jax_cache_dir=jax_cache_dir)
+
+
+def _servers(campaign: str) -> list[str]:
+    """The actor names of the campaign's step servers (every node)."""
+    import ray
+
+    return [actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
+            if actor["namespace"] == NAMESPACE and actor["name"].startswith(f"{NAME_PREFIX}:{campaign}:")]
+
+
+def server_records(campaign: str, *, timeout_s: float = 10.0) -> list[dict]:
+    """Each of the campaign's step servers' `ServerRecord` (as a dict with its `name` and the
+    wall time it was read, `read`); a server that does not answer within `timeout_s` is left out."""
+    import ray
+
+    records = []
+    for name in _servers(campaign):
+        try:
+            record = ray.get(ray.get_actor(name, namespace=NAMESPACE).record.remote(), timeout=timeout_s)
+        except (ray.exceptions.RayError, ValueError):
+            continue     # died or ended meanwhile: its record went with it
+        records.append(record | {"name": name, "read": time.time()})
+    return records
+
+
+def leave_step_servers(campaign: str, trial: str) -> None:
+    """Tells the campaign's step servers that `trial` left (the driver's word for a trial whose
+    process could not say so: `fused_departures.py`); does not wait for them."""
+    import ray
+
+    for name in _servers(campaign):
+        try:
+            ray.get_actor(name, namespace=NAMESPACE).leave.remote(trial)
+        except ValueError:
+            continue     # ended meanwhile
 
 
 def end_step_servers(campaign: str) -> int:
     """Kills the campaign's step servers (every node); returns how many there were."""
     import ray
 
-    ended = 0
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if actor["namespace"] == NAMESPACE and actor["name"].startswith(f"{NAME_PREFIX}:{campaign}:"):
-            ray.kill(ray.get_actor(actor["name"], namespace=NAMESPACE))
-            ended += 1
-    return ended
+    names = _servers(campaign)
+    for name in names:
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+    return len(names)
 
 
 class FusedSteps:
@@ -233,7 +306,8 @@ class FusedSteps:
                                                     encoded=encoded))
 
     def leave(self) -> None:
-        """This trial will ask nothing more (it ended, failed or was stopped)."""
+        """This trial asks nothing until its next step (it reports), or ever (it ended, failed or
+        was stopped)."""
         import ray
 
         try:

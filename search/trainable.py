@@ -13,7 +13,13 @@ per campaign, not once per trial.
 With a campaign's `fuse:` on, the trial computes its steps and evaluations on its node's step
 server (`step_server.py`: one model copy, steps fused with the other trials'); it still keeps its
 prompt, optimiser state, data order, checkpoints and reports, and reports `fused_group`, the mean
-number of trials its steps were computed with.
+number of trials its steps were computed with. It leaves the server's group before each report and
+joins again with its next step, so a trial Tune stops at a report (ASHA, the median rule) is never
+waited for, and its slot's next trial joins the group with its first step.
+
+Every report also carries `started_at` and `reported_at` (wall-clock seconds: when the trial
+process began this trial, and this report), from which a campaign's refill gaps and idle slots are
+read (`benchmarks/campaign_makespan.py`).
 
 `TrialRuntime.after_report(trial_id, step)`, when given, runs in the trial after each report (the
 Python API's hook: tests use it to fail a trial once and watch it retried from its checkpoint).
@@ -25,6 +31,7 @@ import dataclasses
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -57,6 +64,7 @@ def run_trial(config: dict[str, Any], *, model: FrozenModel | None = None,
     """Trains one sampled configuration, reporting to Tune at every evaluation."""
     from ray import tune
 
+    started_at = time.time()
     use_compilation_cache(runtime.jax_cache_dir)
     train_settings = train_config(config)
     context = tune.get_context()
@@ -69,8 +77,14 @@ def run_trial(config: dict[str, Any], *, model: FrozenModel | None = None,
     def on_evaluation(report: EvalReport) -> None:
         if (work / BEST_PROMPT).exists():
             shutil.copytree(work / BEST_PROMPT, Path(report.checkpoint) / BEST_PROMPT)
-        fused_group = steps.group_since_report() if steps is not None else 0.0
-        tune.report(_metrics(report, start_step=start_step, steps=train_settings.steps) | {"fused_group": fused_group},
+        fused_group = 0.0
+        if steps is not None:
+            fused_group = steps.group_since_report()
+            # Tune may hold this trial in `report` a while (the driver's writes) or never return
+            # (a scheduler stop): out of the server's group meanwhile, back in at the next step
+            steps.leave()
+        timing = {"fused_group": fused_group, "started_at": started_at, "reported_at": time.time()}
+        tune.report(_metrics(report, start_step=start_step, steps=train_settings.steps) | timing,
                     checkpoint=tune.Checkpoint.from_directory(report.checkpoint))
         if runtime.after_report is not None:
             runtime.after_report(trial_id, report.step)
@@ -91,7 +105,7 @@ def _fused_steps(settings, runtime: TrialRuntime, trial_id: str) -> tuple[Frozen
 
     (model_ref,) = runtime.model_ref
     server = step_server(runtime.campaign, model_ref, runtime.fuse, model=settings.model, dtype=settings.dtype,
-                         target_format=settings.target_format)
+                         target_format=settings.target_format, jax_cache_dir=runtime.jax_cache_dir)
     return ray.get(model_ref), FusedSteps(server, trial_id)
 
 

@@ -167,6 +167,24 @@ def test_fuse_is_on_where_trials_ask_for_gpus_and_the_step_server_takes_them():
     assert "fuse.enabled" in rejected("fuse.enabled", fuse="sometimes")
 
 
+def test_the_median_rule_stops_a_trial_below_the_median_and_never_pauses_one_for_want_of_others():
+    from ray.tune.experiment import Trial
+
+    from softprompt.search.schedulers import MedianStopping, make_scheduler
+
+    rule = make_scheduler(parse_campaign(BASE | {"scheduler": {"type": "median", "grace_period": 2, "min_samples": 2}}))
+    assert isinstance(rule, MedianStopping)
+    rule.set_search_properties("score", "max")
+    trials = [Trial("run_trial", config={}, stub=True, trial_id=f"t{i}") for i in range(5)]
+    decisions = [rule.on_trial_result(None, trials[0], {"training_iteration": 1, "score": 10.0})]   # in its grace
+    for trial, score in zip(trials, (50.0, 60.0, 70.0, 40.0, 80.0)):
+        decisions.append(rule.on_trial_result(None, trial, {"training_iteration": 2, "score": score}))
+    # t0, t1: fewer than 2 others to compare with -> they run on (Tune's own rule would pause them
+    # for pending trials); t3's best 40 trails the others' median -> stopped; t4 leads -> runs on
+    assert decisions == ["CONTINUE", "CONTINUE", "CONTINUE", "CONTINUE", "STOP", "CONTINUE"]
+    assert "scheduler.type" in rejected("scheduler.type", scheduler={"type": "hyperband"})
+
+
 def test_a_campaign_built_on_another_equals_the_same_campaign_written_out(monkeypatch):
     monkeypatch.chdir(EXAMPLES.parents[1])
     based = load_campaign(EXAMPLES / "paper" / "fig3a-length100-300-steps.yaml")
