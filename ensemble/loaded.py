@@ -53,7 +53,8 @@ def check_model(manifest: EnsembleManifest, model: FrozenModel) -> None:
     """Refuses a frozen model other than the one the ensemble was built for."""
     if manifest.model_fingerprint != model.fingerprint:
         raise EnsembleError(f"ensemble {manifest.name!r} was built for model fingerprint "
-                            f"{manifest.model_fingerprint[:12]}…, not {model.name!r} ({model.fingerprint[:12]}…)")
+                            f"{manifest.model_fingerprint[:12]}… ({manifest.model or 'unnamed'}), not "
+                            f"{model.name!r} ({model.fingerprint[:12]}…)")
 
 
 def load_member_prompts(manifest: EnsembleManifest, folders: Sequence[str | os.PathLike],
@@ -97,6 +98,25 @@ def manifest_task(manifest: EnsembleManifest) -> TaskSpec:
                                 f"{manifest.task_source}, which is not on this machine: copy the task file there")
         return get_task(manifest.task_source)
     return get_task(manifest.task)
+
+
+def manifest_model(manifest: EnsembleManifest, model: str | None = None) -> str:
+    """The frozen model to load an ensemble onto: `model` (another copy of it, named by the caller)
+    or the one its manifest names — a built-in name, or a folder or file that must exist where the
+    ensemble is loaded (else one EnsembleError line saying so). Whether it IS that model is the
+    fingerprint's business (`check_model`), once it is loaded."""
+    from softprompt.core.models import UnknownModelError, check_model_name, model_reference
+
+    chosen = model_reference(model) if model else manifest.model
+    try:
+        check_model_name(chosen)
+    except UnknownModelError:
+        if model:
+            raise EnsembleError(f"model {model!r} for ensemble {manifest.name!r}: not a built-in name, "
+                                "a .gguf file or a folder with a config.json") from None
+        raise EnsembleError(f"ensemble {manifest.name!r} was built on the model {chosen!r}, which is not on "
+                            "this machine: copy it there, or name its copy (--model PATH)") from None
+    return chosen
 
 
 def input_factory(model: FrozenModel, loaded: LoadedEnsemble, *, task: TaskSpec | None = None,

@@ -22,7 +22,7 @@ from softprompt.core.batching import encode_pair
 from softprompt.core.models import load_model
 from softprompt.core.tasks import TaskDataError
 
-from .loaded import (check_servable, input_factory, load_model_folder, manifest_task, read_model_manifest,
+from .loaded import (check_servable, input_factory, load_model_folder, manifest_model, manifest_task, read_model_manifest,
                      scoring_model)
 from .predict import vote_inputs
 
@@ -45,7 +45,7 @@ class EnsemblePredictor:
 
     def __init__(self, data_path: str | os.PathLike):
         manifest = read_model_manifest(data_path)
-        frozen = load_model(manifest.model, dtype=manifest.dtype)
+        frozen = load_model(manifest_model(manifest), dtype=manifest.dtype)
         self.loaded = load_model_folder(data_path, frozen)
         self.task = manifest_task(self.loaded.manifest)
         check_servable(self.loaded, self.task)

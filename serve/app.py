@@ -44,7 +44,7 @@ from ray.serve.config import BackpressureConfig
 from softprompt.core.compilation_cache import use_compilation_cache
 from softprompt.core.models import load_model
 from softprompt.core.sharding import default_placement, place_model
-from softprompt.ensemble.loaded import load_ensemble
+from softprompt.ensemble.loaded import load_ensemble, manifest_model
 from softprompt.ensemble.predict import DEFAULT_MAX_ROWS
 from softprompt.ensemble.voting import Vote
 from softprompt.store import EnsembleError, Store, parse_reference, resolve_tracking_uri
@@ -111,7 +111,7 @@ class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
         self.store = Store(config.tracking_uri)
         versions = apply_reloads(config.versions, reloaded_versions(config.book))   # what the peers serve
         registered = resolve_all(self.store, versions)
-        self.model = place_model(load_model(config.model or registered[0].manifest.model,
+        self.model = place_model(load_model(manifest_model(registered[0].manifest, config.model),
                                             dtype=registered[0].manifest.dtype), default_placement())
         self.state: ServeState = load_state(self.store, self.model, config.ensembles, registered)
         self.pending: dict[tuple[str, str], ServeState] = {}   # prepared reloads, by (name, version)

@@ -23,6 +23,19 @@ def _stop_on_signal() -> threading.Event:
     return stop
 
 
+def _replica_failure(error: RuntimeError) -> str:
+    """The exception a replica's constructor raised (the last line of the traceback Serve keeps in
+    the deployment's status: `EnsembleError: ensemble 'x' was built for model ...`), else `error`."""
+    from ray import serve as ray_serve
+
+    try:
+        deployments = ray_serve.status().applications[APP_NAME].deployments.values()
+    except Exception:  # noqa: BLE001 - the status is a courtesy; Serve's own message still says what failed
+        return str(error)
+    causes = [lines[-1].strip() for d in deployments if (lines := [x for x in d.message.splitlines() if x.strip()])]
+    return "; ".join(dict.fromkeys(causes)) or str(error)
+
+
 def serve(
     ensemble: Optional[List[str]] = typer.Argument(
         None, metavar="ENSEMBLE", show_default=False,
@@ -50,6 +63,7 @@ def serve(
 ) -> None:
     """Serve voted predictions over HTTP until Ctrl-C (or SIGTERM); prints one JSON line when ready."""
     from softprompt.search.ray_env import RAY_LOGS, apply_ray_env_defaults, quiet_serve_logger, ray_log_options
+    from softprompt.ensemble.loaded import manifest_model
     from softprompt.serve.app import build_app
     from softprompt.serve.listen import PortInUse, start_http
     from softprompt.serve.state import resolve_all
@@ -67,7 +81,8 @@ def serve(
         registered = resolve_all(store, references)       # once, here: every replica loads these versions
         for version in registered:     # a damaged member is named here, not in a replica's log
             store.verify_ensemble(version)
-        app = build_app(references, versions=[r.reference for r in registered], tracking_uri=uri, model=model,
+        served = manifest_model(registered[0].manifest, model)   # ... and a model folder not on this machine
+        app = build_app(references, versions=[r.reference for r in registered], tracking_uri=uri, model=served if model else None,
                         max_inputs=max_inputs, max_batch_size=max_batch_size,
                         batch_wait_timeout_s=batch_wait_timeout_s, token=token, max_rows_per_pass=max_rows_per_pass,
                         replicas=replicas, replica_cpus=replica_cpus, jax_cache_dir=jax_cache_dir,
@@ -94,8 +109,9 @@ def serve(
         quiet_serve_logger()
         try:
             ray_serve.run(app, name=APP_NAME, route_prefix="/")
-        except RuntimeError as error:   # a replica failed to start: Serve's message carries its traceback
-            typer.echo(f"error: the application did not start: {error} (Ray's logs: {RAY_LOGS})", err=True)
+        except RuntimeError as error:   # a replica failed to start: its deployment's status holds the traceback
+            typer.echo(f"error: the application did not start: {_replica_failure(error)} (Ray's logs: {RAY_LOGS})",
+                       err=True)
             raise typer.Exit(code=1) from error
         stop = _stop_on_signal()
         print_json({"url": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs", "replicas": replicas,
