@@ -73,3 +73,20 @@ def write_tiny(family: str, folder: Path, *, stddev: float = 0.25):
     if family == "llama3.1":
         _as_transformers_4(folder)
     return model
+
+
+def write_loop_model(family: str, folder: Path) -> Path:
+    """`write_tiny`'s model with a tokenizer that reads real task text (a 512-piece BPE trained on
+    t5-tiny-random's corpus, label words included): the model the loop tests (campaign, ensemble,
+    serve) point softprompt at as a Hugging Face folder; returns `folder`."""
+    from softprompt.core.models.tiny_t5 import CORPUS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tiny(family, folder)
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace()
+    tokenizer.decoder = tokenizers.decoders.Metaspace()
+    tokenizer.train([str(CORPUS)], tokenizers.trainers.BpeTrainer(
+        vocab_size=VOCAB, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"], show_progress=False))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
