@@ -117,6 +117,5 @@ def check_model_name(name: str) -> None:
         "or a Hugging Face-format directory (config.json + safetensors + tokenizer)")
 
 
-__all__ = ["AUTO_DTYPE", "BUILTIN_MODELS", "FamilyOps", "FrozenModel", "Tokenizer", "UnknownModelError", "check_model_name", "load_model", "model_reference",
-           "native_dtype",
-           "resolve_dtype"]
+__all__ = ["AUTO_DTYPE", "BUILTIN_MODELS", "FamilyOps", "FrozenModel", "Tokenizer", "UnknownModelError", "check_model_name",
+           "load_model", "model_reference", "native_dtype", "resolve_dtype"]
