@@ -70,10 +70,12 @@ class TrainConfig:
         _check(self.reparam_bottleneck >= 1, "reparam_bottleneck", "must be >= 1")
         _check(self.target_format in TARGET_FORMATS, "target_format", f"must be one of {TARGET_FORMATS}")
         _check(self.dtype in ("float32", "bfloat16", "auto"), "dtype", "must be float32, bfloat16 or auto")
-        if self.dtype == "auto":   # resolved once, so the trial's records name the dtype it ran in
-            from .models import resolve_dtype
+        from .models import model_reference, resolve_dtype
 
+        if self.dtype == "auto":   # resolved once, so the trial's records name the dtype it ran in
             object.__setattr__(self, "dtype", resolve_dtype(self.dtype))
+        # a folder or file as an absolute path: the prompt's record must find it from anywhere
+        object.__setattr__(self, "model", model_reference(self.model))
         _check(self.data_source in ("jsonl", "tfds") or self.data_source.startswith("tfds:"), "data_source",
                "must be jsonl, tfds or tfds:NAME")
         _check((self.decay_factor is None) == (self.steps_per_decay is None), "decay_factor",

@@ -50,7 +50,7 @@ def check_model(model: FrozenModel, fingerprint: str, *, owner: str) -> FrozenMo
 
 def built_for(manifest: EnsembleManifest) -> str:
     """`check_model`'s owner for an ensemble."""
-    return f"ensemble {manifest.name!r} was built for"
+    return f"ensemble {manifest.name!r} (on {manifest.model or 'an unnamed model'}) was built for"
 
 
 def assemble(name: str, version: str, manifest: EnsembleManifest, prompts: list[SoftPrompt]) -> LoadedEnsemble:
@@ -79,6 +79,25 @@ def manifest_task(manifest: EnsembleManifest) -> TaskSpec:
                                 f"{manifest.task_source}, which is not on this machine: copy the task file there")
         return get_task(manifest.task_source)
     return get_task(manifest.task)
+
+
+def manifest_model(manifest: EnsembleManifest, model: str | None = None) -> str:
+    """The frozen model to load an ensemble onto: `model` (another copy of it, named by the caller)
+    or the one its manifest names — a built-in name, or a folder or file that must exist where the
+    ensemble is loaded (else one EnsembleError line saying so). Whether it IS that model is the
+    fingerprint's business (`check_model`), once it is loaded."""
+    from softprompt.core.models import UnknownModelError, check_model_name, model_reference
+
+    chosen = model_reference(model) if model else manifest.model
+    try:
+        check_model_name(chosen)
+    except UnknownModelError:
+        if model:
+            raise EnsembleError(f"model {model!r} for ensemble {manifest.name!r}: not a built-in name, "
+                                "a .gguf file or a folder with a config.json") from None
+        raise EnsembleError(f"ensemble {manifest.name!r} was built on the model {chosen!r}, which is not on "
+                            "this machine: copy it there, or name its copy (--model PATH)") from None
+    return chosen
 
 
 def input_factory(model: FrozenModel, loaded: LoadedEnsemble, *, task: TaskSpec | None = None,

@@ -25,7 +25,7 @@ from softprompt.store import EnsembleError, RegisteredEnsemble, Store
 
 from .build import SelectionSplit
 from .evaluate import paired_test
-from .loaded import input_factory, load_registered, manifest_task
+from .loaded import input_factory, load_registered, manifest_model, manifest_task
 from .predict import vote_inputs
 from .scores import metric_value
 
@@ -124,7 +124,7 @@ def promote_if_better(store: Store, candidate: RegisteredEnsemble, *, alias: str
     examples = split.examples(task, limit=limit or (manifest.selection or {}).get("examples"))
     if not examples:
         raise EnsembleError(f"the selection split {split.describe()} of task {task.name!r} has no examples")
-    model = model_for(model or manifest.model, dtype=manifest.dtype)
+    model = model_for(model or manifest_model(manifest), dtype=manifest.dtype)
     current = store.resolve_ensemble(f"{name}/{incumbent}")
     if current.manifest.model_fingerprint != manifest.model_fingerprint:
         raise EnsembleError(f"{name} version {incumbent} runs on another frozen model than version "

@@ -22,7 +22,7 @@ from softprompt.core.batching import encode_pair
 from softprompt.core.sentinel import model_for
 from softprompt.core.tasks import TaskDataError
 
-from .loaded import check_servable, input_factory, load_model_folder, manifest_task, read_model_manifest
+from .loaded import check_servable, input_factory, load_model_folder, manifest_model, manifest_task, read_model_manifest
 from .predict import vote_inputs
 
 
@@ -44,7 +44,7 @@ class EnsemblePredictor:
 
     def __init__(self, data_path: str | os.PathLike):
         manifest = read_model_manifest(data_path)
-        self.model = model_for(manifest.model, manifest.target_format, dtype=manifest.dtype)
+        self.model = model_for(manifest_model(manifest), manifest.target_format, dtype=manifest.dtype)
         self.loaded = load_model_folder(data_path, self.model)
         self.task = manifest_task(self.loaded.manifest)
         check_servable(self.loaded, self.task)

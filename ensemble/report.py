@@ -22,7 +22,7 @@ from softprompt.store.names import TAG_BASELINE
 from softprompt.store.prompts import verified_prompt
 
 from .evaluate import LearnedRow, Table3, evaluate_ensembles
-from .loaded import load_registered, manifest_task
+from .loaded import load_registered, manifest_model, manifest_task
 from .scores import MemberScores
 
 # A designed text prompt as a Table 3 row: (row name, (model, task, examples) -> its answers to them).
@@ -181,7 +181,7 @@ def evaluate_and_log(store: Store, reference: str, *, split: str = "validation",
     manifest = registered.manifest
     task = manifest_task(manifest)
     check_disjoint(registered, split, task=task, max_examples=max_examples, data_dir=data_dir)
-    frozen = model_for(model or manifest.model, dtype=manifest.dtype)
+    frozen = model_for(manifest_model(manifest, model), dtype=manifest.dtype)
     examples = task.examples(split, data_dir=data_dir, limit=max_examples, training=False)
     baselines = designed_baselines(store, registered, split=split, data_dir=data_dir) if designed else []
     answered = {name: answer(frozen, task, examples) for name, answer in baselines}

@@ -227,6 +227,13 @@ class Campaign(_Strict):
             return value
         return [_absolute(task) if isinstance(task, str) and is_task_file(task) else task for task in value]
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model(cls, value: Any) -> Any:   # a folder or .gguf relative to here: absolute, for trials and replicas
+        from softprompt.core.models import model_reference
+
+        return model_reference(value) if isinstance(value, str) else value
+
     @field_validator("data_dir", mode="before")
     @classmethod
     def _data_dir(cls, value: Any) -> Any:

@@ -65,6 +65,19 @@ def _listen(host: str, port: int) -> int:
     return port
 
 
+def _replica_failure(app_name: str, error: RuntimeError) -> str:
+    """The exception a replica's constructor raised (the last line of the traceback Serve keeps in
+    the deployment's status: `EnsembleError: ensemble 'x' was built for model ...`), else `error`."""
+    from ray import serve
+
+    try:
+        deployments = serve.status().applications[app_name].deployments.values()
+    except Exception:  # noqa: BLE001 - the status is a courtesy; Serve's own message still says what failed
+        return str(error)
+    causes = [lines[-1].strip() for d in deployments if (lines := [x for x in d.message.splitlines() if x.strip()])]
+    return "; ".join(dict.fromkeys(causes)) or str(error)
+
+
 def start(app: Any, config: ServeConfig | None = None, *, port: int | None = None, route_prefix: str = "/",
           shared: bool = False, on_listening: Callable[[], object] | None = None) -> Server:
     """`app` (from `app.build_app`) running as application `config.app_name` behind Serve's HTTP
@@ -87,9 +100,10 @@ def start(app: Any, config: ServeConfig | None = None, *, port: int | None = Non
     except PortInUse:
         _remove(config.app_name, book, shared)
         raise
-    except RuntimeError as error:   # a replica failed to start: Serve's message carries its traceback
+    except RuntimeError as error:   # a replica failed to start: its deployment's status holds the traceback
+        cause = _replica_failure(config.app_name, error)
         _remove(config.app_name, book, shared)
-        raise NotStarted(f"the application did not start: {error}") from error
+        raise NotStarted(f"the application did not start: {cause}") from error
     except BaseException:
         _remove(config.app_name, book, shared)
         raise

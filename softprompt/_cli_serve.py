@@ -59,6 +59,7 @@ def serve(
 ) -> None:
     """Serve voted predictions over HTTP until Ctrl-C (or SIGTERM); prints one JSON line when ready."""
     from softprompt.search.ray_env import RAY_LOGS, apply_ray_env_defaults, quiet_serve_logger, ray_log_options
+    from softprompt.ensemble.loaded import manifest_model
     from softprompt.serve.app import build_app
     from softprompt.serve.state import resolve_all
 
@@ -79,6 +80,8 @@ def serve(
         registered = resolve_all(store, references)       # once, here: every replica loads these versions
         for version in registered:     # a damaged member is named here, not in a replica's log
             store.verified_members(version)
+        served = manifest_model(registered[0].manifest, model)   # ... and a model folder not on this machine
+        config = config.replace(model=served if model else None)
         app = build_app(references, versions=[r.reference for r in registered], tracking_uri=uri, config=config)
 
     import ray

@@ -4,6 +4,7 @@ cached under $SOFTPROMPT_HOME, ~/.cache/softprompt by default, so only the first
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -41,6 +42,23 @@ def tiny_model():
     from softprompt.core.models import load_model
 
     return load_model("t5-tiny-random")
+
+
+@pytest.fixture(scope="session")
+def decoder_folder(tmp_path_factory):
+    """`decoder_folder("llama")`: a tiny random model of that decoder family (tests/core/tiny_decoders.py)
+    as a Hugging Face folder with a tokenizer for real task text, written once per session."""
+    sys.path.insert(0, str(Path(__file__).parent / "core"))   # tiny_decoders lives beside the golden tests
+    from tiny_decoders import write_loop_model
+
+    folders: dict[str, Path] = {}
+
+    def folder(family: str) -> Path:
+        if family not in folders:
+            folders[family] = write_loop_model(family, tmp_path_factory.mktemp(f"tiny-{family}"))
+        return folders[family]
+
+    return folder
 
 
 @pytest.fixture(scope="session")

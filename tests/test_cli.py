@@ -1,4 +1,5 @@
-"""The `softprompt` command line, end to end on t5-tiny-random (and the real model when marked slow)."""
+"""The `softprompt` command line, end to end on t5-tiny-random and on a tiny Qwen3 Hugging Face folder
+(and the real model when marked slow)."""
 
 from __future__ import annotations
 
@@ -73,17 +74,22 @@ def test_model_info_on_gemma_is_the_papers_table_4():
     assert info["percent_trainable"] == pytest.approx(100 * 64_000 / 268_162_176)
 
 
-def test_train_evaluate_explain_end_to_end(tmp_path):
+def test_train_evaluate_explain_end_to_end(tmp_path, decoder_folder):
+    """On a tiny Qwen3 given as a relative folder path: the prompt records it absolute, so evaluate and
+    explain find it from another working directory; the tiny Llama refuses the prompt in one line."""
     out = tmp_path / "prompt"
+    qwen3 = decoder_folder("qwen3")
     trained = subprocess.run(
-        [str(BIN), "train", "--task", "rte", "--model", "t5-tiny-random", "--steps", "6", "--batch-size", "4",
-         "--eval-every", "3", "--max-examples", "8", "--prompt-length", "5",
-         "--out", str(out)], capture_output=True, text=True, timeout=300, env=os.environ | {"JAX_PLATFORMS": "cpu"})
+        [str(BIN), "train", "--task", "rte", "--model", qwen3.name, "--steps", "6",
+         "--batch-size", "4", "--eval-every", "3", "--max-examples", "8", "--prompt-length", "5",
+         "--out", str(out)], capture_output=True, text=True, timeout=300, env=os.environ | {"JAX_PLATFORMS": "cpu"},
+        cwd=qwen3.parent)
     assert trained.returncode == 0, trained.stderr
     summary = _last_json(trained.stdout)
     assert summary["steps"] == 6 and summary["best_step"] in (3, 6)
     assert "train step 3/6" in trained.stdout and "train step 6/6" in trained.stdout  # no terminal: a line per evaluation
     assert (out / "prompt.safetensors").exists() and (out / "prompt.json").exists()
+    assert json.loads((out / "prompt.json").read_text())["hyperparameters"]["model"] == str(qwen3.resolve())
 
     evaluated = runner.invoke(app, ["evaluate", "--prompt", str(out), "--task", "rte", "--max-examples", "8"])
     assert evaluated.exit_code == 0, evaluated.output
@@ -96,6 +102,12 @@ def test_train_evaluate_explain_end_to_end(tmp_path):
 
     transfer = runner.invoke(app, ["evaluate", "--prompt", str(out), "--task", "glue_rte", "--max-examples", "8"])
     assert transfer.exit_code == 0 and "accuracy" in _last_json(transfer.output)
+
+    llama = str(decoder_folder("llama"))   # the same d_model: only the fingerprint tells them apart
+    refused = runner.invoke(app, ["evaluate", "--prompt", str(out), "--task", "rte", "--model", llama])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    [line] = [line for line in refused.output.splitlines() if line.strip()]
+    assert "prompt was trained on a model with fingerprint" in line and llama in line
 
 
 def test_designed_text_prompt_is_scored(tiny_model):

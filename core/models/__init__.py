@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from pathlib import Path
 
@@ -49,7 +50,21 @@ def load_model(name: str, *, dtype: str = "float32", cached: bool = True) -> Fro
     float32, bfloat16 or auto (see `native_dtype`). Cached in-process (the last two) unless
     `cached=False` (a caller that hands the weights on and keeps no copy)."""
     load = _load_model if cached else _load_model.__wrapped__
-    return load(name, dtype=resolve_dtype(dtype))
+    return load(model_reference(name), dtype=resolve_dtype(dtype))
+
+
+def model_reference(name: str) -> str:
+    """`name` as runs, prompts and ensembles record it: a built-in name unchanged, a file or folder
+    that exists here as an absolute path (`~` expanded) — trials, Serve replicas and later commands
+    run in other working directories, where a relative path names nothing.
+
+    >>> model_reference("t5-tiny-random")
+    't5-tiny-random'
+    """
+    if name in BUILTIN_MODELS:
+        return name
+    path = Path(name).expanduser()
+    return str(path.resolve()) if os.path.exists(path) else name
 
 
 @functools.lru_cache(maxsize=2)
@@ -94,7 +109,7 @@ def check_model_name(name: str) -> None:
     """Raises UnknownModelError, naming the choices, unless `name` is a built-in model, a `.gguf`
     file or a folder with a `config.json` — without loading anything (a campaign checks its model
     before it starts)."""
-    path = Path(name)
+    path = Path(name).expanduser()
     if name in BUILTIN_MODELS or (path.suffix == ".gguf" and path.is_file()) or (path / "config.json").is_file():
         return
     raise UnknownModelError(
@@ -102,5 +117,5 @@ def check_model_name(name: str) -> None:
         "or a Hugging Face-format directory (config.json + safetensors + tokenizer)")
 
 
-__all__ = ["AUTO_DTYPE", "BUILTIN_MODELS", "FamilyOps", "FrozenModel", "Tokenizer", "UnknownModelError", "check_model_name", "load_model", "native_dtype",
-           "resolve_dtype"]
+__all__ = ["AUTO_DTYPE", "BUILTIN_MODELS", "FamilyOps", "FrozenModel", "Tokenizer", "UnknownModelError", "check_model_name",
+           "load_model", "model_reference", "native_dtype", "resolve_dtype"]

@@ -52,12 +52,12 @@ def _as_transformers_4(folder: Path) -> None:
 SAVED_AS = {"mistral": "bfloat16", "qwen2": "shards"}  # how a family's checkpoint is written (else float32)
 
 
-def write_tiny(family: str, folder: Path, *, stddev: float = 0.25):
+def write_tiny(family: str, folder: Path, *, stddev: float = 0.25, vocab_size: int = VOCAB):
     """A random float32 transformers model of `family` saved in `folder` (+ tokenizer.json), in
     bfloat16 (its weights rounded to bfloat16 first, so both sides hold the same numbers) or in
     shards with an index where SAVED_AS says; returns it."""
     class_name, extra, _ = FAMILIES[family]
-    config = getattr(transformers, class_name)(**SIZES, **extra)
+    config = getattr(transformers, class_name)(**(SIZES | {"vocab_size": vocab_size}), **extra)
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():
@@ -73,3 +73,23 @@ def write_tiny(family: str, folder: Path, *, stddev: float = 0.25):
     if family == "llama3.1":
         _as_transformers_4(folder)
     return model
+
+
+LOOP_VOCAB = 2048   # as t5-tiny-random's 2,100 pieces: task text tokenises to about as many tokens
+
+
+def write_loop_model(family: str, folder: Path) -> Path:
+    """`write_tiny`'s model with a tokenizer that reads real task text (a 2,048-piece BPE trained on
+    t5-tiny-random's corpus, label words included): the model the loop tests (campaign, ensemble,
+    serve) point softprompt at as a Hugging Face folder; returns `folder`."""
+    from softprompt.core.models.tiny_t5 import CORPUS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tiny(family, folder, vocab_size=LOOP_VOCAB)
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace()
+    tokenizer.decoder = tokenizers.decoders.Metaspace()
+    tokenizer.train([str(CORPUS)], tokenizers.trainers.BpeTrainer(
+        vocab_size=LOOP_VOCAB, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"], show_progress=False))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder

@@ -1,6 +1,9 @@
 """Ensembles built from a real (tiny) campaign that held out a selection split: greedy (the
 default) and top-N, registered as MLflow models, evaluated in the Table 3 layout, and refused
-when a member's artifact or model does not match or the report split is the selection split."""
+when a member's artifact or model does not match or the report split is the selection split.
+
+The campaign's model is a tiny random Llama given as a Hugging Face folder (`decoder_folder`): the
+loop from a campaign file's `model: <folder>` to a registered ensemble runs on the shared decoder."""
 
 from __future__ import annotations
 
@@ -37,11 +40,17 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def campaign(tmp_path_factory):
-    """A 6-trial campaign on RTE launched through the CLI, holding out 48 training records,
-    with `ensemble: {top: 5}` (greedy selection on them)."""
+def llama(decoder_folder):
+    """The campaign's frozen model, loaded here as the trials loaded it."""
+    return load_model(str(decoder_folder("llama")), dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory, decoder_folder):
+    """A 6-trial campaign on RTE launched through the CLI on the tiny Llama folder, holding out 48
+    training records, with `ensemble: {top: 5}` (greedy selection on them)."""
     folder = tmp_path_factory.mktemp("campaign")
-    spec = {"name": "ens", "tasks": ["rte"], "model": "t5-tiny-random", "dtype": "float32", "space": "table6",
+    spec = {"name": "ens", "tasks": ["rte"], "model": str(decoder_folder("llama")), "dtype": "float32", "space": "table6",
             "fixed": {"learning_rate": 0.3, "parameter_scaling": False, "batch_size": 4, "steps": 6,
                       "warmup_steps": 0, "decay_factor": None, "prompt_length": 4, "init": "sampled_vocab",
                       "selection_examples": HOLDOUT.size, "selection_seed": HOLDOUT.seed},
@@ -82,16 +91,16 @@ def test_campaign_end_registers_a_greedy_ensemble(campaign):
     assert manifest.target_format == "plain" and manifest.dtype == "float32"
 
 
-def test_greedy_never_scores_below_its_best_member_on_its_selection_split(campaign, tiny_model, tmp_path):
+def test_greedy_never_scores_below_its_best_member_on_its_selection_split(campaign, llama, tmp_path):
     """Recomputed independently: every candidate alone and the registered ensemble on the held-out records."""
     store, _ = campaign
     registered = store.resolve_ensemble("rte-ensemble@production")
     task = get_task("rte")
     examples = task.examples("train", holdout=HOLDOUT, held_out=True)
     candidates = registered.manifest.selection["candidates"]
-    prompts = [SoftPrompt.load(store.fetch_prompt(c["artifact_uri"], tmp_path / c["run_id"]), model=tiny_model).embeddings
+    prompts = [SoftPrompt.load(store.fetch_prompt(c["artifact_uri"], tmp_path / c["run_id"]), model=llama).embeddings
                for c in candidates]
-    scores = MemberScores.compute(tiny_model, task, prompts, examples, metric="accuracy")
+    scores = MemberScores.compute(llama, task, prompts, examples, metric="accuracy")
     accuracy = [task.score(examples, predicted)["accuracy"] for predicted in scores.answers()]
     chosen = np.array([next((m.multiplicity for m in registered.manifest.members if m.run_id == c["run_id"]), 0)
                        for c in candidates])
@@ -179,7 +188,18 @@ def test_a_changed_member_artifact_is_refused(campaign):
     assert result.exit_code == 2 and "sha256 differs" in result.output and member.run_id in result.output
 
 
-def test_a_run_without_its_prompt_is_skipped_and_the_build_goes_on(campaign, caplog):
+def test_prompts_trained_on_llama_are_refused_on_qwen3_in_one_line(campaign, decoder_folder):
+    """The same d_model, so only the fingerprint tells the two tiny decoders apart."""
+    store, _ = campaign
+    qwen3 = str(decoder_folder("qwen3"))
+    result = runner.invoke(app, ["ensemble", "evaluate", "rte-ensemble@production", "--model", qwen3,
+                                 "--store", store.tracking_uri])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    [line] = [line for line in result.output.splitlines() if "fingerprint" in line]
+    assert "was built for model fingerprint" in line and str(decoder_folder("llama")) in line and qwen3 in line
+
+
+def test_a_run_without_its_prompt_is_skipped_and_the_build_goes_on(campaign, llama, caplog):
     store, _ = campaign
     registered = build_ensemble(store, task="rte", top=6, experiments=["ens"], name="rte-all", select="top")
     first = registered.manifest.members[0]
@@ -192,23 +212,27 @@ def test_a_run_without_its_prompt_is_skipped_and_the_build_goes_on(campaign, cap
         hidden.rename(folder)
     assert first.run_id not in {m.run_id for m in rebuilt.manifest.members} and len(rebuilt.manifest.members) == 5
     assert any(first.run_id in record.getMessage() for record in caplog.records)
-    assert load_ensemble(store, "rte-skip@production", load_model("t5-tiny-random")).members == 5
+    assert load_ensemble(store, "rte-skip@production", llama).members == 5
 
 
 
 def test_the_learned_vote_refuses_prompts_without_signal_and_fits_prompts_with_it(campaign):
-    """The tiny model's untrained prompts carry no signal on the held-out records: the build says
-    so and registers nothing. Scores that do carry signal (constructed: the gold label's margin plus
-    noise) get a pool whose recorded score is its accuracy there."""
+    """Asked for without greedy selection, the learned vote is refused in one line and nothing is
+    registered. Scores without signal (every member indifferent between the labels) get no pool;
+    scores that do carry signal (constructed: the gold label's margin plus noise) get a pool whose
+    recorded score is its accuracy there."""
     store, _ = campaign
     built = runner.invoke(app, ["ensemble", "build", "--task", "rte", "--top", "3", "--experiment", "ens",
-                                "--name", "rte-no-signal", "--vote", "learned", "--store", store.tracking_uri])
-    assert built.exit_code == 2 and "carry no signal" in built.output and "Traceback" not in built.output
+                                "--name", "rte-no-signal", "--vote", "learned", "--select", "top",
+                                "--store", store.tracking_uri])
+    assert built.exit_code == 2 and "use it with --select greedy" in built.output and "Traceback" not in built.output
     assert not store.client.search_registered_models("name = 'rte-no-signal'")
     with pytest.raises(EnsembleError, match="use it with --select greedy"):
         build_ensemble(store, task="rte", top=3, experiments=["ens"], select="top", vote_rule="learned")
     task = get_task("rte")
     examples = task.examples("train", holdout=HOLDOUT, held_out=True)
+    with pytest.raises(EnsembleError, match="carry no signal"):
+        learned_pool(task, np.zeros((2, len(examples), 2)), examples, "accuracy")
     gold = np.array([task.label_words.index(e.targets) for e in examples])
     margins = np.where(gold == 1, 1.0, -1.0) + np.random.default_rng(0).normal(size=(2, len(gold)))
     scores = np.stack([np.zeros_like(margins), margins], axis=-1)                  # [2, B, 2]
@@ -218,7 +242,7 @@ def test_the_learned_vote_refuses_prompts_without_signal_and_fits_prompts_with_i
     assert score == pytest.approx(100 * np.mean(winners == gold)) and score > 70
 
 
-def test_a_learned_ensemble_serves_and_reports_its_pool(campaign, tiny_model, tmp_path):
+def test_a_learned_ensemble_serves_and_reports_its_pool(campaign, llama, tmp_path):
     """A learned ensemble (the greedy ensemble's members with a given pool): the serving path
     (replicate -> score -> vote) answers as the pool's formula, and Table 3 reports it first."""
     store, _ = campaign
@@ -230,13 +254,13 @@ def test_a_learned_ensemble_serves_and_reports_its_pool(campaign, tiny_model, tm
     store.register_ensemble(manifest, folders, experiment_id=store.client.get_run(members[0].run_id).info.experiment_id)
     task = get_task("rte")
     examples = task.examples("validation", limit=12)
-    encoded = encode_inputs(tiny_model, task, examples)
-    prompts = [SoftPrompt.load(folder, model=tiny_model).embeddings for folder in folders]
-    scores = MemberScores.compute(tiny_model, task, prompts, examples, metric="accuracy").labels
+    encoded = encode_inputs(llama, task, examples)
+    prompts = [SoftPrompt.load(folder, model=llama).embeddings for folder in folders]
+    scores = MemberScores.compute(llama, task, prompts, examples, metric="accuracy").labels
     winners, shares = combine(scores, weights=pool["weights"], rule="learned", bias=pool["bias"])
-    loaded = load_ensemble(store, "rte-learned@production", tiny_model)
-    make = input_factory(tiny_model, loaded, task=task)
-    votes, _ = vote_inputs(tiny_model, loaded.table, [make(ids) for ids in encoded])
+    loaded = load_ensemble(store, "rte-learned@production", llama)
+    make = input_factory(llama, loaded, task=task)
+    votes, _ = vote_inputs(llama, loaded.table, [make(ids) for ids in encoded])
     assert [v.label for v in votes] == [task.label_words[c] for c in winners]
     np.testing.assert_allclose([list(v.shares.values()) for v in votes], shares, rtol=1e-6)
     reported = runner.invoke(app, ["ensemble", "evaluate", "rte-learned@production", "--max-examples", "16",
@@ -274,7 +298,8 @@ def test_build_and_campaign_end_with_a_guarded_promotion(campaign, tmp_path):
     assert store.resolve_ensemble(f"rte-guarded/{second['version']}").manifest.members   # registered all the same
 
     production = store.alias_version("rte-ensemble", "production")
-    spec = {"name": "ens", "tasks": ["rte"], "model": "t5-tiny-random", "dtype": "float32", "fixed": {"selection_examples": HOLDOUT.size},
+    spec = {"name": "ens", "tasks": ["rte"], "model": store.resolve_ensemble("rte-ensemble@production").manifest.model,
+            "dtype": "float32", "fixed": {"selection_examples": HOLDOUT.size},
             "ensemble": {"top": 5, "promote_if_better": True}}
     (tmp_path / "guarded.yaml").write_text(yaml.safe_dump(spec))
     [built] = build_campaign_ensembles(load_campaign(tmp_path / "guarded.yaml"), store.tracking_uri)

@@ -1,10 +1,12 @@
-"""`softprompt serve` as a user runs it: a subprocess with its own Ray, two replicas, a token from
-the environment; a reload reaches both replicas; Ctrl-C (SIGINT) shuts everything down cleanly."""
+"""`softprompt serve` as a user runs it: a subprocess with its own Ray, two replicas loading a tiny
+Qwen3 Hugging Face folder, a token from the environment; a reload reaches both replicas; Ctrl-C
+(SIGINT) shuts everything down cleanly. An ensemble whose model folder is gone is refused before Ray."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,8 +59,30 @@ def test_unknown_ensemble_is_a_clear_error_before_ray_starts(store):
     assert result.returncode == 2 and "no registered ensemble version for 'missing@production'" in result.stderr
 
 
-def test_serve_command_with_two_replicas_reload_and_ctrl_c(store, tiny_model, free_port, tmp_path):
-    first = register_sample_ensemble(store.handle, tiny_model, name="cli-sst2", task="sst2", seeds=(0, 1, 2),
+@pytest.fixture(scope="module")
+def qwen3(decoder_folder):
+    from softprompt.core.models import load_model
+
+    return load_model(str(decoder_folder("qwen3")), dtype="float32")
+
+
+def test_an_ensemble_whose_model_folder_is_gone_is_refused_before_ray_starts(store, qwen3, tmp_path):
+    from softprompt.core.models import load_model
+
+    copy = shutil.copytree(qwen3.name, tmp_path / "moved-qwen3")
+    moved = load_model(str(copy), dtype="float32", cached=False)
+    assert moved.fingerprint == qwen3.fingerprint
+    register_sample_ensemble(store.handle, moved, name="moved-sst2", task="sst2", seeds=(0, 1), alias="moved",
+                             experiment_id=store.experiment_id)
+    shutil.rmtree(copy)
+    result = subprocess.run([str(BIN), "serve", "moved-sst2@moved", "--store", store.uri],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert f"ensemble 'moved-sst2' was built on the model '{moved.name}', which is not on this machine" in result.stderr
+
+
+def test_serve_command_with_two_replicas_reload_and_ctrl_c(store, qwen3, free_port, tmp_path):
+    first = register_sample_ensemble(store.handle, qwen3, name="cli-sst2", task="sst2", seeds=(0, 1, 2),
                                      experiment_id=store.experiment_id)
     port = free_port()
     env = os.environ | {"SOFTPROMPT_API_TOKEN": "cli-token", "JAX_PLATFORMS": "cpu"}
@@ -76,7 +100,7 @@ def test_serve_command_with_two_replicas_reload_and_ctrl_c(store, tiny_model, fr
             assert http.post("/v1/predict", json=body).json()["ensemble"]["version"] == first.version
             assert httpx.post(f"{ready['url']}/v1/predict", json=body).status_code == 401
 
-            second = register_sample_ensemble(store.handle, tiny_model, name="cli-sst2", task="sst2",
+            second = register_sample_ensemble(store.handle, qwen3, name="cli-sst2", task="sst2",
                                               seeds=(3, 4, 5), experiment_id=store.experiment_id)
             reloaded = http.post("/v1/ensembles/cli-sst2/reload").json()
             assert reloaded["version"] == second.version and reloaded["replicas"] == 2
