@@ -232,7 +232,7 @@ def test_the_learned_vote_refuses_prompts_without_signal_and_fits_prompts_with_i
     task = get_task("rte")
     examples = task.examples("train", holdout=HOLDOUT, held_out=True)
     with pytest.raises(EnsembleError, match="carry no signal"):
-        learned_pool(task, np.zeros((2, len(examples), 2)), examples, "accuracy")
+        learned_pool(MemberScores(task, examples, "accuracy", labels=np.zeros((2, len(examples), 2))))
     gold = np.array([task.label_words.index(e.targets) for e in examples])
     margins = np.where(gold == 1, 1.0, -1.0) + np.random.default_rng(0).normal(size=(2, len(gold)))
     scores = np.stack([np.zeros_like(margins), margins], axis=-1)                  # [2, B, 2]
