@@ -18,25 +18,6 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest
 
-TESTS = Path(__file__).parent
-# `make test` runs two pytest-xdist workers with `--dist loadgroup`. The tests that start Ray, Serve or
-# a campaign, or time themselves, form one group that runs in order in one worker, first: no two Ray
-# clusters compete, and no timed test shares the machine with more than one neighbour. Every other
-# module is a group of its own (its module fixtures are built once), spread over both workers.
-SERVICES = ("search/", "serve/", "infra/", "ensemble/test_build.py", "test_docs.py", "test_demo.py",
-            "test_store_outage.py", "test_layers.py", "test_cli_errors.py")
-
-
-def pytest_collection_modifyitems(items):
-    def in_services(item) -> bool:
-        return item.path.relative_to(TESTS).as_posix().startswith(SERVICES)
-
-    for item in items:
-        group = "services" if in_services(item) else item.path.relative_to(TESTS).as_posix()
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: not in_services(item))   # stable: the services first, in their order
-
-
 @pytest.fixture(scope="session")
 def tiny_model():
     from softprompt.core.models import load_model
