@@ -18,7 +18,7 @@ import yaml
 
 from softprompt.store import Store
 
-from tiny_campaigns import tiny_campaign
+from tiny_campaigns import check_runs, tiny_campaign
 
 BIN = Path(sys.executable).parent / "softprompt"
 PASSWORD = "Pa55-w0rd-never-written"
@@ -173,7 +173,8 @@ def _database_text(uri: str) -> str:
 @pytest.mark.parametrize("source", ["environment", "campaign file"])
 def test_no_password_is_written_or_printed(ray_address, jax_cache, tmp_path, postgres_uri, source, monkeypatch):
     """The password of the store, from $MLFLOW_TRACKING_URI or the campaign file's `tracking_uri`
-    (then also from `--tracking-uri` options), is in no file, no row of the store, no output."""
+    (then also from `--tracking-uri` options), is in no file, no row of the store, no output; and
+    a campaign tracked on PostgreSQL records every trial as on SQLite."""
     uri = postgres_uri.replace("postgres@", f"postgres:{PASSWORD}@")      # trust auth: any password works
     settings = tiny_campaign("secret", tmp_path / "runs", jax_cache, trials=2, scheduler="none",
                              ensemble={"top": 2, "select": "top"})
@@ -184,6 +185,7 @@ def test_no_password_is_written_or_printed(ray_address, jax_cache, tmp_path, pos
     done = run_cli("search", "launch", str(path),
                    env={"RAY_ADDRESS": ray_address, "MLFLOW_TRACKING_URI": "" if from_file else uri})
     assert done.returncode == 0, done.stderr[-3000:]
+    check_runs(Store(uri), "secret", trials=2, tmp_path=tmp_path / "downloads")
     printed = done.stdout + done.stderr
     for noise in ("Configuration for experiment", "View detailed results", "TensorBoard", "INFO mlflow"):
         assert noise not in printed   # only softprompt's own lines unless --verbose
