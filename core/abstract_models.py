@@ -70,20 +70,28 @@ SMOLLM2_135M = {"model_type": "llama", "vocab_size": 49_152, "hidden_size": 576,
 BUILTIN_CONFIGS = {"gemma3-270m": GEMMA3_270M, "smollm2-135m": SMOLLM2_135M}
 
 
+def _t5_tiny_random() -> dict:
+    from .models.tiny_t5 import HF_CONFIG
+    return dict(HF_CONFIG)
+
+
+# every built-in model name -> its Hugging Face config (the one place `read_config` takes the names from)
+BUILTIN_READERS: dict[str, Callable[[], dict]] = {
+    **{name: (lambda config=config: dict(config)) for name, config in BUILTIN_CONFIGS.items()},
+    "t5-tiny-random": _t5_tiny_random}
+
+
 def read_config(source: str) -> tuple[str, dict]:
     """(name, Hugging Face config) of a built-in model name, a config.json, or a folder holding one."""
     import json
     from pathlib import Path
 
-    if source in BUILTIN_CONFIGS:
-        return source, dict(BUILTIN_CONFIGS[source])
-    if source == "t5-tiny-random":
-        from .models.tiny_t5 import HF_CONFIG
-        return source, dict(HF_CONFIG)
+    if source in BUILTIN_READERS:
+        return source, BUILTIN_READERS[source]()
     path = Path(source)
     path = path / "config.json" if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"{source}: not a built-in model (gemma3-270m, smollm2-135m, t5-tiny-random), "
+        raise FileNotFoundError(f"{source}: not a built-in model ({', '.join(BUILTIN_READERS)}), "
                                 "a config.json or a folder holding one")
     try:
         return path.parent.name, json.loads(path.read_text())

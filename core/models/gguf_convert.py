@@ -61,7 +61,8 @@ def gguf_tokenizer(reader) -> tokenizers.Tokenizer:
 
 
 def gguf_hf_config(reader, source: Path | str = "GGUF") -> dict:
-    """A Hugging Face config.json dict from the GGUF metadata (`<arch>.*`, `tokenizer.ggml.*`).
+    """A Hugging Face config.json dict from the GGUF metadata (`<arch>.*`, `tokenizer.ggml.*`),
+    linear rope scaling included.
 
     Not stored in a Gemma 3 GGUF, and fixed for every size as in llama.cpp: the local rope base
     (10,000), the 5 local : 1 global layer pattern and query_pre_attn_scalar = head_dim.
@@ -92,6 +93,11 @@ def gguf_hf_config(reader, source: Path | str = "GGUF") -> dict:
         "eos_token_id": int(metadata(reader, "tokenizer.ggml.eos_token_id")),
         "pad_token_id": metadata(reader, "tokenizer.ggml.padding_token_id"),
     }
+    scaling = arch("rope.scaling.type")
+    if scaling not in (None, "none"):   # Gemma 3 4B+: linear, on the global layers only (as transformers reads it)
+        if scaling != "linear":
+            raise UnsupportedModelError(f"{source}: GGUF rope scaling {scaling!r} is not supported (linear is)")
+        config["rope_scaling"] = {"rope_type": "linear", "factor": float(arch("rope.scaling.factor"))}
     if arch_name == "gemma3":
         config.update({
             "architectures": ["Gemma3ForCausalLM"], "hidden_activation": "gelu_pytorch_tanh",

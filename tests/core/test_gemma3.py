@@ -1,13 +1,14 @@
 """Gemma 3: softprompt's Flax model and loader against transformers.
 
-Tests marked `slow` load the real Gemma 3 270M: softprompt's copy once per module (converted into the
-softprompt cache on first use, which CI reuses), transformers' copy once per class. The others use
-tiny random models and run in seconds.
+Tests marked `slow` load the real Gemma 3 270M: softprompt's copy once per session (converted into
+the softprompt cache on first use, which CI reuses). The others use tiny random models and run in
+seconds. The real model's logits and greedy tokens against transformers' PyTorch Gemma 3 are checked
+by benchmarks/gguf_against_transformers.py --model gemma3-270m (results in docs/results.md), the GGUF
+layout exactly on a tiny model by tests/core/test_gguf_decoder.py.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import time
 from pathlib import Path
@@ -28,10 +29,7 @@ from softprompt.core.models.gemma3_loading import (CorruptModelFileError, GemmaT
                                                    load_hf_directory)
 
 DATA = Path("/work/shared/data")
-GREEDY_PROMPT, GREEDY_STEPS = "The capital of France is", 20
 logits = jax.jit(Gemma3Ops.logits, static_argnums=0)  # one compile per (ops, shapes, dtype), shared by tests
-SENTENCES = ["The capital of France is", "Prompt tuning trains only a small matrix in front of the input.",
-             "Hello", "Le chat est assis sur le tapis, et il regarde la pluie tomber."]
 
 
 def _pad(row: list[int], length: int, *, left: bool, pad_id: int = 0) -> tuple[list[int], list[bool]]:
@@ -63,49 +61,6 @@ def gguf_path() -> Path:
     return Path(assemble())
 
 
-@pytest.mark.slow
-class TestAgainstTransformers:
-    """The same GGUF through transformers' PyTorch Gemma 3 (freed when the class is done)."""
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def reference(cls, gguf_path):
-        torch = pytest.importorskip("torch")
-        from transformers import AutoModelForCausalLM
-        reference = AutoModelForCausalLM.from_pretrained(
-            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32).eval()
-        yield reference
-        del reference
-        gc.collect()
-
-    def test_logits_match_with_padding(self, model, reference):
-        import torch
-        rows = [[2] + model.tokenizer.encode(text) for text in SENTENCES]
-        length = max(map(len, rows)) + 2
-        ids, mask = _batch(rows, length, left=[False, True, False, True])
-        ours = np.asarray(logits(model.ops, model.params, ids, mask))
-        for b, row in enumerate(rows):
-            with torch.no_grad():
-                expected = reference(torch.tensor([row])).logits[0].numpy()
-            valid = np.asarray(mask[b])
-            np.testing.assert_allclose(ours[b][valid], expected, atol=1e-3, rtol=0)
-
-    def test_greedy_decoding_matches(self, model, reference):
-        import torch
-        prompt, steps = [2] + model.tokenizer.encode(GREEDY_PROMPT), GREEDY_STEPS
-        generated = reference.generate(torch.tensor([prompt]), max_new_tokens=steps, do_sample=False)
-        expected = generated[0, len(prompt):]
-        # no KV cache: one fixed-shape buffer, right padding is invisible to the causal positions before it
-        buffer = np.zeros((1, len(prompt) + steps), np.int32)
-        buffer[0, :len(prompt)] = prompt
-        for step in range(steps):
-            end = len(prompt) + step
-            mask = jnp.arange(buffer.shape[1])[None] < end
-            scores = logits(model.ops, model.params, jnp.asarray(buffer), mask)
-            buffer[0, end] = int(jnp.argmax(scores[0, end - 1]))
-        assert buffer[0, len(prompt):].tolist() == expected.tolist()
-
-
 def _tokenizer_cases() -> list[str]:
     """~170 real sentences from the benchmark data plus unicode, emoji and whitespace cases."""
     def strings(value):
@@ -135,8 +90,12 @@ def _tokenizer_cases() -> list[str]:
 @pytest.mark.slow
 def test_tokenizer_matches_transformers(model, gguf_path):
     pytest.importorskip("torch")
-    from transformers import AutoTokenizer
-    reference = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    from transformers import GemmaTokenizer
+    from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES
+    # AutoTokenizer's choice for this file, built directly: AutoTokenizer first reads the model's
+    # config through gguf's Python reader, which parses the 262k-piece vocabulary (~25 s)
+    assert TOKENIZER_MAPPING_NAMES["gemma3_text"] == "GemmaTokenizer"
+    reference = GemmaTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     cases = _tokenizer_cases()
     assert len(cases) >= 180
     for text in cases:
@@ -200,8 +159,7 @@ def test_bfloat16_weights_agree_with_float32(model):
     half = load_gemma3(dtype="bfloat16")
     assert half.params["embedding"].dtype == jnp.bfloat16 and half.fingerprint != model.fingerprint
     row = [2] + model.tokenizer.encode("The capital of France is Paris. The capital of Spain is")
-    length = 1 + len(model.tokenizer.encode(GREEDY_PROMPT)) + GREEDY_STEPS  # the greedy test's compiled shape
-    ids, mask = _batch([row], length, left=[False])
+    ids, mask = _batch([row], len(row), left=[False])
     full, low = logits(model.ops, model.params, ids, mask), logits(half.ops, half.params, ids, mask)
     assert low.dtype == jnp.float32
     agree = np.argmax(full, -1) == np.argmax(low, -1)

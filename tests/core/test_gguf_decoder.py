@@ -1,7 +1,9 @@
-"""GGUF files of the Llama and Qwen2 architectures against transformers: a tiny random transformers
-model is written as a GGUF the way llama.cpp's converter lays it out (its tensor names, Llama's q/k
-rows permuted for llama.cpp's RoPE, F32 and Q8_0 tensors), loaded with `load_model(path.gguf)`, and
-its logits compared with transformers' model, whose weights are set to the dequantised numbers."""
+"""GGUF files of the Llama, Qwen2 and Gemma 3 architectures against transformers: a tiny random
+transformers model is written as a GGUF the way llama.cpp's converter (convert_hf_to_gguf.py) lays
+it out (its tensor names and metadata keys, Llama's q/k rows permuted for llama.cpp's RoPE, Gemma's
+norm weights stored as 1 + w, F32 and Q8_0 tensors), loaded with `load_model(path.gguf)`, and its
+logits compared with transformers' model, whose weights are set to the dequantised numbers. (The
+real Gemma 3 270M GGUF against transformers' own GGUF loader: benchmarks/gguf_against_transformers.py.)"""
 
 from __future__ import annotations
 
@@ -22,15 +24,19 @@ from tiny_decoders import VOCAB, write_tiny  # noqa: E402 (needs torch)
 _LAYER = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
           "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
           "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+# Gemma 3's four norms per layer and q/k norms (the rest as _LAYER)
+_GEMMA3_LAYER = {**_LAYER, "post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
+                 "post_feedforward_layernorm": "post_ffw_norm", "self_attn.q_norm": "attn_q_norm",
+                 "self_attn.k_norm": "attn_k_norm"}
 _TOP = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
         "lm_head.weight": "output.weight"}
 
 
-def _gguf_name(name: str) -> str:
+def _gguf_name(name: str, arch: str) -> str:
     if name in _TOP:
         return _TOP[name]
     _, _, layer, *module, kind = name.split(".")
-    return f"blk.{layer}.{_LAYER['.'.join(module)]}.{kind}"
+    return f"blk.{layer}.{(_GEMMA3_LAYER if arch == 'gemma3' else _LAYER)['.'.join(module)]}.{kind}"
 
 
 def _permute(weights: np.ndarray, heads: int) -> np.ndarray:
@@ -54,18 +60,34 @@ def write_gguf(reference, arch: str, path: Path) -> None:
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_key_length(config.head_dim)
     writer.add_value_length(config.head_dim)
-    writer.add_rope_freq_base(10_000.0)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_token_list(["<pad>", "<eos>", "<bos>", "w", "1", "w1"] + [f"x{i}" for i in range(6, VOCAB)])
-    writer.add_token_types([3, 3, 3] + [1] * (VOCAB - 3))   # 3: control
-    writer.add_token_merges(["w 1"])
+    if arch == "gemma3":   # the global layers' rope (the local base is fixed in llama.cpp), the window
+        rope = config.rope_parameters["full_attention"]
+        writer.add_rope_freq_base(rope["rope_theta"])
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(rope["factor"])
+        writer.add_sliding_window(config.sliding_window)
+        writer.add_tokenizer_model("llama")   # sentencepiece, as Gemma's GGUFs
+        writer.add_token_list(["<pad>", "<eos>", "<bos>", "<unk>", "\u2581", "w", "1", "\u2581w", "\u2581w1"]
+                              + [f"x{i}" for i in range(9, VOCAB)])   # merges: rebuilt from the pieces
+        writer.add_token_scores([0.0] * VOCAB)
+        writer.add_token_types([3, 3, 3, 2] + [1] * (VOCAB - 4))   # 3: control, 2: unknown
+        writer.add_unk_token_id(3)
+        writer.add_add_space_prefix(False)
+    else:
+        writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+        writer.add_tokenizer_model("gpt2")
+        writer.add_token_list(["<pad>", "<eos>", "<bos>", "w", "1", "w1"] + [f"x{i}" for i in range(6, VOCAB)])
+        writer.add_token_types([3, 3, 3] + [1] * (VOCAB - 3))   # 3: control
+        writer.add_token_merges(["w 1"])
     writer.add_bos_token_id(2)
     writer.add_eos_token_id(1)
     writer.add_pad_token_id(0)
-    writer.add_add_bos_token(arch == "llama")
+    writer.add_add_bos_token(arch != "qwen2")
     state = reference.state_dict()
     for name, tensor in state.items():
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue   # the embedding's own tensor (state_dict lists tied weights twice)
         weights = tensor.numpy()
         if weights.ndim == 2:
             quantised = quantize(weights, gguf.GGMLQuantizationType.Q8_0)
@@ -76,26 +98,40 @@ def write_gguf(reference, arch: str, path: Path) -> None:
             weights = _permute(weights, config.num_attention_heads)
         if arch == "llama" and ".k_proj." in name:
             weights = _permute(weights, config.num_key_value_heads)
+        if arch == "gemma3" and name.endswith("norm.weight"):
+            weights = weights + np.float32(1.0)   # Gemma's RMS norm scales by (1 + w); llama.cpp stores 1 + w
         if weights.ndim == 2:
-            writer.add_tensor(_gguf_name(name), quantize(weights, gguf.GGMLQuantizationType.Q8_0),
+            writer.add_tensor(_gguf_name(name, arch), quantize(weights, gguf.GGMLQuantizationType.Q8_0),
                               raw_dtype=gguf.GGMLQuantizationType.Q8_0)
         else:
-            writer.add_tensor(_gguf_name(name), weights)
+            writer.add_tensor(_gguf_name(name, arch), weights)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
+# What a Gemma 3 GGUF can say: llama.cpp fixes the 5 local : 1 global pattern, the local rope base
+# (10,000) and query_pre_attn_scalar = head_dim; the global base and its linear scaling are stored.
+GEMMA3_AS_GGUF = dict(
+    num_hidden_layers=6, layer_types=["sliding_attention"] * 5 + ["full_attention"], query_pre_attn_scalar=16,
+    rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000.0},
+                     "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}})
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])
 def test_gguf_logits_equal_transformers(family, tmp_path, monkeypatch):
     monkeypatch.setenv("SOFTPROMPT_HOME", str(tmp_path / "home"))
-    reference = write_tiny(family, tmp_path / "hf")
+    reference = write_tiny(family, tmp_path / "hf", **(GEMMA3_AS_GGUF if family == "gemma3" else {}))
     write_gguf(reference, family, tmp_path / "tiny.gguf")
     model = load_model(str(tmp_path / "tiny.gguf"))
-    assert model.family == family and model.ops.config.add_bos == (family == "llama")
+    assert model.family == family and model.ops.config.add_bos == (family != "qwen2")
     assert ("lm_head" in model.params) == (not reference.config.tie_word_embeddings)
-    row = [2, *np.random.default_rng(0).integers(4, VOCAB, 11).tolist()]
+    if family == "gemma3":
+        config = model.ops.config
+        assert (config.layer_types, config.sliding_window) == (("local",) * 5 + ("global",), 4)
+        assert model.tokenizer.encode(" w1 w") == [8, 7] and model.tokenizer.decode([8, 7]) == " w1 w"
+    row = [2, *np.random.default_rng(0).integers(4, VOCAB, 11).tolist()]   # 12 tokens: 3 windows
     with torch.no_grad():
         expected = reference(torch.tensor([row])).logits[0].numpy()
     got = np.asarray(jax.jit(model.ops.logits)(model.params, jnp.array([row]), jnp.ones((1, len(row)), bool)))[0]

@@ -85,3 +85,13 @@ def test_built_in_configs_are_what_their_shipped_gguf_says():
         assert from_file.get(key) == (pytest.approx(value, rel=1e-6) if isinstance(value, float) else value), key
     sizes = {name: plan(config, SMALL, "cpu").params for name, config in BUILTIN_CONFIGS.items()}
     assert sizes == {"smollm2-135m": 134_515_008, "gemma3-270m": 268_098_176}
+
+
+def test_every_built_in_model_has_a_config_and_the_error_names_them(tmp_path):
+    from softprompt.core.abstract_models import read_config
+    from softprompt.core.models import BUILTIN_MODELS
+
+    assert {name: read_config(name)[1]["model_type"] for name in BUILTIN_MODELS} == {
+        "gemma3-270m": "gemma3_text", "smollm2-135m": "llama", "t5-tiny-random": "t5"}
+    with pytest.raises(FileNotFoundError, match="not a built-in model " + r"\(" + ", ".join(BUILTIN_MODELS) + r"\)"):
+        read_config(str(tmp_path / "missing"))

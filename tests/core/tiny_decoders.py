@@ -52,12 +52,12 @@ def _as_transformers_4(folder: Path) -> None:
 SAVED_AS = {"mistral": "bfloat16", "qwen2": "shards"}  # how a family's checkpoint is written (else float32)
 
 
-def write_tiny(family: str, folder: Path, *, stddev: float = 0.25, vocab_size: int = VOCAB):
+def write_tiny(family: str, folder: Path, *, stddev: float = 0.25, vocab_size: int = VOCAB, **fields):
     """A random float32 transformers model of `family` saved in `folder` (+ tokenizer.json), in
     bfloat16 (its weights rounded to bfloat16 first, so both sides hold the same numbers) or in
-    shards with an index where SAVED_AS says; returns it."""
+    shards with an index where SAVED_AS says; returns it. `fields` replace config fields."""
     class_name, extra, _ = FAMILIES[family]
-    config = getattr(transformers, class_name)(**(SIZES | {"vocab_size": vocab_size}), **extra)
+    config = getattr(transformers, class_name)(**(SIZES | {"vocab_size": vocab_size} | extra | fields))
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():
