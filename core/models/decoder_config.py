@@ -12,10 +12,16 @@ Gemma 3-only code wrote.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib.metadata
+import json
 import math
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
+
+from ..atomic import write_file
+from ..paths import softprompt_home
 
 
 class UnsupportedModelError(ValueError):
@@ -178,14 +184,34 @@ def with_defaults(hf: Mapping[str, Any], *, source: str = "config.json") -> Mapp
         raise UnsupportedModelError(f"{source}: model_type {hf.get('model_type')!r} is not a supported decoder; "
                                     f"{SUPPORTED}")
     try:
-        from transformers import AutoConfig
-    except ImportError:  # pragma: no cover - transformers is a dependency; a config in full still reads
+        version = importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a dependency; a full config reads
         return hf
+    # transformers' config module imports torch where it is installed (seconds per process): a config
+    # completed once is kept in the cache, so trial workers and replicas read it back instead
+    key = hashlib.sha256(json.dumps([version, hf], sort_keys=True, default=str).encode()).hexdigest()
+    cached = softprompt_home() / "configs" / f"{key}.json"
     try:
-        return AutoConfig.for_model(**hf).to_dict()
+        return json.loads(cached.read_text())
+    except (OSError, json.JSONDecodeError):
+        pass   # not completed yet, or damaged: complete it again
+    from transformers import AutoConfig
+
+    try:
+        completed = AutoConfig.for_model(**hf).to_dict()
     except Exception as error:  # transformers' validators raise their own types (huggingface_hub's too)
         raise UnsupportedModelError(f"{source}: not a valid {hf['model_type']} config "
                                     f"({' '.join(str(error).split())})") from error
+    try:
+        text = json.dumps(completed)
+    except TypeError:
+        return completed   # a value JSON cannot hold: complete it every time instead
+    try:
+        cached.parent.mkdir(exist_ok=True)
+        write_file(cached, lambda path: path.write_text(text))
+    except OSError:
+        pass   # a read-only cache: complete it every time instead
+    return json.loads(text)   # what a later process reads back, tuples as lists
 
 
 def config_from_hf(hf: Mapping[str, Any], *, source: str = "config.json",

@@ -164,3 +164,19 @@ def test_multimodal_gemma3_config_saved_as_differences(tmp_path):
         language_model = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**config["text_config"]))
     footprint = config_footprint(tmp_path / "config.json", prompt_length=1)
     assert footprint["frozen_params"] == language_model.num_parameters()
+
+
+def test_a_completed_config_is_kept_and_a_damaged_copy_is_completed_again(tmp_path, monkeypatch):
+    """transformers completes a config once (its import costs every process seconds where torch is
+    installed); later reads take the cached copy, and a damaged copy is replaced, never trusted."""
+    from softprompt.core.models.decoder_config import config_from_hf, with_defaults
+    monkeypatch.setenv("SOFTPROMPT_HOME", str(tmp_path))
+    saved = {"model_type": "qwen3", "hidden_size": 64, "num_hidden_layers": 2}   # as save_pretrained writes it
+    completed = with_defaults(saved)
+    [cached] = (tmp_path / "configs").glob("*.json")
+    assert json.loads(cached.read_text()) == completed and completed["num_attention_heads"] == 32
+    cached.write_text(json.dumps(completed | {"num_attention_heads": 1}))
+    assert with_defaults(saved)["num_attention_heads"] == 1           # what the cache says is read back
+    cached.write_text("{damaged")
+    assert with_defaults(saved) == completed and json.loads(cached.read_text()) == completed
+    assert config_from_hf(saved).num_heads == 32
