@@ -35,8 +35,8 @@ def _t5() -> Family:
 
 
 def _gemma() -> Family:
-    config = Gemma3Config(vocab_size=64, d_model=16, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                          ffn_dim=32, layer_types=("local", "global"), sliding_window=3)
+    config = Gemma3Config(vocab_size=64, d_model=16, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8,
+                          ffn_dim=32, layer_types=("local", "local", "global"), sliding_window=3)
     rng = np.random.default_rng(0)
     pair = lambda n, t: EncodedPair(list(rng.integers(4, 64, n)), list(rng.integers(4, 64, t)) + [1], False)  # noqa: E731
     batches = [[pair(5, 1), pair(9, 2)], [pair(3, 1), pair(7, 1), pair(4, 3)], [pair(6, 2)]]

@@ -258,9 +258,8 @@ def test_hf_folder_matches_transformers_beyond_the_sliding_window(tiny_hf):
 
 @pytest.fixture(scope="module")
 def tiny_ops():
-    """A local layer (window 3) under the last, global one: both kinds of layer, half the compile time of 4."""
-    config = Gemma3Config(vocab_size=64, d_model=16, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                          ffn_dim=32, layer_types=("local", "global"), sliding_window=3)
+    config = Gemma3Config(vocab_size=64, d_model=16, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8,
+                          ffn_dim=32, layer_types=("local", "local", "global"), sliding_window=3)
     return Gemma3Ops(config), random_params(config, stddev=0.3)
 
 
