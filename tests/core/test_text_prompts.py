@@ -35,7 +35,7 @@ def test_a_shared_prefix_scores_like_the_full_inputs(family, tiny_model, request
     whole = label_log_likelihoods(model, empty, [Query(ids, 0) for ids in inputs], labels, max_rows=16)
     np.testing.assert_allclose(shared, whole, rtol=1e-4, atol=1e-4)
     assert (shared.argmax(axis=1) == whole.argmax(axis=1)).all()
-    assert len(set(np.round(np.asarray(shared[:, 0]), 2))) == len(inputs)   # every input scored apart
+    assert np.ptp(np.asarray(shared[:, 0])) > 0.1              # the inputs do score differently
 
 
 def test_inputs_with_nothing_in_common_keep_every_token(tiny_model):
