@@ -43,6 +43,15 @@ def decoder_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_gemma3(decoder_folder):
+    """A tiny random Gemma 3 text model (2 layers: one sliding window of 4, one global) loaded from its
+    Hugging Face folder: the real model's code path, for tests of logic rather than of the real weights."""
+    from softprompt.core.models import load_model
+
+    return load_model(str(decoder_folder("gemma3")))
+
+
+@pytest.fixture(scope="session")
 def gemma_model():
     from softprompt.core.models import load_model
 
