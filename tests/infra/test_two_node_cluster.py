@@ -1,5 +1,5 @@
 """A real two-node Ray cluster on this machine (`ray start --head` and a second `ray start --address`
-with its own resources, both bound to 127.0.0.1): a 4-trial campaign launched the way the KubeRay
+with its own resources, both bound to 127.0.0.1): a 2-trial campaign launched the way the KubeRay
 RayJob launches it lands trials on both nodes, tracked in MLflow on the local PostgreSQL; then the
 generated Serve config (`infra/generate_rayservice.py`) is deployed with `serve deploy` and answers
 `/v1/predict` with the ensemble the campaign built.
@@ -100,13 +100,13 @@ def _cluster_nodes(env: dict) -> list[dict]:
 
 
 def _campaign_file(folder: Path, tracking_uri: str) -> Path:
-    """4 t5-tiny-random trials of one CPU each, two at a time: the two nodes have one CPU each."""
+    """2 t5-tiny-random trials of one CPU each, at once: the two nodes have one CPU each."""
     campaign = {"name": "two-nodes", "tasks": ["rte"], "model": "t5-tiny-random", "dtype": "float32", "space": "table6",
                 "fixed": {"learning_rate": 0.3, "parameter_scaling": False, "batch_size": 4, "steps": 8,
                           "warmup_steps": 0, "decay_factor": None, "prompt_length": 4, "init": "sampled_vocab"},
-                "num_samples": 1, "seeds": 4, "scheduler": "none", "resources": {"cpu": 1},
+                "num_samples": 1, "seeds": 2, "scheduler": "none", "resources": {"cpu": 1},
                 "max_concurrent_trials": 2, "eval_every": 4, "max_eval_examples": 8,
-                "tracking_uri": tracking_uri, "storage_path": str(folder / "runs"), "ensemble": {"top": 3, "select": "top"}}
+                "tracking_uri": tracking_uri, "storage_path": str(folder / "runs"), "ensemble": {"top": 2, "select": "top"}}
     path = folder / "two-nodes.yaml"
     path.write_text(yaml.safe_dump(campaign))
     return path
@@ -137,7 +137,7 @@ def test_campaign_lands_on_both_nodes_and_serve_deploy_answers(cluster, tmp_path
     assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
     tracking = Store(postgres_uri)
     runs = tracking.trial_runs("two-nodes")
-    assert len(runs) == 4 and {run.status for run in runs} == {names.FINISHED}
+    assert len(runs) == 2 and {run.status for run in runs} == {names.FINISHED}
     placed = {run.tags[names.TAG_NODE_ID] for run in runs}
     assert placed == {node["id"] for node in nodes}, "the trials did not use both nodes"
 
@@ -157,11 +157,11 @@ def test_campaign_lands_on_both_nodes_and_serve_deploy_answers(cluster, tmp_path
         body = answer.json()
         assert body["ensemble"]["name"] == "rte-ensemble" and len(body["predictions"]) == 2
         for prediction in body["predictions"]:
-            assert len(prediction["members"]) == 3 and sum(prediction["votes"].values()) == 3
+            assert len(prediction["members"]) == 2 and sum(prediction["votes"].values()) == 2
             assert prediction["label"] in prediction["votes"]
         loaded = httpx.get(f"{base}/v1/ensembles", timeout=30).json()
         members = {member["run_id"] for entry in loaded["ensembles"] for member in entry["members"]}
-        assert members <= {run.run_id for run in runs} and len(members) == 3
+        assert members <= {run.run_id for run in runs} and len(members) == 2
     finally:
         subprocess.run([str(BIN / "serve"), "shutdown", "--yes", "--address", dashboard], env=env,
                        capture_output=True, timeout=180)
