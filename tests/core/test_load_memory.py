@@ -6,8 +6,9 @@ The folder (a Llama of many small layers, bfloat16 on disk, no tensor over 2% of
 written here with numpy: the safetensors format is a JSON header and the raw bytes. The load runs in
 a fresh process, which first loads a one-layer model of the same shapes, so that one-time costs
 (imports: reading config.json imports transformers, hence torch; the XLA CPU client) are paid
-before the baseline; a thread then samples RssAnon from /proc/self/status while `load_model` runs. RssAnon, not VmRSS: the file's memory-mapped pages are
-page cache the kernel reclaims at will, counted in RssFile, not in what the load holds.
+before the baseline; a thread then samples RssAnon from /proc/self/status while `load_model` runs.
+RssAnon, not VmRSS: the file's memory-mapped pages are page cache the kernel reclaims at will,
+counted in RssFile, not in what the load holds.
 """
 
 from __future__ import annotations
