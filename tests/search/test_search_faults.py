@@ -186,6 +186,7 @@ def test_no_password_is_written_or_printed(ray_address, jax_cache, tmp_path, pos
                    env={"RAY_ADDRESS": ray_address, "MLFLOW_TRACKING_URI": "" if from_file else uri})
     assert done.returncode == 0, done.stderr[-3000:]
     check_runs(Store(uri), "secret", trials=2, tmp_path=tmp_path / "downloads")
+    assert not (tmp_path / "runs" / "mlflow.db").exists()     # tracked on PostgreSQL only
     printed = done.stdout + done.stderr
     for noise in ("Configuration for experiment", "View detailed results", "TensorBoard", "INFO mlflow"):
         assert noise not in printed   # only softprompt's own lines unless --verbose
