@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 L2 = 0.01   # fixed before any measurement (docs/results.md, *The demo*)
+ZERO_WEIGHT = 1e-9   # L-BFGS-B stops near its bound 0, not on it (~1e-15): below this a weight is 0
 
 
 class Pool(NamedTuple):
@@ -77,4 +78,5 @@ def fit_pool(scores: np.ndarray, gold: np.ndarray, *, l2: float = L2) -> Pool:
     start = np.concatenate([np.full(members, 1.0 / members), np.zeros(labels)])
     bounds = [(0.0, None)] * members + [(None, None)] * labels
     result = minimize(loss_and_gradient, start, jac=True, method="L-BFGS-B", bounds=bounds)
-    return Pool(result.x[:members].copy(), result.x[members:].copy())
+    weights = np.where(result.x[:members] > ZERO_WEIGHT, result.x[:members], 0.0)
+    return Pool(weights, result.x[members:].copy())

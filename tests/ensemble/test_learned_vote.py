@@ -51,6 +51,15 @@ def test_fitting_gives_an_uninformative_member_no_weight_and_corrects_a_shared_l
     assert learned > np.mean(combine(fresh, rule="soft")[0] == fresh_gold) + 0.02
 
 
+def test_members_without_signal_get_exactly_zero_weight():
+    """Scores equal across labels move no logit: the optimiser stops near the bound (~1e-15 on some
+    label balances); the pool says 0, so `learned_pool` can tell that nothing carries signal."""
+    for positives in range(0, 49, 4):
+        gold = np.array([1] * positives + [0] * (48 - positives))
+        pool = fit_pool(np.zeros((2, 48, 2)), gold)
+        assert (pool.weights == 0).all(), positives
+
+
 def test_the_learned_vote_needs_its_bias_and_valid_weights():
     scores = np.zeros((2, 3, 2))
     with pytest.raises(ValueError, match="bias per label"):
