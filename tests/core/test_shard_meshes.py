@@ -24,8 +24,8 @@ MESHES = ("4x2/tensor", "2x4/fsdp", "1x8/tensor")   # computed (shard_meshes.COM
 
 @pytest.fixture(scope="module")
 def meshes() -> dict:
-    env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
-                        "TF_CPP_MIN_LOG_LEVEL": "3"}
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"   # after conftest's
+    env = os.environ | {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
     # one process per family, side by side: compiling for 8 devices is single-threaded work
     running = {family: subprocess.Popen([sys.executable, str(SCRIPT), family], env=env, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -47,10 +47,11 @@ print(json.dumps({"devices": jax.local_device_count(), "sharded": placement is n
 def _run(script: str, *device_counts: int) -> list[dict]:
     """`script`'s JSON line with each device count, the processes side by side (compiling is
     single-threaded work: two of them use both cores)."""
+    flags = os.environ.get("XLA_FLAGS", "")           # conftest's, then the device count
     running = [subprocess.Popen([sys.executable, "-c", script], text=True, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE,
-                                env=os.environ | {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-                                                  "JAX_PLATFORMS": "cpu"})
+                                env=os.environ | {"JAX_PLATFORMS": "cpu",
+                                                  "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={devices}"})
                for devices in device_counts]
     results = []
     for process in running:
