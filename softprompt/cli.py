@@ -46,6 +46,8 @@ def _options(
     else:   # only our own lines: no MLflow INFO (database creation), no Tune configuration box or hints
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        # a campaign saves Tune's state at every evaluation by design: no advice to save less often
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 app.add_typer(_cli_model.app, name="model")
