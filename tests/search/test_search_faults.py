@@ -210,7 +210,10 @@ def test_no_password_is_written_or_printed(ray_address, jax_cache, tmp_path, pos
     assert not leaked
     assert "postgres:***@" in (tmp_path / "runs" / "secret" / "campaign.json").read_text()
     assert PASSWORD not in _database_text(uri)            # params, tags, registered models, artifact paths
-    # resume without the password is refused with a clear message; with it, it works
+    if from_file:
+        return
+    # (once: campaign.json holds the same masked URI either way) resume without the password is
+    # refused with a clear message; status with it works
     refused = run_cli("search", "resume", "secret", "--store", str(tmp_path / "runs"),
                       env={"RAY_ADDRESS": ray_address, "MLFLOW_TRACKING_URI": ""})
     assert refused.returncode == 2 and "needs its password" in refused.stderr and PASSWORD not in refused.stderr
