@@ -30,7 +30,7 @@ from ..fingerprint import file_sha256
 from ..paths import model_cache_dir
 from ..progress import work_progress
 from .base import FrozenModel
-from .gguf_convert import gguf_hf_config, gguf_state_dict, gguf_tokenizer, tokenizer_config
+from .gguf_convert import CONVERSION_VERSION, gguf_hf_config, gguf_state_dict, gguf_tokenizer, tokenizer_config
 from .hf_loading import CorruptModelFileError, HFTokenizer, load_hf_directory  # noqa: F401 (re-exported)
 
 DEFAULT_MODEL = "gemma3-270m"
@@ -110,7 +110,7 @@ def load_gemma3(source: str | Path = DEFAULT_MODEL, *, dtype: str = "float32") -
         name, folder, gguf_path = str(source), model_cache_dir(str(source)), None
     elif path.suffix == ".gguf" and path.is_file():
         name, gguf_path = str(path), path
-        folder = model_cache_dir(f"gguf-{file_sha256(path)[:16]}")
+        folder = model_cache_dir(f"gguf-{file_sha256(path)[:16]}-c{CONVERSION_VERSION}")
     elif path.is_dir():
         return load_hf_directory(path, dtype=dtype)
     else:

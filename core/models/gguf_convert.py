@@ -20,6 +20,10 @@ from ..progress import advance_work
 from .decoder_config import UnsupportedModelError
 
 ARCHITECTURES = {"gemma3": "gemma3_text", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+GEMMA3_27B_LAYERS = 62   # llama.cpp tells the 27B by its layer count (its attention scale differs)
+# Bumped whenever a conversion of the same file would now differ: a GGUF's cache folder carries it,
+# so a file converted by an older softprompt is converted again rather than loaded wrong.
+CONVERSION_VERSION = 2   # 2: linear rope scaling, the 27B's query_pre_attn_scalar
 
 # GGUF tensor names -> Hugging Face names ("blk.N.<key>.<kind>" -> "model.layers.N.<value>.<kind>")
 _LAYER_NAMES = {
@@ -64,8 +68,9 @@ def gguf_hf_config(reader, source: Path | str = "GGUF") -> dict:
     """A Hugging Face config.json dict from the GGUF metadata (`<arch>.*`, `tokenizer.ggml.*`),
     linear rope scaling included.
 
-    Not stored in a Gemma 3 GGUF, and fixed for every size as in llama.cpp: the local rope base
-    (10,000), the 5 local : 1 global layer pattern and query_pre_attn_scalar = head_dim.
+    Not stored in a Gemma 3 GGUF, and fixed by size as in llama.cpp: the local rope base (10,000),
+    the 5 local : 1 global layer pattern, and query_pre_attn_scalar = head_dim except for the 27B
+    (62 layers), where it is hidden_size / heads (168, as its Hugging Face config says).
     """
     arch_name = architecture(reader, source)
     tensor_names = {tensor.name for tensor in reader.tensors}
@@ -103,7 +108,8 @@ def gguf_hf_config(reader, source: Path | str = "GGUF") -> dict:
             "architectures": ["Gemma3ForCausalLM"], "hidden_activation": "gelu_pytorch_tanh",
             "layer_types": ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(layers)],
             "sliding_window": int(arch("attention.sliding_window")), "rope_local_base_freq": 10_000.0,
-            "query_pre_attn_scalar": head_dim, "final_logit_softcapping": arch("final_logit_softcapping"),
+            "query_pre_attn_scalar": d_model // heads if layers == GEMMA3_27B_LAYERS else head_dim,
+            "final_logit_softcapping": arch("final_logit_softcapping"),
             "attn_logit_softcapping": arch("attn_logit_softcapping"),
             "pad_token_id": int(metadata(reader, "tokenizer.ggml.padding_token_id", 0))})
         del config["hidden_act"]

@@ -150,3 +150,33 @@ def test_other_gguf_architectures_are_named(tmp_path, monkeypatch):
     with pytest.raises(UnsupportedModelError, match=r"phi.gguf: GGUF architecture 'phi3' is not supported; "
                                                     r"supported: gemma3, llama, qwen2, qwen3"):
         load_model(str(tmp_path / "phi.gguf"))
+
+
+@pytest.mark.parametrize(("layers", "hidden", "heads", "head_dim", "scalar"),
+                         [(34, 2560, 8, 256, 256), (62, 5376, 32, 128, 168)])   # Gemma 3 4B, 27B
+def test_gemma3_attention_scale_is_llama_cpps(layers, hidden, heads, head_dim, scalar, tmp_path):
+    """A Gemma 3 GGUF does not store query_pre_attn_scalar: head_dim, except hidden/heads for the
+    27B, as llama.cpp sets it and as the published Hugging Face configs say (256 for 4B, 168 for 27B)."""
+    from softprompt.core.models.gguf_convert import gguf_hf_config
+
+    writer = gguf.GGUFWriter(str(tmp_path / "g.gguf"), "gemma3")
+    writer.add_block_count(layers)
+    writer.add_context_length(131072)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(4 * hidden)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(heads // 2)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_sliding_window(1024)
+    writer.add_token_list(["<pad>", "<eos>", "<bos>"])
+    writer.add_eos_token_id(1)
+    writer.add_tensor("token_embd.weight", np.zeros((3, 2), np.float32))   # metadata is what is read
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    config = gguf_hf_config(gguf.GGUFReader(str(tmp_path / "g.gguf")))
+    assert (config["head_dim"], config["query_pre_attn_scalar"]) == (head_dim, scalar)
+

@@ -49,12 +49,14 @@ def test_train_and_evaluate_from_tfds_give_what_jsonl_gives(prepared, tmp_path):
                              capture_output=True, text=True, timeout=600)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert json.loads(trained.stdout.splitlines()[-1])["steps"] == 2
+    evaluations = [subprocess.Popen([str(BIN), "evaluate", "--prompt", str(tmp_path / "prompt"), *common, *source],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)   # side by side
+                   for source in (["--data-source", "tfds:softprompt_rte", "--data-dir", str(prepared)], [])]
     scores = []
-    for source in (["--data-source", "tfds:softprompt_rte", "--data-dir", str(prepared)], []):
-        done = subprocess.run([str(BIN), "evaluate", "--prompt", str(tmp_path / "prompt"), *common, *source],
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
-        scores.append(json.loads(done.stdout.splitlines()[-1]))
+    for process in evaluations:
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-2000:]
+        scores.append(json.loads(out.splitlines()[-1]))
     assert scores[0] == scores[1]
 
 
