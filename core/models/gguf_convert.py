@@ -9,6 +9,7 @@ What the GGUF stores differently, undone here as transformers' own GGUF loader d
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ from ..progress import advance_work
 from .decoder_config import UnsupportedModelError
 
 ARCHITECTURES = {"gemma3": "gemma3_text", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+ROPE_FREQS = "rope_freqs.weight"   # llama.cpp's per-frequency RoPE divisors (Llama 3.1+ GGUFs)
 GEMMA3_27B_LAYERS = 62   # llama.cpp tells the 27B by its layer count (its attention scale differs)
 # Bumped whenever a conversion of the same file would now differ: a GGUF's cache folder carries it,
 # so a file converted by an older softprompt is converted again rather than loaded wrong.
-CONVERSION_VERSION = 2   # 2: linear rope scaling, the 27B's query_pre_attn_scalar
+CONVERSION_VERSION = 2   # 2: linear rope scaling, the 27B's query_pre_attn_scalar, rope_freqs
 
 # GGUF tensor names -> Hugging Face names ("blk.N.<key>.<kind>" -> "model.layers.N.<value>.<kind>")
 _LAYER_NAMES = {
@@ -74,9 +76,6 @@ def gguf_hf_config(reader, source: Path | str = "GGUF") -> dict:
     """
     arch_name = architecture(reader, source)
     tensor_names = {tensor.name for tensor in reader.tensors}
-    if "rope_freqs.weight" in tensor_names:
-        raise UnsupportedModelError(f"{source}: a GGUF with rope_freqs (Llama 3.1 rope scaling) is not supported; "
-                                    "load the Hugging Face folder instead")
 
     def arch(key: str, default: Any = None) -> Any:
         return metadata(reader, f"{arch_name}.{key}", default)
@@ -99,7 +98,11 @@ def gguf_hf_config(reader, source: Path | str = "GGUF") -> dict:
         "pad_token_id": metadata(reader, "tokenizer.ggml.padding_token_id"),
     }
     scaling = arch("rope.scaling.type")
-    if scaling not in (None, "none"):   # Gemma 3 4B+: linear, on the global layers only (as transformers reads it)
+    rope_freqs = next((tensor for tensor in reader.tensors if tensor.name == ROPE_FREQS), None)
+    if rope_freqs is not None:       # Llama 3.1+: llama3 scaling stored as its per-frequency divisors
+        config["rope_scaling"] = llama3_scaling_from_factors(np.asarray(rope_freqs.data, np.float64).ravel(),
+                                                             config["rope_theta"], head_dim, source)
+    elif scaling not in (None, "none"):   # Gemma 3 4B+: linear, on the global layers only (as transformers reads it)
         if scaling != "linear":
             raise UnsupportedModelError(f"{source}: GGUF rope scaling {scaling!r} is not supported (linear is)")
         config["rope_scaling"] = {"rope_type": "linear", "factor": float(arch("rope.scaling.factor"))}
@@ -114,6 +117,53 @@ def gguf_hf_config(reader, source: Path | str = "GGUF") -> dict:
             "pad_token_id": int(metadata(reader, "tokenizer.ggml.padding_token_id", 0))})
         del config["hidden_act"]
     return config
+
+
+def llama3_factors(base: float, head_dim: int, scaling: dict) -> np.ndarray:
+    """[head_dim / 2] what llama.cpp's converter stores as `rope_freqs` for a `llama3` rope
+    scaling: each frequency's divisor (1: kept, `factor`: scaled, smoothed between)."""
+    inv_freq = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    wavelength = 2 * math.pi / inv_freq
+    old, low, high = (scaling["original_max_position_embeddings"], scaling["low_freq_factor"],
+                      scaling["high_freq_factor"])
+    smooth = (old / wavelength - low) / (high - low)
+    smoothed = 1 / ((1 - smooth) / scaling["factor"] + smooth)
+    return np.where(wavelength < old / high, 1.0, np.where(wavelength > old / low, scaling["factor"], smoothed))
+
+
+def llama3_scaling_from_factors(factors: np.ndarray, base: float, head_dim: int, source: Path | str) -> dict:
+    """The `llama3` rope_scaling whose divisors are `factors` (a GGUF's `rope_freqs`, [head_dim / 2]).
+
+    The divisors are 1 at high frequencies, `factor` at low ones, and 1 / ((1 - s) / factor + s)
+    between, with s = (original / wavelength - low) / (high - low) linear in 1 / wavelength: two
+    or more smoothed frequencies give its slope and intercept, hence (original, low, high) up to a
+    common scale that changes no frequency; low_freq_factor = 1 fixes it (Llama 3.1-3.3's). One
+    smoothed frequency gives `original` with Llama's low 1 and high 4. The result is checked by
+    recomputing the divisors: anything else is refused in one line."""
+    refused = UnsupportedModelError(f"{source}: its rope_freqs are not a llama3 rope scaling this loader can "
+                                    "read; load the Hugging Face folder instead")
+    factor = float(factors.max())
+    if factors.shape != (head_dim // 2,) or factors.min() < 1 - 1e-6 or factor <= 1 + 1e-6:
+        raise refused
+    inv_freq = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    between = (factors > 1 + 1e-6) & (factors < factor * (1 - 1e-6))
+    smooth = (1 / factors[between] - 1 / factor) / (1 - 1 / factor)
+    inverse_wavelength = inv_freq[between] / (2 * math.pi)
+    if between.sum() >= 2:
+        slope, intercept = np.polyfit(inverse_wavelength, smooth, 1)    # s = slope / wavelength + intercept
+        if intercept >= 0:
+            raise refused
+        original, high = -slope / intercept, 1 - 1 / intercept
+    elif between.sum() == 1:
+        high = 4.0
+        original = float((1 + (high - 1) * smooth[0]) / inverse_wavelength[0])
+    else:
+        raise refused
+    scaling = {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0, "high_freq_factor": float(high),
+               "original_max_position_embeddings": int(round(original))}
+    if not np.allclose(llama3_factors(base, head_dim, scaling), factors, rtol=1e-4):
+        raise refused
+    return scaling
 
 
 def tokenizer_config(reader) -> dict:
@@ -147,6 +197,8 @@ def gguf_state_dict(reader, config: dict | None = None) -> dict[str, np.ndarray]
     state = {}
     for tensor in reader.tensors:
         advance_work()
+        if tensor.name == ROPE_FREQS:     # read into the config's rope_scaling
+            continue
         name = hf_tensor_name(tensor.name, arch_name)
         weights = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
         if arch_name == "gemma3" and name.endswith("norm.weight"):

@@ -16,10 +16,11 @@ import pytest
 
 from softprompt.core.models import load_model
 from softprompt.core.models.decoder_config import UnsupportedModelError
+from softprompt.core.models.gguf_convert import llama3_factors, llama3_scaling_from_factors
 
 torch = pytest.importorskip("torch")
 gguf = pytest.importorskip("gguf")
-from tiny_decoders import VOCAB, write_tiny  # noqa: E402 (needs torch)
+from tiny_decoders import LLAMA3_ROPE, VOCAB, write_tiny  # noqa: E402 (needs torch)
 
 _LAYER = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
           "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
@@ -45,9 +46,10 @@ def _permute(weights: np.ndarray, heads: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(weights.shape))
 
 
-def write_gguf(reference, arch: str, path: Path) -> None:
+def write_gguf(reference, arch: str, path: Path, rope_freqs: np.ndarray | None = None) -> None:
     """`reference` as a llama.cpp GGUF; its 2-D weights quantised to Q8_0 and the reference's weights
-    replaced by their dequantised values (so both sides hold the same numbers)."""
+    replaced by their dequantised values (so both sides hold the same numbers); `rope_freqs`: the
+    per-frequency rope divisors llama.cpp's converter writes for a llama3 rope scaling."""
     from gguf.quants import dequantize, quantize
 
     config = reference.config
@@ -105,6 +107,8 @@ def write_gguf(reference, arch: str, path: Path) -> None:
                               raw_dtype=gguf.GGMLQuantizationType.Q8_0)
         else:
             writer.add_tensor(_gguf_name(name, arch), weights)
+    if rope_freqs is not None:
+        writer.add_tensor("rope_freqs.weight", rope_freqs.astype(np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -119,14 +123,35 @@ GEMMA3_AS_GGUF = dict(
                      "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}})
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])
-def test_gguf_logits_equal_transformers(family, tmp_path, monkeypatch):
+# Llama 3.1-3.3 GGUFs store their llama3 rope scaling as `rope_freqs`, one divisor per frequency
+# (llama.cpp's converter): with an original context of 64, two of the tiny model's 8 frequencies are
+# smoothed; with 32 (LLAMA3_ROPE), one.
+LLAMA3_AS_GGUF = {"llama3.1": LLAMA3_ROPE | {"original_max_position_embeddings": 64}, "llama3.1-one": LLAMA3_ROPE}
+AS_GGUF = {"gemma3": GEMMA3_AS_GGUF, **{name: dict(rope_parameters=rope) for name, rope in LLAMA3_AS_GGUF.items()}}
+
+
+def _divisors(reference) -> np.ndarray:
+    """What llama.cpp's converter stores as rope_freqs: unscaled over scaled inverse frequencies
+    (here transformers' own, so the test does not lean on the loader's formula)."""
+    config = reference.config
+    unscaled = 1.0 / config.rope_parameters["rope_theta"] ** (np.arange(0, config.head_dim, 2) / config.head_dim)
+    return unscaled / reference.model.rotary_emb.inv_freq.double().numpy()
+
+
+@pytest.mark.parametrize("case", ["llama", "qwen2", "gemma3", "llama3.1", "llama3.1-one"])
+def test_gguf_logits_equal_transformers(case, tmp_path, monkeypatch):
     monkeypatch.setenv("SOFTPROMPT_HOME", str(tmp_path / "home"))
-    reference = write_tiny(family, tmp_path / "hf", **(GEMMA3_AS_GGUF if family == "gemma3" else {}))
-    write_gguf(reference, family, tmp_path / "tiny.gguf")
+    family = "llama" if case.startswith("llama") else case
+    reference = write_tiny(family, tmp_path / "hf", **AS_GGUF.get(case, {}))
+    write_gguf(reference, family, tmp_path / "tiny.gguf",
+               rope_freqs=_divisors(reference) if case in LLAMA3_AS_GGUF else None)
     model = load_model(str(tmp_path / "tiny.gguf"))
     assert model.family == family and model.ops.config.add_bos == (family != "qwen2")
     assert ("lm_head" in model.params) == (not reference.config.tie_word_embeddings)
+    if case in LLAMA3_AS_GGUF:
+        rope = model.ops.config.global_rope_scaling
+        assert (rope.kind, rope.factor, rope.original_max_position) == ("llama3", 8.0, LLAMA3_AS_GGUF[case][
+            "original_max_position_embeddings"])
     if family == "gemma3":
         config = model.ops.config
         assert (config.layer_types, config.sliding_window) == (("local",) * 5 + ("global",), 4)
@@ -179,4 +204,14 @@ def test_gemma3_attention_scale_is_llama_cpps(layers, hidden, heads, head_dim, s
     writer.close()
     config = gguf_hf_config(gguf.GGUFReader(str(tmp_path / "g.gguf")))
     assert (config["head_dim"], config["query_pre_attn_scalar"]) == (head_dim, scalar)
+
+
+def test_rope_freqs_that_are_no_llama3_scaling_are_refused_in_one_line():
+    factors = llama3_factors(500_000.0, 128, LLAMA3_ROPE | {"factor": 8.0, "original_max_position_embeddings": 8192})
+    assert llama3_scaling_from_factors(factors, 500_000.0, 128, "x.gguf") == {   # Llama 3.1 8B's, recovered
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": pytest.approx(4.0),
+        "original_max_position_embeddings": 8192}
+    for bad in (factors[::-1].copy(), np.ones(64), factors[:32], factors * np.linspace(1, 1.1, 64)):
+        with pytest.raises(UnsupportedModelError, match=r"^x.gguf: its rope_freqs are not a llama3 rope scaling"):
+            llama3_scaling_from_factors(bad, 500_000.0, 128, "x.gguf")
 
