@@ -93,10 +93,12 @@ class Placement:
 
     def weights(self, params: Any) -> Any:
         """The frozen weights placed on the mesh, each split as `weight_spec` says."""
-        def put(path, leaf):
-            spec = self.weight_spec(path_name(path), np.shape(leaf))
-            return jax.device_put(leaf, NamedSharding(self.mesh, spec))
-        return jax.tree_util.tree_map_with_path(put, params)
+        return jax.tree_util.tree_map_with_path(self.weight, params)
+
+    def weight(self, path: Any, leaf: Any) -> jax.Array:
+        """One frozen weight (at pytree key `path`) put on the mesh: each device receives only its
+        part, so a loader that places weight by weight never holds the whole model on one device."""
+        return jax.device_put(leaf, NamedSharding(self.mesh, self.weight_spec(path_name(path), np.shape(leaf))))
 
     def rows(self, tree: Any) -> Any:
         """Arrays [B, ...] split along B over `data` (replicated where B does not divide)."""

@@ -268,11 +268,12 @@ def _resolve_init_prompt(campaign: Campaign, store: Store, folder: Path, model) 
 
 
 def _load_model(campaign: Campaign):
-    """The frozen model, loaded in the driver (bypassing the in-process cache, so the driver does not
-    keep a copy once it is in the object store)."""
+    """The frozen model, loaded in the driver as numpy weights (no device: the driver only
+    fingerprints them and puts them in the object store) and outside the in-process cache (no copy
+    is kept once they are there)."""
     from softprompt.core.models import load_model
 
-    return load_model(campaign.model, dtype=campaign.dtype, cached=False)
+    return load_model(campaign.model, dtype=campaign.dtype, cached=False, host=True)
 
 
 def _runtime(campaign: Campaign, trial_hook: TrialHook | None) -> TrialRuntime:

@@ -7,13 +7,18 @@ implements `FamilyOps` (see `base.py`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .base import FamilyOps, FrozenModel, Tokenizer
+
+if TYPE_CHECKING:
+    from ..sharding import Placement
 
 BUILTIN_MODELS = ("gemma3-270m", "smollm2-135m", "t5-tiny-random")
 DTYPES = ("float32", "bfloat16")
@@ -45,12 +50,27 @@ def resolve_dtype(dtype: str) -> str:
     return native_dtype() if dtype == AUTO_DTYPE else dtype
 
 
-def load_model(name: str, *, dtype: str = "float32", cached: bool = True) -> FrozenModel:
+def load_model(name: str, *, dtype: str = "float32", cached: bool = True,
+               placement: Placement | None = None, host: bool = False) -> FrozenModel:
     """A frozen model by built-in name, `.gguf` file, or Hugging Face-format directory; `dtype`
     float32, bfloat16 or auto (see `native_dtype`). Cached in-process (the last two) unless
-    `cached=False` (a caller that hands the weights on and keeps no copy)."""
-    load = _load_model if cached else _load_model.__wrapped__
-    return load(model_reference(name), dtype=resolve_dtype(dtype))
+    `cached=False` (a caller that hands the weights on and keeps no copy). Not cached either:
+    `placement` (a `core.sharding.Placement`): the weights go onto its mesh as they are read
+    (decoder families), so no device ever holds the whole model; `host`: numpy weights, no device
+    touched (a campaign driver only fingerprints them and hands them to Ray's object store)."""
+    reference, dtype = model_reference(name), resolve_dtype(dtype)
+    if host:
+        import jax
+        import numpy as np
+
+        model = _load_model.__wrapped__(reference, dtype=dtype, put=lambda path, array: array)
+        return dataclasses.replace(model, params=jax.tree_util.tree_map(np.asarray, model.params))   # T5's too
+    if placement is None:
+        return (_load_model if cached else _load_model.__wrapped__)(reference, dtype=dtype)
+    from ..sharding import place_model
+
+    model = _load_model.__wrapped__(reference, dtype=dtype, put=placement.weight)
+    return place_model(model, placement)      # T5 loads whole, then is split (a no-op for placed weights)
 
 
 def model_reference(name: str) -> str:
@@ -68,7 +88,7 @@ def model_reference(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
+def _load_model(name: str, *, dtype: str = "float32", put: Any = None) -> FrozenModel:
     """A frozen model by built-in name, `.gguf` file, or Hugging Face-format directory.
 
     Loaded models are cached in-process (the last two), so repeated calls are free.
@@ -82,14 +102,14 @@ def _load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
         raise UnknownModelError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if name in ("gemma3-270m", "smollm2-135m"):  # GGUF files shipped on PyPI (gemma3_loading.NAMED_MODELS)
         from .gemma3_loading import load_gemma3
-        return load_gemma3(name, dtype=dtype)
+        return load_gemma3(name, dtype=dtype, put=put)
     if name == "t5-tiny-random":
         from .tiny_t5 import load_t5_tiny_random
         return load_t5_tiny_random(dtype=dtype)
     path = Path(name)
     if path.suffix == ".gguf" and path.is_file():
         from .gemma3_loading import load_gemma3
-        return load_gemma3(str(path), dtype=dtype)
+        return load_gemma3(str(path), dtype=dtype, put=put)
     if (path / "config.json").is_file():
         model_type = json.loads((path / "config.json").read_text()).get("model_type", "")
         if model_type == "t5":
@@ -98,7 +118,7 @@ def _load_model(name: str, *, dtype: str = "float32") -> FrozenModel:
         from .decoder_config import MODEL_TYPES, SUPPORTED
         if model_type in MODEL_TYPES:
             from .hf_loading import load_hf_directory
-            return load_hf_directory(path, dtype=dtype)
+            return load_hf_directory(path, dtype=dtype, put=put)
         raise UnknownModelError(f"{path}/config.json: model_type {model_type!r} is not supported; "
                                 f"{SUPPORTED}, t5")
     check_model_name(name)

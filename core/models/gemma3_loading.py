@@ -31,7 +31,7 @@ from ..paths import model_cache_dir
 from ..progress import work_progress
 from .base import FrozenModel
 from .gguf_convert import CONVERSION_VERSION, gguf_hf_config, gguf_state_dict, gguf_tokenizer, tokenizer_config
-from .hf_loading import CorruptModelFileError, HFTokenizer, load_hf_directory  # noqa: F401 (re-exported)
+from .hf_loading import CorruptModelFileError, HFTokenizer, Put, load_hf_directory  # noqa: F401 (re-exported)
 
 DEFAULT_MODEL = "gemma3-270m"
 CACHE_FILES = ("config.json", "model.safetensors", "tokenizer.json")
@@ -96,7 +96,7 @@ def _cache_complete(folder: Path) -> bool:
     return all((folder / name).exists() for name in CACHE_FILES)
 
 
-def load_gemma3(source: str | Path = DEFAULT_MODEL, *, dtype: str = "float32") -> FrozenModel:
+def load_gemma3(source: str | Path = DEFAULT_MODEL, *, dtype: str = "float32", put: Put | None = None) -> FrozenModel:
     """Load a named model, a GGUF file or a Hugging Face folder as a FrozenModel (any decoder
     family; the name is from when Gemma 3 was the only one).
 
@@ -104,6 +104,7 @@ def load_gemma3(source: str | Path = DEFAULT_MODEL, *, dtype: str = "float32") -
     converted once (~30 s and ~3 GB peak memory on 2 cores for Gemma 3 270M) into the softprompt
     cache (`$SOFTPROMPT_HOME/models/<name>`); later loads read the cache in seconds.
     `dtype`: "float32" or "bfloat16", the dtype of the frozen weights and of the computation.
+    `put`: where each weight goes as it is read (hf_loading.params_from_hf).
     """
     path = Path(source)
     if str(source) in NAMED_MODELS:
@@ -112,7 +113,7 @@ def load_gemma3(source: str | Path = DEFAULT_MODEL, *, dtype: str = "float32") -
         name, gguf_path = str(path), path
         folder = model_cache_dir(f"gguf-{file_sha256(path)[:16]}-c{CONVERSION_VERSION}")
     elif path.is_dir():
-        return load_hf_directory(path, dtype=dtype)
+        return load_hf_directory(path, dtype=dtype, put=put)
     else:
         raise ValueError(f"unknown model source {source!r}: use one of {', '.join(NAMED_MODELS)}, a .gguf file "
                          "or a Hugging Face folder")
@@ -120,4 +121,4 @@ def load_gemma3(source: str | Path = DEFAULT_MODEL, *, dtype: str = "float32") -
         with _exclusive(folder):
             if not _cache_complete(folder):
                 convert_gguf(gguf_path or NAMED_MODELS[name](), folder)
-    return load_hf_directory(folder, name=name, dtype=dtype)
+    return load_hf_directory(folder, name=name, dtype=dtype, put=put)

@@ -14,13 +14,14 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
-import safetensors
 import tokenizers
 
 from ..fingerprint import cached_fingerprint, compute_fingerprint
 from .base import FrozenModel
+from .safetensors_host import HostSafetensors
 from .decoder import Params
 from .decoder_config import SUPPORTED, DecoderConfig, config_from_hf
 from .decoder_ops import DecoderOps
@@ -89,15 +90,20 @@ class HFTokenizer:
 
 # --------------------------------------------------------------------------------------------- weights
 
+Put = Callable[[Any, np.ndarray], jax.Array]   # (pytree key path, host array) -> the array where it goes
+
+
 def params_from_hf(tensor: Callable[[str, tuple[int, ...]], np.ndarray], config: DecoderConfig, dtype: Any,
-                   *, prefix: str = "model.", head_name: str = "lm_head.weight") -> Params:
+                   *, prefix: str = "model.", head_name: str = "lm_head.weight", put: Put | None = None) -> Params:
     """The Flax parameter tree (decoder.py) from Hugging Face tensors: `tensor(name, shape)` returns
-    the [out, in] array after checking its shape. `prefix` is where the layers live."""
+    the [out, in] array after checking its shape. `prefix` is where the layers live. Tensors are
+    read, cast to `dtype` on the host and handed to `put` one at a time (default: the default
+    device; `Placement.weight`: split over a mesh as they arrive)."""
     c = config
     d, heads, kv_heads, head_dim, ffn = c.d_model, c.num_heads, c.num_kv_heads, c.head_dim, c.ffn_dim
 
     def take(name: str, shape: tuple[int, ...], layout: Callable = lambda a: a):
-        return jnp.asarray(layout(tensor(name, shape)), dtype=dtype)
+        return lambda: layout(tensor(name, shape))     # read when placed, below
 
     def projection(name: str, n: int):  # [n * H, E] -> [E, n, H]
         return take(name, (n * head_dim, d), lambda a: a.reshape(n, head_dim, d).transpose(2, 0, 1))
@@ -135,7 +141,14 @@ def params_from_hf(tensor: Callable[[str, tuple[int, ...]], np.ndarray], config:
         params["lm_head"] = take(head_name, (c.vocab_size, d))
     params.update({f"blocks_{i}": block(f"{prefix}layers.{i}.") for i in range(c.num_layers)})
     params["final_norm"] = norm(prefix + "norm.weight")
-    return params
+    place = put or (lambda path, array: jnp.asarray(array))
+
+    def read_in_order(node: Any, path: tuple = ()) -> Any:   # the file's order, as built above
+        if isinstance(node, dict):
+            return {key: read_in_order(value, path + (jax.tree_util.DictKey(key),)) for key, value in node.items()}
+        return place(path, np.asarray(node(), dtype))
+
+    return read_in_order(params)
 
 
 def read_json(path: Path) -> dict:
@@ -160,16 +173,17 @@ def weight_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
-def read_params(files: list[Path], config: DecoderConfig, dtype: Any) -> Params:
-    """Parameters from one or more safetensors files, one tensor at a time (memory-mapped)."""
+def read_params(files: list[Path], config: DecoderConfig, dtype: Any, put: Put | None = None) -> Params:
+    """Parameters from one or more safetensors files, one tensor at a time (memory-mapped), each
+    handed to `put` (`params_from_hf`)."""
     where: dict[str, Path] = {}
     handles = {}
     for path in files:
         try:
-            handles[path] = safetensors.safe_open(str(path), framework="flax")  # numpy has no bfloat16
-        except Exception as error:  # safetensors' own error type is not importable in a stable place
+            handles[path] = HostSafetensors(path)
+        except (OSError, ValueError, KeyError, TypeError) as error:
             raise CorruptModelFileError(path, f"not a readable safetensors file ({error})") from error
-        where.update({name: path for name in handles[path].keys()})
+        where.update({name: path for name in handles[path].shapes})
     prefix = next((p for p in _PREFIXES if p + "embed_tokens.weight" in where), "model.")
     head_name = "language_model.lm_head.weight" if prefix == "language_model.model." else "lm_head.weight"
 
@@ -178,16 +192,16 @@ def read_params(files: list[Path], config: DecoderConfig, dtype: Any) -> Params:
             raise MissingTensorError(files[0] if len(files) == 1 else files[0].parent,
                                      f"tensor {name} is missing for a {config.family} model")
         handle = handles[where[name]]
-        try:
-            found = tuple(handle.get_slice(name).get_shape())
-            if found == shape:
-                return np.asarray(handle.get_tensor(name))
-        except Exception as error:
-            raise CorruptModelFileError(where[name], f"tensor {name} cannot be read ({error})") from error
+        found = handle.shapes[name]
+        if found == shape:
+            try:
+                return handle.tensor(name)
+            except (ValueError, KeyError, TypeError) as error:
+                raise CorruptModelFileError(where[name], f"tensor {name} cannot be read ({error})") from error
         raise MissingTensorError(where[name], f"tensor {name} has shape {list(found)}, config.json says "
                                  f"{list(shape)} for a {config.family} model")
 
-    return params_from_hf(tensor, config, dtype, prefix=prefix, head_name=head_name)
+    return params_from_hf(tensor, config, dtype, prefix=prefix, head_name=head_name, put=put)
 
 
 def read_config(folder: Path) -> DecoderConfig:
@@ -199,8 +213,10 @@ def read_config(folder: Path) -> DecoderConfig:
                           add_bos=None if add_bos is None else bool(add_bos))
 
 
-def load_hf_directory(folder: Path | str, *, name: str | None = None, dtype: str = "float32") -> FrozenModel:
-    """A Hugging Face-format decoder folder (config.json, *.safetensors, tokenizer.json)."""
+def load_hf_directory(folder: Path | str, *, name: str | None = None, dtype: str = "float32",
+                      put: Put | None = None) -> FrozenModel:
+    """A Hugging Face-format decoder folder (config.json, *.safetensors, tokenizer.json); `put`:
+    where each weight goes as it is read (`params_from_hf`)."""
     folder = Path(folder)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -210,7 +226,7 @@ def load_hf_directory(folder: Path | str, *, name: str | None = None, dtype: str
     if missing:
         raise FileNotFoundError(f"{folder} is not a model folder: missing {', '.join(missing)}")
     architecture = read_config(folder)
-    params = read_params(weights, architecture, DTYPES[dtype])
+    params = read_params(weights, architecture, DTYPES[dtype], put)
     config = {**architecture.to_dict(), "dtype": dtype}
     fingerprint = (cached_fingerprint(config, params, weights[0]) if len(weights) == 1
                    else compute_fingerprint(config, params))

@@ -1,6 +1,7 @@
 """Run by tests/core/test_shard_meshes.py in a subprocess with 8 forced CPU devices
 (XLA_FLAGS must be set before jax starts): `python shard_meshes.py t5|gemma3` computes t5-tiny-random
-or a tiny Gemma 3 on one device and on the data x model meshes of 8 devices. Prints one JSON object:
+or a tiny Gemma 3 on one device and on the data x model meshes of 8 devices (and, given a Hugging Face
+folder, loads it straight onto a mesh: `shard_meshes.py gemma3 FOLDER`). Prints one JSON object:
 placement ("1x1", "4x2/tensor", ...) -> the numbers; "<placement>/bytes" -> the frozen
 bytes and the most one device holds. The meshes that shard the weights are computed once each, with
 the strategies alternating (compilations for 8 devices are what takes the time); bytes are read for
@@ -92,7 +93,21 @@ def held_bytes(model: FrozenModel, placement) -> dict:
             "planned_bytes": planned}
 
 
-def main(family: str) -> None:
+def placed_while_loading(folder: str) -> dict:
+    """A Hugging Face folder loaded straight onto a 2x4 tensor mesh, with host-to-device transfers
+    other than explicit placements refused (nothing goes whole to one device): the same arrays,
+    shardings and fingerprint as loading it whole and placing it after."""
+    placement = make_placement(model_axis=4, strategy="tensor")
+    with jax.transfer_guard_host_to_device("disallow"):
+        placed = load_model(folder, placement=placement)
+    whole = place_model(load_model(folder, cached=False), placement)
+    same = jax.tree_util.tree_map(lambda a, b: a.sharding == b.sharding and bool(np.array_equal(a, b)),
+                                  placed.params, whole.params)
+    return {"same": all(jax.tree_util.tree_leaves(same)), "same_fingerprint": placed.fingerprint == whole.fingerprint,
+            "max_device_bytes": max(bytes_per_device(placed.params).values()), "frozen_bytes": tree_bytes(whole.params)}
+
+
+def main(family: str, decoder_folder: str | None = None) -> None:
     assert jax.local_device_count() == 8, jax.local_device_count()
     with tempfile.TemporaryDirectory() as folder:
         model = load_model("t5-tiny-random") if family == "t5" else tiny_gemma(Path(folder))
@@ -106,9 +121,11 @@ def main(family: str) -> None:
             for strategy in STRATEGIES:
                 placement = make_placement(model_axis=model_axis, strategy=strategy)
                 results[f"{data}x{model_axis}/{strategy}/bytes"] = held_bytes(model, placement)
+    if decoder_folder:
+        results["placed while loading"] = placed_while_loading(decoder_folder)
     json.dump(results, sys.stdout)
     print()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

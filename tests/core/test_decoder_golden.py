@@ -141,7 +141,7 @@ def test_unsupported_and_malformed_folders_are_named(tmp_path):
         load_model(str(folder))
     three_layers = {key: value for key, value in config.items() if key != "layer_types"}
     (folder / "config.json").write_text(json.dumps({**three_layers, "num_hidden_layers": 3}))
-    with pytest.raises(MissingTensorError, match="tensor model.layers.2.self_attn.q_proj.weight is missing"):
+    with pytest.raises(MissingTensorError, match="tensor model.layers.2.input_layernorm.weight is missing"):
         load_model(str(folder))
 
 

@@ -23,11 +23,12 @@ MESHES = ("4x2/tensor", "2x4/fsdp", "1x8/tensor")   # computed (shard_meshes.COM
 
 
 @pytest.fixture(scope="module")
-def meshes() -> dict:
+def meshes(decoder_folder) -> dict:
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"   # after conftest's
     env = os.environ | {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
     # one process per family, side by side: compiling for 8 devices is single-threaded work
-    running = {family: subprocess.Popen([sys.executable, str(SCRIPT), family], env=env, text=True,
+    extra = {"t5": [], "gemma3": [str(decoder_folder("llama"))]}    # + a folder loaded straight onto a mesh
+    running = {family: subprocess.Popen([sys.executable, str(SCRIPT), family, *extra[family]], env=env, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                for family in ("t5", "gemma3")}
     results = {}
@@ -68,6 +69,14 @@ def test_shard_each_device_holds_its_share_of_the_frozen_bytes(meshes, family):
         # only vectors (norm scales) and T5's tiny position-bias table stay whole
         assert share <= held["max_device_bytes"] <= 1.1 * share, (name, held)
         assert held["planned_bytes"] == held["max_device_bytes"], name     # the planner's figure
+
+
+def test_weights_go_onto_the_mesh_as_they_are_read(meshes):
+    """`load_model(folder, placement=...)`: each weight is split over the mesh as it is read (the
+    replica's and any large model's load), never whole on one device first."""
+    loaded = meshes["gemma3"]["placed while loading"]
+    assert loaded["same"] and loaded["same_fingerprint"]
+    assert loaded["max_device_bytes"] <= 1.1 * loaded["frozen_bytes"] / 4
 
 
 def test_shard_weight_rules_split_heads_columns_or_the_hidden_dimension():
