@@ -7,6 +7,15 @@ import os
 from pathlib import Path
 
 
+CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"   # JAX's own setting, read by every JAX process
+
+
+def cache_dir_or(default: str | os.PathLike) -> str:
+    """Where a campaign or the demo keeps compilations when not told: `$JAX_COMPILATION_CACHE_DIR`
+    when set (the user's cache, shared with everything else they run), else `default`."""
+    return os.environ.get(CACHE_ENV) or str(default)
+
+
 def use_compilation_cache(directory: str | os.PathLike | None) -> None:
     """Every compilation of this process goes to (and comes from) `directory` (None: no cache)."""
     if directory is None:

@@ -206,7 +206,7 @@ class Campaign(_Strict):
     max_eval_examples: int | None = Field(None, ge=1)
     tracking_uri: str | None = None
     storage_path: str = DEFAULT_STORAGE_PATH
-    jax_cache_dir: str | None = None                 # default <storage_path>/jax_cache
+    jax_cache_dir: str | None = None                 # default $JAX_COMPILATION_CACHE_DIR, else <storage_path>/jax_cache
     share_weights: bool = True                       # one copy of the frozen weights per node
     ensemble: EnsembleSettings | None = None
     fuse: Fuse = Fuse()

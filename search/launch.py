@@ -25,6 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+from softprompt.core.compilation_cache import cache_dir_or
 from softprompt.store import DEFAULT_STORAGE_PATH, Store, default_artifact_root, masked, resolve_tracking_uri
 from softprompt.store.resilience import StoreUnreachable, check_reachable
 
@@ -277,7 +278,7 @@ def _load_model(campaign: Campaign):
 
 
 def _runtime(campaign: Campaign, trial_hook: TrialHook | None) -> TrialRuntime:
-    cache = campaign.jax_cache_dir or str(Path(campaign.storage_path).resolve() / "jax_cache")
+    cache = campaign.jax_cache_dir or cache_dir_or(Path(campaign.storage_path).resolve() / "jax_cache")
     return TrialRuntime(jax_cache_dir=cache, adopt_checkpoints=campaign.scheduler.type == "pbt",
                         after_report=trial_hook, campaign=campaign.name)
 

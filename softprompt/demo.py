@@ -148,6 +148,7 @@ def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo",
     """Runs the demo into `storage_path`/<campaign>; returns what the summary shows."""
     import ray
 
+    from softprompt.core.compilation_cache import cache_dir_or
     from softprompt.core.tasks import get_task
     from softprompt.ensemble.report import evaluate_and_log
     from softprompt.search.report import trial_table
@@ -178,7 +179,7 @@ def run_demo(*, quick: bool = False, storage_path: str | Path = "runs/demo",
         task = get_task("sst2")
         records = [{"sentence": r["sentence"]} for r in list(task.source.records("validation"))[:SENTENCES_SENT]]
         answer = _serve_and_ask(reference, result.tracking_uri, records,
-                                jax_cache_dir=str(storage_path / "jax_cache"))
+                                jax_cache_dir=cache_dir_or(storage_path / "jax_cache"))
     finally:
         ray.shutdown()
     watch.lap("serving")

@@ -229,3 +229,17 @@ def test_a_misspelt_model_is_refused_before_anything_starts(tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     assert parse_campaign(BASE | {"model": str(folder)}).model == str(folder)   # a folder is checked when loaded
+
+
+def test_trials_compile_into_the_users_jax_cache_when_one_is_set(monkeypatch, tmp_path):
+    """`jax_cache_dir: null`: $JAX_COMPILATION_CACHE_DIR when set (shared with whatever else the user
+    runs), else <storage_path>/jax_cache; a campaign's own setting wins."""
+    from softprompt.search.launch import _runtime
+
+    campaign = parse_campaign(BASE | {"storage_path": str(tmp_path)})
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    assert _runtime(campaign, None).jax_cache_dir == str(tmp_path.resolve() / "jax_cache")
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))
+    assert _runtime(campaign, None).jax_cache_dir == str(tmp_path / "mine")
+    own = parse_campaign(BASE | {"storage_path": str(tmp_path), "jax_cache_dir": str(tmp_path / "own")})
+    assert _runtime(own, None).jax_cache_dir == str(tmp_path / "own")
