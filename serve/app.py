@@ -177,8 +177,7 @@ class SoftPromptServer:
     @refusing
     async def completions(self, request: CompletionRequest) -> Completion:
         state = self.state                              # one version for the whole request
-        served, predict = completion_request(state, request)
-        admitted, votes = await self._answer(state, predict)
+        admitted, votes = await self._answer(state, completion_request(state, request))
         return completion(request.model, admitted.ensemble, votes, [pair.truncated for pair in admitted.encoded])
 
     async def models(self) -> ModelList:

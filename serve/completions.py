@@ -2,7 +2,7 @@
 each prompt as the task's record, and the votes as a `Completion` (the bodies and the error
 shape: `openai_api.py`; the routes: `front.py`).
 
-    served, request = completion_request(state, CompletionRequest(model="rte-b", prompt=[...]))
+    request = completion_request(state, CompletionRequest(model="rte-b", prompt=[...]))
     admitted, votes = ...                          # answered like any /v1/predict request
     completion("rte-b", admitted.ensemble, votes, truncated)
 
@@ -64,8 +64,8 @@ def prompt_record(task: TaskSpec, prompt: str, number: int) -> dict[str, Any]:
                              f"give the prompt as a JSON object string, e.g. {example}")
 
 
-def completion_request(state: ServeState, request: CompletionRequest) -> tuple[ServedEnsemble, PredictRequest]:
-    """The ensemble `request.model` names under `state`, and the prediction request its prompts make."""
+def completion_request(state: ServeState, request: CompletionRequest) -> PredictRequest:
+    """The prediction request a completion's prompts make, for the ensemble it names under `state`."""
     if request.stream:
         raise HTTPException(400, "stream is not supported: the answer is one vote per prompt")
     served = served_model(state, request.model)
@@ -73,7 +73,7 @@ def completion_request(state: ServeState, request: CompletionRequest) -> tuple[S
     if not prompts:
         raise HTTPException(400, "prompt is an empty list: give at least one prompt")
     records = [prompt_record(served.task, prompt, number) for number, prompt in enumerate(prompts)]
-    return served, PredictRequest(task=served.task.name, inputs=records, ensemble=served.name)
+    return PredictRequest(task=served.task.name, inputs=records, ensemble=served.name)
 
 
 def completion(model: str, served: ServedEnsemble, votes: Sequence[Vote], truncated: Sequence[bool]) -> Completion:

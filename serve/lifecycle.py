@@ -74,7 +74,9 @@ def _replica_failure(app_name: str, error: RuntimeError) -> str:
         deployments = serve.status().applications[app_name].deployments.values()
     except Exception:  # noqa: BLE001 - the status is a courtesy; Serve's own message still says what failed
         return str(error)
-    causes = [lines[-1].strip() for d in deployments if (lines := [x for x in d.message.splitlines() if x.strip()])]
+    failed = [d for d in deployments if d.status in ("UNHEALTHY", "DEPLOY_FAILED")]   # a str enum
+    causes = [lines[-1].strip() for d in failed or deployments   # the model's, not the front's progress line
+              if (lines := [x for x in d.message.splitlines() if x.strip()])]
     return "; ".join(dict.fromkeys(causes)) or str(error)
 
 
