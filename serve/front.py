@@ -17,10 +17,12 @@ the model as the ingress nothing of ours is left to answer. The front outlives i
 replicas. A model call that fails because its replica died or cannot be reached (`RayActorError`:
 `ActorDiedError`, `ActorUnavailableError`) is sent once more, to another replica, when it is
 idempotent (predictions, completions, health, listings, metrics); otherwise — a reload, or the
-second try — it is answered 503 with `Retry-After` and a one-line JSON message. A full model
-queue is 503 with `Retry-After` too (Serve's backpressure, raised at this handle). While no model
-replica is up, predictions wait in the handle's queue for the replacement (beyond the queue: 503)
-and `/healthz` answers 503 after `HEALTH_WAIT_S`.
+second try — it is answered 503 with `Retry-After` and a one-line JSON message. Before it
+retries, the front asks the model's health: when no replica answers within `HEALTH_WAIT_S` (the
+only one died; Serve is starting its replacement), the model is down: that request and every
+call after it get 503 at once, until a replica answers the health call the front keeps waiting
+on (`_watch`). A full model queue is 503 with `Retry-After` too (Serve's backpressure, raised at
+this handle).
 
 What the model will not answer comes back as a `refusal.Refused` and is raised here again as the
 HTTPException it was (404, 409, 413, 422, an OpenAI 400, a 503 with Retry-After): the same status,
@@ -95,13 +97,18 @@ class Front:
 
     def __init__(self, model: DeploymentHandle, guard: GuardSettings):
         self.model = model
+        self.down = False                                        # no model replica answers (see `_watch`)
+        self.watch: asyncio.Future | None = None                 # the health call waiting for a replica
         self.shutdown = Drain()                                  # see serve/shutdown.py
         self.replica = serve.get_replica_context().replica_tag
         api.state.guard = guard                                  # /v1/ opens now
 
     async def _ask(self, method: str, *args: Any, retry: bool) -> Any:
         """The model's answer to `method(*args)`; a refusal raised as its HTTPException; a dead or
-        unreachable replica retried once on another (`retry`: the call is idempotent), else 503."""
+        unreachable replica retried once on another (`retry`: the call is idempotent) when one is
+        up, else 503."""
+        if self.down:
+            raise no_replica()
         for attempt in (1, 2):
             response = getattr(self.model, method).remote(*args)
             try:
@@ -116,7 +123,7 @@ class Front:
             except Exception as error:
                 if not replica_gone(error):
                     raise
-                again = retry and attempt == 1
+                again = retry and attempt == 1 and await self._replica_up()
                 logger.warning("%s: the model replica died or is unreachable (%s); %s", method,
                                type(error).__name__, "retrying on another" if again else "answering 503")
                 if again:
@@ -126,6 +133,32 @@ class Front:
                 raise outcome.exception()
             return outcome
         raise AssertionError("not reached: the second attempt returns or raises")
+
+    async def _replica_up(self) -> bool:
+        """After a replica died: whether a model replica answers a health call within
+        HEALTH_WAIT_S. If none does, the model is down until one does (`_watch` waits on it)."""
+        if self.watch is None or self.watch.done():
+            self.watch = asyncio.ensure_future(self._watch())
+        try:
+            await asyncio.wait_for(asyncio.shield(self.watch), HEALTH_WAIT_S)
+        except TimeoutError:
+            self.down = True
+        return not self.down
+
+    async def _watch(self) -> None:
+        """A health call the handle holds until a model replica is up to answer it; then the model
+        is up again (a replica that dies while answering it: asked again)."""
+        while True:
+            try:
+                await self.model.health.remote()
+                break
+            except Exception as error:  # noqa: BLE001 - anything but a death: the next call finds out
+                if not replica_gone(error):
+                    break
+                await asyncio.sleep(WAIT_LOOP_S)
+        if self.down:
+            logger.warning("a model replica answers again")
+        self.down = False
 
     async def _held(self, method: str, request: Any) -> Any:
         """A prediction: counted while in flight; once draining, 503 for new ones and a grace
