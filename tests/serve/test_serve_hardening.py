@@ -26,10 +26,10 @@ BIN = Path(sys.executable).parent / "softprompt"
 
 
 @pytest.fixture(scope="module")
-def served(store, tiny_model, local_ray, server_config, token):
-    """Two apps on one Serve: `main` (token, two replicas) and `small` (a queue of 4)."""
+def served(store, tiny_model, shared_serve, server_config, token):
+    """Two apps on the shared Serve: `main` (token, two replicas) and `small` (a queue of 4)."""
     from softprompt.serve.app import build_app
-    from softprompt.serve.lifecycle import FREE_PORT, serving
+    from softprompt.serve.lifecycle import serving
 
     first = register_sample_ensemble(store.handle, tiny_model, name="hard-rte", task="rte", seeds=(0, 1, 2),
                                      experiment_id=store.experiment_id)
@@ -39,7 +39,7 @@ def served(store, tiny_model, local_ray, server_config, token):
     # the alias moves after the driver resolved it: the replicas must still agree on the pinned version
     moved = register_sample_ensemble(store.handle, tiny_model, name="hard-rte", task="rte", seeds=(3, 4, 5),
                                      experiment_id=store.experiment_id)
-    with local_ray(), serving(pinned, main, port=FREE_PORT, route_prefix="/main") as running:
+    with serving(pinned, main, port=shared_serve.port, route_prefix="/main", shared=True) as running:
         config = server_config(app_name="hard-small", max_rows_per_pass=8, max_batch_size=4, max_queued_requests=4)
         small = _with_model_options(build_app(["hard-rte@production"], tracking_uri=store.uri, config=config),
                                     max_ongoing_requests=2)
