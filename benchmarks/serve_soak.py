@@ -6,9 +6,10 @@ for `--minutes`; per minute: requests, p50/p99 latency, statuses, and the replic
 memory (RSS, sampled every few seconds). `rss_growth_after_warmup` compares the last minute's
 RSS with that of the first minute after `--warmup-minutes` (compilation of each batch shape).
 
-Phase 2, crash: the same load goes on while one replica process is killed (SIGKILL); Serve starts
-a replacement. Every answer is counted by status: a 500 is a failure, a 503 (no replica up, or
-backpressure) is allowed; a connection error is counted as such.
+Phase 2, crash: the same load goes on while one model replica process is killed (SIGKILL); Serve
+starts a replacement. Every answer is counted by status: a 500 is a failure, a 503 (no replica up,
+or backpressure) is allowed; a connection error is counted as such. (The front deployment,
+`serve/front.py`, retries a prediction whose replica died on another one.)
 
     .venv/bin/python benchmarks/serve_soak.py                         # gemma3-270m, 10 + 2 minutes
     .venv/bin/python benchmarks/serve_soak.py --model t5-tiny-random --minutes 1 --crash-seconds 30
@@ -49,15 +50,16 @@ def log(message: str) -> None:
 
 
 def replica_pids(app_name: str) -> list[int]:
-    """The process ids of the application's live replicas (Ray titles them
-    `ray::ServeReplica:<app>:<deployment>`), among this process's descendants."""
+    """The process ids of the application's live model replicas (Ray titles them
+    `ray::ServeReplica:<app>:<deployment>`; the front's replicas are left out), among this
+    process's descendants."""
     found = []
     for process in psutil.Process().children(recursive=True):
         try:
             title = " ".join(process.cmdline())
         except psutil.Error:
             continue
-        if f"ServeReplica:{app_name}:" in title:
+        if f"ServeReplica:{app_name}:SoftPromptServer" in title:
             found.append(process.pid)
     return found
 

@@ -1,21 +1,19 @@
-"""The Ray Serve application: ONE replica = ONE copy of the frozen model + the combined prompt
-table of every loaded ensemble, behind a FastAPI ingress (OpenAPI at `/docs`).
+"""The model deployment and the application: ONE model replica = ONE copy of the frozen model +
+the combined prompt table of every loaded ensemble, behind the light front deployment that is the
+HTTP ingress (`front.py`: guard, routes, body parsing, drain; OpenAPI at `/docs`).
 
-    POST /v1/predict                  voted predictions (inputs batched across requests)
-    GET  /v1/ensembles                what is loaded, with this replica's counts
-    POST /v1/ensembles/{name}/reload  load the version the ensemble's alias points to now
-    GET  /healthz                     liveness (never needs the token; 503 while draining)
-    GET  /v1/models, POST /v1/completions   the OpenAI-compatible face (`openai_api`)
-    GET  /metrics                     vote figures per ensemble version, Prometheus text (`prometheus`)
+    client -> Serve's proxy -> Front --handle--> SoftPromptServer.predict(PredictRequest) -> PredictResponse
+                                                 .completions, .health, .ensembles, .models, .reload, .metrics_text
 
-Before any route: `guard.Guard` checks the bearer token and the body size on `/v1/*` and turns
-an unexpected failure into a 500 carrying only a request id. Requests are admitted (validated,
-tokenised, off the event loop); their inputs then join `@serve.batch` batches, one item per
-input, and every batch runs as one pass (`batcher.predict_batch`). A replica queues at most
-`max_queued_requests` requests; beyond that Ray Serve answers 503 with `Retry-After`.
+Each method takes the parsed request and returns the response body, or a `refusal.Refused` (404,
+409, 413, 422, an OpenAI 400, 503) that the front answers with exactly its status, body and
+headers. Requests are admitted (validated, tokenised, off the event loop); their inputs then join
+`@serve.batch` batches, one item per input, and every batch runs as one pass
+(`batcher.predict_batch`). A model replica queues at most `max_queued_requests` requests per
+caller; beyond that the front answers 503 with `Retry-After`.
 
 Versions: the driver resolves each `name@alias` once; every replica loads exactly those versions
-(`versions`). Reload is two-phase: the replica that gets the POST resolves the alias once, every
+(`versions`). Reload is two-phase: the replica that gets the call resolves the alias once, every
 replica loads that version beside the one it serves (prepare), and only when all succeeded does
 each swap its immutable `ServeState` in one assignment (commit) — otherwise all drop it, so every
 replica stays on the old version. Requests in flight finish on the version they started with.
@@ -24,10 +22,9 @@ replica stays on the old version. Requests in flight finish on the version they 
                     tracking_uri="sqlite:///runs/mlflow.db", max_inputs=16)   # any ServeConfig setting
     lifecycle.start(app)    # or: serve run softprompt.serve.app:app_builder ensembles=sst2-ensemble@production
 
-Every setting and its default: `config.ServeConfig`; replicas get `ReplicaConfig` (the settings
-without the token, which travels only as its sha256, and the versions resolved in the driver).
-
-(No `from __future__ import annotations` here: FastAPI must see the route annotations as types.)
+Every setting and its default: `config.ServeConfig`; model replicas get `ReplicaConfig` (the
+settings without the token, and the versions resolved in the driver); the front gets the guard's
+settings (the token only as its sha256).
 """
 
 import asyncio
@@ -37,8 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi import HTTPException
 from pydantic import Field, field_validator
 from ray import serve
 from ray.serve import Application
@@ -51,16 +47,17 @@ from softprompt.ensemble.loaded import load_ensemble, manifest_model
 from softprompt.ensemble.voting import Vote
 from softprompt.store import EnsembleError, Store, parse_reference, resolve_tracking_uri
 
-from . import openai_api
 from .admission import Admitted, admit
 from .batcher import Item, predict_batch
+from .completions import completion, completion_request, model_list
 from .config import ServeConfig
 from .follow import follow_aliases
-from .guard import Guard, GuardSettings, token_digest
+from .front import RETRY_AFTER_S, front_app
 from .metrics import EnsembleStats, ServeMetrics
-from .prometheus import MetricsRoute, VoteMetrics
-from .prometheus import router as metrics_router
-from .shutdown import WAIT_LOOP_S, Drain
+from .openai_api import Completion, CompletionRequest, ModelList
+from .prometheus import VoteMetrics
+from .refusal import refusing
+from .shutdown import WAIT_LOOP_S
 from .schemas import (EnsembleInfo, EnsembleRef, EnsemblesResponse, Health, MemberInfo, Prediction,
                       PredictRequest, PredictResponse, ReloadResponse)
 from .state import NotServed, ServeState, load_state, resolve_all
@@ -69,14 +66,6 @@ from .versions import apply_reloads, book_name, record_reload, reloaded_versions
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_ONGOING_REQUESTS = 256   # HTTP requests one replica holds at once (their inputs batch together)
 DEFAULTS = ServeConfig()
-RETRY_AFTER_S = 1                    # what a client turned away by the full queue is told to wait
-
-api = FastAPI(title="softprompt", summary="Voted soft-prompt ensembles on one frozen model.",
-              description="With a token, every /v1/ route needs `Authorization: Bearer <token>` (checked "
-                          "before the body is read). Bodies over the size limit get 413.")
-api.add_middleware(Guard, settings=lambda: getattr(api.state, "guard", None))
-openai_api.install(api)
-api.include_router(metrics_router)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +76,7 @@ class ReplicaConfig:
     versions: tuple[str, ...]         # the exact `name/version` each reference resolved to, in the driver
                                       # (the references themselves when the driver could not reach the store)
     tracking_uri: str
-    settings: ServeConfig             # without the token; jax_cache_dir absolute
-    token_sha256: str | None = None   # the token, as only its digest travels
+    settings: ServeConfig             # without the token (the front's); jax_cache_dir absolute
 
     @property
     def book(self) -> str:
@@ -96,9 +84,9 @@ class ReplicaConfig:
 
 
 @serve.deployment(max_ongoing_requests=DEFAULT_MAX_ONGOING_REQUESTS)
-@serve.ingress(api)
-class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
-    """One replica: the frozen model, the current `ServeState`, metrics and per-version counts."""
+class SoftPromptServer:
+    """One model replica: the frozen model, the current `ServeState`, metrics and per-version
+    counts; its methods are what the front calls (never an HTTP ingress itself)."""
 
     def __init__(self, config: ReplicaConfig):
         self.config = config
@@ -120,17 +108,15 @@ class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
         self.metrics = ServeMetrics()
         self.stats: dict[tuple[str, str], EnsembleStats] = {}
         self.reload_lock = asyncio.Lock()
-        self.shutdown = Drain()                                  # see serve/shutdown.py
         self.replica = serve.get_replica_context().replica_tag
         self.votes = VoteMetrics(self.replica)       # GET /metrics
         self.started = time.time()
         self._batched.set_max_batch_size(settings.max_batch_size)
         self._batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
-        api.state.guard = GuardSettings(config.token_sha256, settings.max_body_bytes)   # /v1/ opens now
         self.follower = None
         if settings.follow_interval_s:       # 0: off. The constructor runs on the replica's event loop
             self.follower = asyncio.get_running_loop().create_task(follow_aliases(
-                self.store, lambda: self.state, self.reload, interval_s=settings.follow_interval_s))
+                self.store, lambda: self.state, self._reload, interval_s=settings.follow_interval_s))
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -155,29 +141,15 @@ class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
             raise vote
         return vote
 
-    # ------------------------------------------------------------------------------- routes
-
-    @api.get("/healthz", response_model=Health, responses={503: {}})
-    async def healthz(self) -> Health:
-        if self.shutdown.draining:         # load balancers stop sending here at once
-            return JSONResponse({"status": "draining"}, status_code=503)
-        return Health(status="ok", model=self.model.name,
-                      ensembles=[EnsembleRef(name=s.name, version=s.version) for s in self.state.ensembles])
-
     async def _answer(self, state: ServeState, request: PredictRequest) -> tuple[Admitted, list[Vote]]:
-        """`request` admitted under `state` and its inputs voted (batched with everyone's); counted.
-        Once the replica drains: 503 for new requests, a grace period for those in flight."""
-        async with self.shutdown.request():
-            return await self.shutdown.unless_stopped(self._vote(state, request))
-
-    async def _vote(self, state: ServeState, request: PredictRequest) -> tuple[Admitted, list[Vote]]:
+        """`request` admitted under `state` and its inputs voted (batched with everyone's); counted."""
         started = time.perf_counter()
         admitted = await asyncio.to_thread(admit, state, self.model, request, max_inputs=self.settings.max_inputs)
         served = admitted.ensemble
         try:
             votes = await asyncio.gather(*(self._predict_one(Item(state, served, pair.input_ids))
                                            for pair in admitted.encoded))
-        except Exception:  # the guard answers 500 with a request id; the replica goes on
+        except Exception:  # the front's guard answers 500 with a request id; the replica goes on
             self.metrics.request(served.name, served.version, 500, time.perf_counter() - started)
             self.votes.request(served.name, served.version, 500, time.perf_counter() - started)
             raise
@@ -187,8 +159,13 @@ class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
                            [member.run_id for member in served.loaded.manifest.members])
         return admitted, votes
 
-    @api.post("/v1/predict", response_model=PredictResponse,
-              responses={401: {}, 404: {}, 413: {}, 422: {}, 500: {}, 503: {}})
+    # ------------------------------------------------------------------- what the front calls
+
+    async def health(self) -> Health:
+        return Health(status="ok", model=self.model.name,
+                      ensembles=[EnsembleRef(name=s.name, version=s.version) for s in self.state.ensembles])
+
+    @refusing
     async def predict(self, request: PredictRequest) -> PredictResponse:
         admitted, votes = await self._answer(self.state, request)   # this request's version, whatever reloads happen
         served = admitted.ensemble
@@ -197,7 +174,19 @@ class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
                                                        truncated=pair.truncated)
                                             for v, pair in zip(votes, admitted.encoded)])
 
-    @api.get("/v1/ensembles", response_model=EnsemblesResponse, responses={401: {}})
+    @refusing
+    async def completions(self, request: CompletionRequest) -> Completion:
+        state = self.state                              # one version for the whole request
+        admitted, votes = await self._answer(state, completion_request(state, request))
+        return completion(request.model, admitted.ensemble, votes, [pair.truncated for pair in admitted.encoded])
+
+    async def models(self) -> ModelList:
+        return model_list(self.state, started=self.started)
+
+    async def metrics_text(self) -> bytes:
+        """`GET /metrics`: this replica's vote figures, Prometheus text."""
+        return self.votes.exposition()
+
     async def ensembles(self) -> EnsemblesResponse:
         listing = []
         for served in self.state.ensembles:
@@ -213,9 +202,12 @@ class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
                 split_vote_rate=stats.split_vote_rate))
         return EnsemblesResponse(replica=self.replica, ensembles=listing)
 
-    @api.post("/v1/ensembles/{name}/reload", response_model=ReloadResponse,
-              responses={401: {}, 404: {}, 409: {}, 503: {}})
+    @refusing
     async def reload(self, name: str) -> ReloadResponse:
+        return await self._reload(name)
+
+    async def _reload(self, name: str) -> ReloadResponse:
+        """Two-phase reload of ensemble `name` on every model replica (HTTPException 404, 409, 503)."""
         try:
             served = self.state.named(name)
         except NotServed as error:
@@ -270,10 +262,6 @@ class SoftPromptServer(openai_api.OpenAIRoutes, MetricsRoute):
         logger.info("replica %s serves %s version %s", self.replica, name, self.state.named(name).version)
         return {"replica": self.replica, "version": self.state.named(name).version}
 
-    async def drain(self, grace_period_s: float) -> dict[str, Any]:
-        """Graceful shutdown (the driver's broadcast on SIGTERM): see serve/shutdown.py."""
-        return await self.shutdown.drain(grace_period_s) | {"replica": self.replica}
-
     async def abort_version(self, name: str, version: str) -> None:
         """Drops a prepared reload (another replica could not load it)."""
         async with self.reload_lock:
@@ -294,20 +282,20 @@ def build_app(ensembles: Sequence[str], *, versions: Sequence[str] | None = None
     if [parse_reference(v)[0] for v in versions] != [parse_reference(r)[0] for r in ensembles]:
         raise EnsembleError(f"versions {list(versions)} do not match the references {list(ensembles)}")
     cache = str(Path(config.jax_cache_dir).resolve()) if config.jax_cache_dir else None   # the same for every replica
-    replica = ReplicaConfig(tuple(ensembles), tuple(versions), uri, config.replace(token=None, jax_cache_dir=cache),
-                            token_sha256=token_digest(config.token_value) if config.token else None)
+    replica = ReplicaConfig(tuple(ensembles), tuple(versions), uri, config.replace(token=None, jax_cache_dir=cache))
     ongoing = max(DEFAULT_MAX_ONGOING_REQUESTS, 2 * config.max_batch_size)
-    return SoftPromptServer.options(num_replicas=config.replicas, max_ongoing_requests=ongoing,
-                                    max_queued_requests=config.max_queued_requests,
-                                    backpressure_config=BackpressureConfig(status_code=503,
-                                                                           retry_after_s=RETRY_AFTER_S),
-                                    graceful_shutdown_timeout_s=config.grace_period_s,   # requests in flight finish
-                                    graceful_shutdown_wait_loop_s=WAIT_LOOP_S,
-                                    ray_actor_options=actor_options(config)).bind(replica)
+    model = SoftPromptServer.options(num_replicas=config.replicas, max_ongoing_requests=ongoing,
+                                     max_queued_requests=config.max_queued_requests,   # per caller: each front
+                                     backpressure_config=BackpressureConfig(status_code=503,   # how the front
+                                                                            retry_after_s=RETRY_AFTER_S),   # answers it
+                                     graceful_shutdown_timeout_s=config.grace_period_s,   # requests in flight finish
+                                     graceful_shutdown_wait_loop_s=WAIT_LOOP_S,
+                                     ray_actor_options=actor_options(config)).bind(replica)
+    return front_app(model, config, model_holds=ongoing + config.max_queued_requests)
 
 
 def actor_options(config: ServeConfig) -> dict[str, float]:
-    """Each replica's Ray resources: `replica_cpus` CPUs and `devices` GPUs (when any)."""
+    """Each model replica's Ray resources: `replica_cpus` CPUs and `devices` GPUs (when any)."""
     return {"num_cpus": config.replica_cpus} | ({"num_gpus": config.devices} if config.devices else {})
 
 

@@ -11,7 +11,8 @@ or parsed the body yet):
 - an unexpected exception: 500 with the request id only, never the exception's text (the text
   goes to the log with the id).
 
-The replica sets `api.state.guard` (a `GuardSettings`) when it starts; until then nothing passes.
+The front replica (`front.Front`) sets `api.state.guard` (a `GuardSettings`) when it starts;
+until then nothing passes.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     start(app, config)    Serve's HTTP proxy on config.host:port (127.0.0.1 unless told; FREE_PORT:
                           any free one), then the application -> a `Server`
     wait_healthy(server)  polls its `/healthz` until it answers 200, or `NotHealthy` at the deadline
-    stop(server)          drains every replica (requests in flight get the grace period, see
+    stop(server)          drains every front replica (requests in flight get the grace period, see
                           shutdown.py), then removes the application (shared=True: only it) or Serve
 
     with serving(build_app(["sst2-ensemble@production"]), ServeConfig(), port=FREE_PORT) as server:
@@ -52,7 +52,7 @@ class Server:
     url: str                  # http://host:port[/route_prefix], what clients prefix their routes with
     port: int                 # where Serve's HTTP proxy listens (another application may join it)
     name: str                 # the Serve application
-    deployment: str           # its deployment (drained at stop)
+    deployment: str           # its ingress, the front deployment (drained at stop)
     grace_period_s: float     # what requests in flight get at stop
     shared: bool              # on a cluster others use: stop removes only this application
     book: str | None = None   # the application's version book (serve/versions.py), dropped at stop
@@ -74,7 +74,9 @@ def _replica_failure(app_name: str, error: RuntimeError) -> str:
         deployments = serve.status().applications[app_name].deployments.values()
     except Exception:  # noqa: BLE001 - the status is a courtesy; Serve's own message still says what failed
         return str(error)
-    causes = [lines[-1].strip() for d in deployments if (lines := [x for x in d.message.splitlines() if x.strip()])]
+    failed = [d for d in deployments if d.status in ("UNHEALTHY", "DEPLOY_FAILED")]   # a str enum
+    causes = [lines[-1].strip() for d in failed or deployments   # the model's, not the front's progress line
+              if (lines := [x for x in d.message.splitlines() if x.strip()])]
     return "; ".join(dict.fromkeys(causes)) or str(error)
 
 
@@ -89,9 +91,7 @@ def start(app: Any, config: ServeConfig | None = None, *, port: int | None = Non
     from ray import serve
 
     config = config or ServeConfig()
-    bound = getattr(app, "_bound_deployment", None)
-    replica_args = bound.init_args[0] if bound is not None and bound.init_args else None
-    book = getattr(replica_args, "book", None)
+    front, book = _parts(app)
     try:
         listening = _listen(config.host, config.port if port is None else port)
         if on_listening is not None:
@@ -110,8 +110,21 @@ def start(app: Any, config: ServeConfig | None = None, *, port: int | None = Non
     client_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.host, config.host)   # a wildcard: ask loopback
     client_host = f"[{client_host}]" if ":" in client_host else client_host
     return Server(url=f"http://{client_host}:{listening}{route_prefix.rstrip('/')}", port=listening,
-                  name=config.app_name, deployment=bound.name if bound is not None else config.app_name,
+                  name=config.app_name, deployment=front or config.app_name,
                   grace_period_s=config.grace_period_s, shared=shared, book=book)
+
+
+def _parts(app: Any) -> tuple[str | None, str | None]:
+    """(the ingress deployment's name, the model's version book) of an application from
+    `app.build_app` (the front, bound to the model deployment); None for what another app lacks."""
+    from .front import model_of
+
+    front = getattr(app, "_bound_deployment", None)
+    try:
+        book = model_of(app).init_args[0].book
+    except (AttributeError, IndexError):
+        book = None
+    return (front.name if front is not None else None), book
 
 
 def wait_healthy(server: Server | str, *, timeout_s: float = HEALTH_TIMEOUT_S) -> dict:
@@ -134,9 +147,10 @@ def wait_healthy(server: Server | str, *, timeout_s: float = HEALTH_TIMEOUT_S) -
 
 
 def stop(server: Server, *, grace_period_s: float | None = None, drain: bool = True) -> list:
-    """Drains every replica of `server` (up to `grace_period_s`, default the server's; `drain=False`:
-    not at all), then removes the application (shared) or shuts Serve down, and drops its
-    version book. Returns each replica's drain answer ({"held", "left", "replica"}, or an exception)."""
+    """Drains every front replica of `server` (up to `grace_period_s`, default the server's;
+    `drain=False`: not at all), then removes the application (shared) or shuts Serve down, and
+    drops its version book. Returns each front replica's drain answer ({"held", "left", "replica"},
+    or an exception)."""
     drained: list = []
     try:
         if drain:
@@ -159,7 +173,7 @@ def _remove(name: str, book: str | None, shared: bool) -> None:
 
 
 def left_in_flight(drained: list) -> int:
-    """How many requests the replicas answered 503 at the end of the grace period."""
+    """How many requests the front replicas answered 503 at the end of the grace period."""
     return sum(answer.get("left", 0) for answer in drained if isinstance(answer, dict))
 
 

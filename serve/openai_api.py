@@ -1,4 +1,5 @@
-"""The OpenAI-compatible face of the server, on the same app, port and bearer token:
+"""The OpenAI-compatible face of the server, on the same app, port and bearer token: its bodies
+and its error shape (the routes are the front's, `front.py`; the answers the model's, `completions.py`).
 
     GET  /v1/models        every served ensemble: {"id": NAME, "object": "model", "version", "task", "members"}
     POST /v1/completions   {"model": NAME, "prompt": TEXT | [TEXT, ...]} -> choices[i].text = the voted label
@@ -13,33 +14,24 @@ Errors on these routes have OpenAI's shape, `{"error": {"message", "type", "para
 unknown model 404, a malformed body or prompt 400 (where `/v1/predict` says 422), too many prompts 413 (never a 500 for a client's
 mistake). 401 and body-size 413 come earlier, from `guard.Guard`, as on every `/v1/` route.
 
-Routes are methods of `OpenAIRoutes`, a base of the deployment class (Ray Serve binds inherited
-route methods to the replica); they use its `state`, `model` and `_answer`.
+Light on purpose (fastapi, pydantic and `schemas`): the front imports it and no model code.
 """
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from softprompt.core.tasks import TaskSpec
-from softprompt.ensemble.voting import Vote
-
-from .schemas import EnsembleRef, Prediction, PredictRequest
-from .state import NotServed, ServedEnsemble, ServeState
+from .schemas import EnsembleRef, Prediction
 
 OPENAI_PATHS = ("/v1/models", "/v1/completions")
 OWNER = "softprompt"
-router = APIRouter()
 
 
 class ModelCard(BaseModel):
@@ -101,72 +93,7 @@ class Completion(BaseModel):
     softprompt: VoteDetails = Field(description="The vote behind each choice.")
 
 
-def served_model(state: ServeState, model: str) -> ServedEnsemble:
-    """The served ensemble a completion's `model` names (404 otherwise)."""
-    try:
-        return state.named(model)
-    except NotServed as error:
-        raise HTTPException(404, str(error)) from None
-
-
-def prompt_record(task: TaskSpec, prompt: str, number: int) -> dict[str, Any]:
-    """One prompt -> the task's record: a JSON object string as is, else the text of a one-field task.
-
-    >>> from softprompt.core.tasks import get_task
-    >>> prompt_record(get_task("sst2"), "a witty film", 0)
-    {'sentence': 'a witty film'}
-    >>> prompt_record(get_task("rte"), '{"premise": "A cat sat.", "hypothesis": "A cat."}', 0)
-    {'premise': 'A cat sat.', 'hypothesis': 'A cat.'}
-    """
-    if prompt.lstrip().startswith("{"):
-        try:
-            record = json.loads(prompt)
-        except json.JSONDecodeError:
-            record = None
-        if isinstance(record, dict):
-            return record
-    if len(task.fields) == 1:
-        return {task.fields[0]: prompt}
-    example = json.dumps({name: "..." for name in task.fields})
-    raise HTTPException(400, f"prompt {number}: task {task.name!r} takes the fields {', '.join(task.fields)}; "
-                             f"give the prompt as a JSON object string, e.g. {example}")
-
-
-def completion(model: str, served: ServedEnsemble, votes: Sequence[Vote], truncated: Sequence[bool]) -> Completion:
-    predictions = [ChoiceVotes(label=v.label, votes=v.votes, shares=v.shares, members=v.members, truncated=cut,
-                               vote_share=v.shares.get(v.label, 0.0)) for v, cut in zip(votes, truncated)]
-    return Completion(id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model,
-                      system_fingerprint=f"{served.name}:{served.version}",
-                      choices=[VotedChoice(text=v.label, index=i) for i, v in enumerate(votes)],
-                      softprompt=VoteDetails(task=served.task.name,
-                                             ensemble=EnsembleRef(name=served.name, version=served.version),
-                                             predictions=predictions))
-
-
-ERRORS: dict[int | str, dict] = {400: {}, 401: {}, 404: {}, 413: {}}
-
-
-class OpenAIRoutes:
-    """The OpenAI routes, mixed into the deployment class (needs `state`, `started`, `_answer`)."""
-
-    @router.get("/v1/models", response_model=ModelList, responses={401: {}})
-    async def openai_models(self) -> ModelList:
-        return ModelList(data=[ModelCard(id=s.name, created=int(self.started), version=s.version, task=s.task.name,
-                                         members=s.members, reference=s.reference) for s in self.state.ensembles])
-
-    @router.post("/v1/completions", response_model=Completion, responses=ERRORS)
-    async def openai_completions(self, request: CompletionRequest) -> Completion:
-        if request.stream:
-            raise HTTPException(400, "stream is not supported: the answer is one vote per prompt")
-        state = self.state                              # one version for the whole request
-        served = served_model(state, request.model)
-        prompts = request.prompts()
-        if not prompts:
-            raise HTTPException(400, "prompt is an empty list: give at least one prompt")
-        records = [prompt_record(served.task, prompt, number) for number, prompt in enumerate(prompts)]
-        admitted, votes = await self._answer(state, PredictRequest(task=served.task.name, inputs=records,
-                                                                   ensemble=served.name))
-        return completion(request.model, admitted.ensemble, votes, [pair.truncated for pair in admitted.encoded])
+ERRORS: dict[int | str, dict] = {400: {}, 401: {}, 404: {}, 413: {}, 503: {}}   # what the routes may answer
 
 
 # ------------------------------------------------------------------------------- error bodies
@@ -205,8 +132,7 @@ def _is_openai(request: Request) -> bool:
 
 
 def install(api: FastAPI) -> None:
-    """Adds the routes to `api` and gives errors on them OpenAI's shape (other routes keep FastAPI's)."""
-    api.include_router(router)
+    """Gives errors on the OpenAI routes of `api` OpenAI's shape (other routes keep FastAPI's)."""
 
     async def on_http_error(request: Request, error: StarletteHTTPException):
         if not _is_openai(request):

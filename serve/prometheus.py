@@ -1,5 +1,5 @@
 """`GET /metrics` on the serving port: the vote figures of every ensemble version, in the
-Prometheus text format (as vLLM and TGI expose theirs), from one registry per replica.
+Prometheus text format (as vLLM and TGI expose theirs), from one registry per model replica.
 
 Every series carries `ensemble`, `version` and `replica` (a scrape reaches one replica; with
 several, each keeps its own series):
@@ -13,16 +13,15 @@ several, each keeps its own series):
 - `softprompt_member_agreements_total{member, run_id}`   predictions where this member voted with the vote
 - `softprompt_member_agreement_ratio{member, run_id}`    that count over the predictions: a member gone bad falls
 
-The route is guarded like `/v1/` (bearer token when the server has one).
+The route is the front's (`front.py`), guarded like `/v1/` (bearer token when the server has
+one); it answers the page of the model replica it reaches (`VoteMetrics.exposition`).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from fastapi import APIRouter
-from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from softprompt.ensemble.voting import Vote
 
@@ -32,7 +31,6 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30
 SHARE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 VERSION = ("ensemble", "version", "replica")
 MEMBER = VERSION + ("member", "run_id")
-router = APIRouter()
 
 
 class VoteMetrics:
@@ -85,10 +83,3 @@ class VoteMetrics:
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
-
-class MetricsRoute:
-    """`GET /metrics`, mixed into the deployment class (needs `votes`, a `VoteMetrics`)."""
-
-    @router.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics(self) -> Response:
-        return Response(self.votes.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,16 +1,20 @@
-"""Graceful shutdown: a replica told to drain answers `/healthz` with 503 at once (load balancers
-stop sending), refuses new predictions with a clean 503 + Retry-After, lets the requests it holds
-finish within the grace period, and answers whatever is left at the deadline with 503 too — so
-every request in flight gets an HTTP answer, never a reset connection.
+"""Graceful shutdown: the front (`front.Front`, every request's way in) told to drain answers
+`/healthz` with 503 at once (load balancers stop sending), refuses new predictions with a clean
+503 + Retry-After, lets the requests it holds finish within the grace period, and answers whatever
+is left at the deadline with 503 too (cancelling that work on the model replicas) — so every
+request in flight gets an HTTP answer, never a reset connection.
 
-    driver (`lifecycle.stop`: `softprompt serve` on SIGTERM/SIGINT)   each replica
-    drain_application(app, grace_period_s)   --broadcast-->  Drain.drain(grace_period_s)
+    driver (`lifecycle.stop`: `softprompt serve` on SIGTERM/SIGINT)   each front replica
+    drain_application(app, "Front", grace_period_s)  --broadcast-->  Drain.drain(grace_period_s)
     serve.shutdown()                                       (nothing in flight by then)
 
+The draining state lives in the front only: it holds every request from arrival to answer, so it
+alone knows what is in flight, and a model replica need not know that the application stops.
 The grace period's default: `ServeConfig.grace_period_s`.
 
-Serve's own `graceful_shutdown_timeout_s` (set to the same grace period on the deployment) covers
-the shutdowns the driver does not see: `serve deploy` rolling updates and KubeRay pod deletions.
+Serve's own `graceful_shutdown_timeout_s` (set to the same grace period on both deployments)
+covers the shutdowns the driver does not see: `serve deploy` rolling updates and KubeRay pod
+deletions.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ def unavailable() -> HTTPException:
 
 
 class Drain:
-    """One replica's shutdown state: whether it drains, what it holds, when it must let go."""
+    """One front replica's shutdown state: whether it drains, what it holds, when it must let go."""
 
     def __init__(self) -> None:
         self.draining = False
@@ -62,15 +66,18 @@ class Drain:
             self.in_flight -= 1
 
     async def unless_stopped(self, work: Awaitable[T]) -> T:
-        """`work`'s result, or a 503 when the grace period ends first (the work is left to die
-        with the replica)."""
+        """`work`'s result, or a 503 when the grace period ends first (the work is cancelled)."""
         task = asyncio.ensure_future(work)
         stop = asyncio.ensure_future(self._deadline().wait())
-        done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
+        try:
+            done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
             stop.cancel()
+            if not task.done():     # the deadline, or this request itself cancelled (its client left)
+                task.cancel()
+                task.add_done_callback(lambda finished: finished.cancelled() or finished.exception())   # retrieved
+        if task in done:
             return task.result()
-        task.add_done_callback(lambda finished: finished.cancelled() or finished.exception())   # retrieved
         raise unavailable()
 
     async def drain(self, grace_period_s: float) -> dict[str, Any]:

@@ -91,6 +91,12 @@ def test_no_secret_in_a_manifest_and_no_open_listener_without_a_policy(path):
 SERVICES = ["rayservice.yaml", "rayservice-8gpu.yaml"]       # generated: the CPU default, the multi-GPU variant
 
 
+def _deployments(service: dict) -> dict[str, dict]:
+    """A RayService's Serve deployments, by name."""
+    [application] = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+    return {deployment["name"]: deployment for deployment in application["deployments"]}
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_the_serving_token_comes_from_a_secret(name):
     [service, _] = _documents(INFRA / "kuberay" / name)
@@ -107,9 +113,11 @@ def test_pods_outlive_the_grace_period_of_requests_in_flight(name):
     """Every serving pod has a preStop hook and a termination grace that covers the hook's wait
     and the deployment's own graceful shutdown, so no request in flight is cut by SIGKILL."""
     [service, _] = _documents(INFRA / "kuberay" / name)
-    [deployment] = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["deployments"]
-    grace = deployment["graceful_shutdown_timeout_s"]
-    assert grace >= 30 and deployment["graceful_shutdown_wait_loop_s"] <= 1
+    deployments = _deployments(service)
+    assert set(deployments) == {"Front", "SoftPromptServer"}          # the HTTP ingress, the model
+    grace = max(deployment["graceful_shutdown_timeout_s"] for deployment in deployments.values())
+    assert all(deployment["graceful_shutdown_timeout_s"] >= 30 and deployment["graceful_shutdown_wait_loop_s"] <= 1
+               for deployment in deployments.values())
     cluster = service["spec"]["rayClusterConfig"]
     for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
         pod = group["template"]["spec"]
@@ -124,14 +132,13 @@ def test_the_multi_gpu_variant_gives_each_replica_a_worker_pods_eight_gpus():
     a worker pod has 8, and the cluster launcher example has an 8-GPU node type."""
     [service, _] = _documents(INFRA / "kuberay" / "rayservice-8gpu.yaml")
     [application] = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
-    [deployment] = application["deployments"]
-    assert deployment["ray_actor_options"]["num_gpus"] == 8
+    assert _deployments(service)["SoftPromptServer"]["ray_actor_options"]["num_gpus"] == 8
+    assert _deployments(service)["Front"]["ray_actor_options"]["num_cpus"] == 0     # the front needs none
     assert application["runtime_env"]["env_vars"]["SOFTPROMPT_DEVICES"] == "8"      # the replicas' placement
     [group] = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
     [container] = group["template"]["spec"]["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 8 and group["rayStartParams"]["num-gpus"] == "8"
     [cpu_service, _] = _documents(INFRA / "kuberay" / "rayservice.yaml")
-    assert "num_gpus" not in yaml.safe_load(cpu_service["spec"]["serveConfigV2"])["applications"][0][
-        "deployments"][0]["ray_actor_options"]
+    assert "num_gpus" not in _deployments(cpu_service)["SoftPromptServer"]["ray_actor_options"]
     nodes = yaml.safe_load((INFRA / "cluster" / "gpu.yaml").read_text())["available_node_types"]
     assert any(node["resources"].get("GPU", 0) >= 8 for node in nodes.values())

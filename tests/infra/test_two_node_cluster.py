@@ -149,7 +149,7 @@ def test_campaign_lands_on_both_nodes_and_serve_deploy_answers(cluster, tmp_path
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_until_serving(base, deadline=time.monotonic() + 300, env=env)
+        _wait_until_serving(base, deadline=time.monotonic() + 300, env=env, dashboard=dashboard)
         records = [{"premise": "The cat sat on the mat.", "hypothesis": "A cat is sitting."},
                    {"premise": "It rained all day in Paris.", "hypothesis": "Paris was dry."}]
         answer = httpx.post(f"{base}/v1/predict", json={"task": "rte", "inputs": records}, timeout=120)
@@ -167,7 +167,7 @@ def test_campaign_lands_on_both_nodes_and_serve_deploy_answers(cluster, tmp_path
                        capture_output=True, timeout=180)
 
 
-def _wait_until_serving(base: str, *, deadline: float, env: dict) -> None:
+def _wait_until_serving(base: str, *, deadline: float, env: dict, dashboard: str) -> None:
     while True:
         try:
             if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
@@ -175,6 +175,7 @@ def _wait_until_serving(base: str, *, deadline: float, env: dict) -> None:
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            status = subprocess.run([str(BIN / "serve"), "status"], env=env, capture_output=True, text=True)
+            status = subprocess.run([str(BIN / "serve"), "status", "--address", dashboard], env=env,
+                                    capture_output=True, text=True)
             pytest.fail(f"the deployed application never answered /healthz:\n{status.stdout}{status.stderr}")
         time.sleep(2)

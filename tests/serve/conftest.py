@@ -1,7 +1,8 @@
 """Fixtures for the serving tests: a temporary MLflow store holding small registered ensembles of
-untrained t5-tiny-random prompts (no search layer), a Ray of each module's own, the settings every
-test server shares, and what a loopback client needs. Servers start, turn healthy and stop through
-`softprompt.serve.lifecycle`, as `softprompt serve` and the demo do."""
+untrained t5-tiny-random prompts (no search layer), one Ray + Serve shared by consecutive modules
+that deploy on it (`shared_serve`), the settings every test server shares, and what a loopback
+client needs. Servers start, turn healthy and stop through `softprompt.serve.lifecycle`, as
+`softprompt serve` and the demo do."""
 
 from __future__ import annotations
 
@@ -79,6 +80,8 @@ def free_port() -> Callable[[], int]:
 
 @contextlib.contextmanager
 def _local_ray(**ray_options) -> Iterator[None]:
+    """A Ray of this process's own; it and Serve shut down after, also when starting failed (the
+    next Ray could not start otherwise)."""
     import ray
     from ray import serve
 
@@ -91,14 +94,6 @@ def _local_ray(**ray_options) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def local_ray() -> Callable[..., contextlib.AbstractContextManager[None]]:
-    """`with local_ray(**ray_init_options):` a Ray of the test's own for `lifecycle.serving`; it
-    and Serve shut down after, also when starting failed (the next module's Ray could not start
-    otherwise)."""
-    return _local_ray
-
-
-@pytest.fixture(scope="session")
 def token() -> str:
     return TOKEN
 
@@ -107,3 +102,61 @@ def token() -> str:
 def auth() -> dict[str, str]:
     """The header every protected request of these tests carries."""
     return {"Authorization": f"Bearer {TOKEN}"}
+
+
+class SharedServe(NamedTuple):
+    port: int            # Serve's HTTP proxy: each module's applications answer on it, under their own names
+    metrics_url: str     # Ray's Prometheus endpoint (the replicas' Ray Serve metrics)
+
+
+class _SharedRay:
+    """ONE Ray + Serve proxy for consecutive modules that deploy their applications on it
+    (`shared_serve`): each deploys under its own application name with `shared=True`, so its stop
+    removes only its own. Opened by the first module that asks; closed before a module none of
+    whose tests ask (it may start a Ray of its own in this process), and at the end of the session."""
+
+    def __init__(self) -> None:
+        self._stack: contextlib.ExitStack | None = None
+        self._serve: SharedServe | None = None
+
+    def open(self) -> SharedServe:
+        if self._serve is None:
+            from softprompt.serve.listen import start_on_free_port
+
+            metrics_port = quiet_port()
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(_local_ray(_metrics_export_port=metrics_port))
+                port = start_on_free_port()
+                self._stack = stack.pop_all()
+            self._serve = SharedServe(port, f"http://127.0.0.1:{metrics_port}/metrics")
+        return self._serve
+
+    def close(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack = self._serve = None
+
+
+_SHARED = _SharedRay()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_ray_only_where_asked(request) -> Iterator[None]:
+    """Closes the shared Ray before a module none of whose tests use it; at the session's end."""
+    if not any("shared_serve" in item.fixturenames for item in request.session.items
+               if item.module is request.module):
+        _SHARED.close()
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_shared_ray() -> Iterator[None]:
+    yield
+    _SHARED.close()
+
+
+@pytest.fixture(scope="module")
+def shared_serve(_shared_ray_only_where_asked) -> SharedServe:
+    """The shared Ray + Serve proxy (`_SharedRay`): deploy with `lifecycle.serving(app, config,
+    port=shared_serve.port, route_prefix=..., shared=True)`."""
+    return _SHARED.open()

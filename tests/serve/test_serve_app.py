@@ -1,4 +1,4 @@
-"""The HTTP API on a real Ray Serve instance (one per module) with t5-tiny-random ensembles:
+"""The HTTP API on a real Ray Serve instance (`shared_serve`) with t5-tiny-random ensembles:
 the conftest's SAMPLE_ENSEMBLES (sst2, rte, free-text squad, and a second sst2 ensemble that
 the reload test moves to a new version) — all in ONE replica."""
 
@@ -40,18 +40,16 @@ def _records(task: str, count: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def server(store, ensembles, free_port, local_ray, server_config, token):
+def server(store, ensembles, shared_serve, server_config, token):
     from softprompt.serve.app import build_app
-    from softprompt.serve.lifecycle import FREE_PORT, serving
+    from softprompt.serve.lifecycle import serving
 
-    metrics_port = free_port()
     # 8 rows per pass: few compiled shapes, so the suite stays fast on 2 cores
     config = server_config(app_name="softprompt-test", max_inputs=MAX_INPUTS, max_batch_size=16,
                            batch_wait_timeout_s=0.02, token=token, max_rows_per_pass=8)
-    with local_ray(_metrics_export_port=metrics_port):
-        app = build_app([f"{name}@production" for name in ensembles], tracking_uri=store.uri, config=config)
-        with serving(app, config, port=FREE_PORT) as running:
-            yield Server(running.url, dict(ensembles), f"http://127.0.0.1:{metrics_port}/metrics")
+    app = build_app([f"{name}@production" for name in ensembles], tracking_uri=store.uri, config=config)
+    with serving(app, config, port=shared_serve.port, shared=True) as running:
+        yield Server(running.url, dict(ensembles), shared_serve.metrics_url)
 
 
 @pytest.fixture

@@ -37,7 +37,9 @@ def _ready_line(process: subprocess.Popen, log: Path, timeout: float) -> dict:
 
 
 def test_app_builder_and_tracking_uri_defaults(monkeypatch, tmp_path):
-    from softprompt.serve.app import AppArgs, app_builder, token_digest
+    from softprompt.serve.app import AppArgs, app_builder
+    from softprompt.serve.front import model_of
+    from softprompt.serve.guard import token_digest
     from softprompt.store import resolve_tracking_uri as default_tracking_uri
 
     monkeypatch.chdir(tmp_path)
@@ -46,11 +48,11 @@ def test_app_builder_and_tracking_uri_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert default_tracking_uri() == "http://127.0.0.1:5000" and default_tracking_uri("mlruns") == f"{tmp_path.resolve()}/mlruns"
     app = app_builder(AppArgs(ensembles="a@production, b/3", versions="a/7, b/3", replicas=2, token="t"))
-    config = app._bound_deployment.init_args[0]
+    config = model_of(app).init_args[0]
     assert config.ensembles == ("a@production", "b/3") and config.tracking_uri == "http://127.0.0.1:5000"
-    assert config.versions == ("a/7", "b/3")
-    assert config.token_sha256 == token_digest("t")                                        # only the digest travels
-    assert app._bound_deployment.num_replicas == 2
+    assert config.versions == ("a/7", "b/3") and config.settings.token is None
+    assert app._bound_deployment.init_args[1].token_sha256 == token_digest("t")   # only the digest, to the front
+    assert model_of(app).num_replicas == app._bound_deployment.num_replicas == 2
 
 
 def test_unknown_ensemble_is_a_clear_error_before_ray_starts(store):

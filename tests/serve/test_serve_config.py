@@ -50,21 +50,27 @@ def test_the_environment_sets_any_setting_and_the_token():
 def test_the_deployment_and_its_replicas_take_the_config(tmp_path):
     from softprompt.ensemble.predict import DEFAULT_MAX_ROWS
     from softprompt.serve.app import AppArgs, app_builder, build_app
-    from softprompt.serve.guard import token_digest
+    from softprompt.serve.front import model_of
+    from softprompt.serve.guard import GuardSettings, token_digest
 
     assert ServeConfig().max_rows_per_pass == DEFAULT_MAX_ROWS
     config = ServeConfig(replicas=3, replica_cpus=0.5, max_queued_requests=7, grace_period_s=4, token="t",
-                         jax_cache_dir=str(tmp_path / "jax"), max_inputs=5)
-    deployment = build_app(["a/1"], versions=["a/1"], tracking_uri="http://127.0.0.1:5000",
-                           config=config)._bound_deployment
+                         jax_cache_dir=str(tmp_path / "jax"), max_inputs=5, max_body_bytes=1000)
+    app = build_app(["a/1"], versions=["a/1"], tracking_uri="http://127.0.0.1:5000", config=config)
+    deployment = model_of(app)
     assert (deployment.num_replicas, deployment.max_queued_requests) == (3, 7)
     assert deployment.ray_actor_options == {"num_cpus": 0.5} and deployment._deployment_config.graceful_shutdown_timeout_s == 4
     replica = deployment.init_args[0]
-    assert replica.settings.token is None and replica.token_sha256 == token_digest("t")    # only the digest travels
+    assert replica.settings.token is None and not hasattr(replica, "token_sha256")        # the model never sees it
     assert replica.settings.max_inputs == 5 and replica.settings.jax_cache_dir == str(tmp_path / "jax")
+    front = app._bound_deployment                     # the HTTP ingress: light, no CPU, as many as the model
+    assert (front.name, front.num_replicas, front.max_queued_requests) == ("Front", 3, 7)
+    assert front.ray_actor_options == {"num_cpus": 0} and front._deployment_config.graceful_shutdown_timeout_s == 4
+    assert front.max_ongoing_requests >= deployment.max_ongoing_requests + deployment.max_queued_requests
+    assert front.init_args[1] == GuardSettings(token_digest("t"), 1000)                     # only the digest travels
     overridden = build_app(["a/1"], versions=["a/1"], tracking_uri="x", config=config, max_inputs=6)
-    assert overridden._bound_deployment.init_args[0].settings.max_inputs == 6
-    on_gpus = build_app(["a/1"], versions=["a/1"], tracking_uri="x", config=config, devices=8)._bound_deployment
+    assert model_of(overridden).init_args[0].settings.max_inputs == 6
+    on_gpus = model_of(build_app(["a/1"], versions=["a/1"], tracking_uri="x", config=config, devices=8))
     assert on_gpus.ray_actor_options == {"num_cpus": 0.5, "num_gpus": 8} and on_gpus.init_args[0].settings.devices == 8
     with pytest.raises(ServeConfigError, match="^devices: "):
         ServeConfig(devices=-1)
@@ -72,7 +78,7 @@ def test_the_deployment_and_its_replicas_take_the_config(tmp_path):
         build_app(["a/1"], versions=["a/1"], tracking_uri="x", max_imputs=6)
     assert set(ServeConfig.model_fields) < set(AppArgs.model_fields)                       # every setting is an arg
     built = app_builder(AppArgs(ensembles="a@production, b/3", versions="a/7,b/3", tracking_uri="x", max_inputs=9))
-    assert built._bound_deployment.init_args[0].settings == ServeConfig(max_inputs=9).replace(
+    assert model_of(built).init_args[0].settings == ServeConfig(max_inputs=9).replace(
         token=None, jax_cache_dir=str(Path.cwd() / "runs" / "jax_cache"))
 
 

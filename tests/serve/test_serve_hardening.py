@@ -1,17 +1,23 @@
 """Serving under hostile input and faults, on a real Ray Serve with t5-tiny-random ensembles:
 text that looks like special tokens, invalid Unicode, oversized and unauthenticated bodies, a
-flood of concurrent clients against a bounded queue, versions pinned once for every replica, and
-a reload that fails everywhere but leaves every replica on the old version."""
+flood of concurrent clients against a bounded queue, versions pinned once for every replica, a
+reload that fails everywhere but leaves every replica on the old version, and a model replica
+killed (SIGKILL) while clients keep asking."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from sample_ensembles import register_sample_ensemble
@@ -20,10 +26,10 @@ BIN = Path(sys.executable).parent / "softprompt"
 
 
 @pytest.fixture(scope="module")
-def served(store, tiny_model, local_ray, server_config, token):
-    """Two apps on one Serve: `main` (token, two replicas) and `small` (a queue of 4)."""
+def served(store, tiny_model, shared_serve, server_config, token):
+    """Two apps on the shared Serve: `main` (token, two replicas) and `small` (a queue of 4)."""
     from softprompt.serve.app import build_app
-    from softprompt.serve.lifecycle import FREE_PORT, serving
+    from softprompt.serve.lifecycle import serving
 
     first = register_sample_ensemble(store.handle, tiny_model, name="hard-rte", task="rte", seeds=(0, 1, 2),
                                      experiment_id=store.experiment_id)
@@ -33,12 +39,33 @@ def served(store, tiny_model, local_ray, server_config, token):
     # the alias moves after the driver resolved it: the replicas must still agree on the pinned version
     moved = register_sample_ensemble(store.handle, tiny_model, name="hard-rte", task="rte", seeds=(3, 4, 5),
                                      experiment_id=store.experiment_id)
-    with local_ray(), serving(pinned, main, port=FREE_PORT, route_prefix="/main") as running:
+    with serving(pinned, main, port=shared_serve.port, route_prefix="/main", shared=True) as running:
         config = server_config(app_name="hard-small", max_rows_per_pass=8, max_batch_size=4, max_queued_requests=4)
-        small = build_app(["hard-rte@production"], tracking_uri=store.uri, config=config)
-        small = small._bound_deployment.options(max_ongoing_requests=2).bind(*small._bound_deployment.init_args)
+        small = _with_model_options(build_app(["hard-rte@production"], tracking_uri=store.uri, config=config),
+                                    max_ongoing_requests=2)
         with serving(small, config, port=running.port, route_prefix="/small", shared=True):   # stops only itself
             yield {"url": f"http://127.0.0.1:{running.port}", "first": first.version, "moved": moved.version}
+
+
+def _with_model_options(app, **options):
+    """`app` (from build_app: the front bound to the model deployment) with the model's Serve options changed."""
+    from softprompt.serve.front import model_of
+
+    front, model = app._bound_deployment, model_of(app)
+    return front.bind(model.options(**options).bind(*model.init_args), *front.init_args[1:])
+
+
+def _model_replica_pids(app_name: str) -> list[int]:
+    """The processes of the application's live model replicas (Ray titles them
+    `ray::ServeReplica:<app>:SoftPromptServer...`), among this test process's descendants."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if f"ServeReplica:{app_name}:SoftPromptServer" in " ".join(process.cmdline()):
+                found.append(process.pid)
+        except psutil.Error:
+            continue
+    return found
 
 
 def _post(url: str, body, token: str | None, **kwargs) -> httpx.Response:
@@ -149,3 +176,60 @@ def test_an_oversize_body_gets_a_readable_413_not_a_reset(served, token, client)
             except urllib.error.HTTPError as error:
                 status, text = error.code, error.read().decode()
         assert status == 413 and "over 65536 bytes" in text
+
+
+KILL_CLIENTS = 6              # closed-loop clients while a replica dies
+LOAD_AFTER_KILL_S = 3.0
+
+
+def test_a_model_replica_killed_mid_load_costs_no_request_a_500(served, token):
+    """SIGKILL one of the two model replicas while clients keep predicting (Ray Serve's proxy would
+    answer the requests it held 500, ray-project/ray#47219): every request gets an HTTP answer, 200
+    or 503, never a 500 (the front sends a prediction whose replica died to the other one); Serve
+    starts a replacement, which then answers too. Last in the module: the others see two replicas."""
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"task": "rte", "inputs": [{"premise": "A cat sat on the mat.", "hypothesis": "A cat sat."}]}
+    [victim, _] = _model_replica_pids("hard-main")
+    before: set[str] = set()
+    for _ in range(64):                                   # both replicas' names, before one dies
+        before.add(httpx.get(f"{served['url']}/main/v1/ensembles", headers=headers, timeout=60).json()["replica"])
+        if len(before) == 2:
+            break
+    answers: list[int | str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(headers=headers, timeout=60) as http:
+            while not stop.is_set():
+                try:
+                    answers.append(http.post(f"{served['url']}/main/v1/predict", json=body).status_code)
+                except httpx.HTTPError as error:          # a reset or a refused connection: must not happen
+                    answers.append(type(error).__name__)
+
+    threads = [threading.Thread(target=client) for _ in range(KILL_CLIENTS)]
+    for thread in threads:
+        thread.start()
+    try:
+        while len(answers) < 2 * KILL_CLIENTS:            # the load is steady before the kill
+            time.sleep(0.05)
+        killed_at = len(answers)
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(LOAD_AFTER_KILL_S)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(90)
+    assert all(isinstance(answer, int) for answer in answers), Counter(answers)   # every request answered
+    assert set(answers) <= {200, 503}, Counter(answers)                           # never a 500
+    assert answers[killed_at:].count(200) > 0, Counter(answers[killed_at:])       # the other replica served on
+
+    deadline = time.monotonic() + 120                     # the replacement loads the model, then answers
+    replacement = set()
+    while not replacement and time.monotonic() < deadline:
+        listing = httpx.get(f"{served['url']}/main/v1/ensembles", headers=headers, timeout=60)
+        replacement = {listing.json()["replica"]} - before if listing.status_code == 200 else set()
+        time.sleep(0.2)
+    assert replacement, "Serve did not replace the killed replica"
+    assert victim not in _model_replica_pids("hard-main") and len(_model_replica_pids("hard-main")) == 2
+    after = _post(f"{served['url']}/main/v1/predict", body, token)
+    assert after.status_code == 200 and after.json()["ensemble"]["version"] == served["first"]

@@ -21,18 +21,17 @@ FOLLOWED = "sst2-follow"          # registered here; the follow test moves its a
 
 
 @pytest.fixture(scope="module")
-def server(store, ensembles, local_ray, server_config, token, tiny_model):
+def server(store, ensembles, shared_serve, server_config, token, tiny_model):
     from softprompt.serve.app import build_app
-    from softprompt.serve.lifecycle import FREE_PORT, serving
+    from softprompt.serve.lifecycle import serving
 
     register_sample_ensemble(store.handle, tiny_model, name=FOLLOWED, task="sst2", seeds=(30, 31, 32), length=4,
                              experiment_id=store.experiment_id)
     config = server_config(app_name="softprompt-loop-test", max_inputs=MAX_INPUTS, max_batch_size=16,
                            batch_wait_timeout_s=0.02, token=token, max_rows_per_pass=8, follow_interval_s=1)
-    with local_ray():
-        app = build_app([f"{name}@production" for name in (*SERVED, FOLLOWED)], tracking_uri=store.uri, config=config)
-        with serving(app, config, port=FREE_PORT) as running:
-            yield running.url
+    app = build_app([f"{name}@production" for name in (*SERVED, FOLLOWED)], tracking_uri=store.uri, config=config)
+    with serving(app, config, port=shared_serve.port, shared=True) as running:
+        yield running.url
 
 
 @pytest.fixture(scope="module")
