@@ -42,7 +42,7 @@ from ray.serve.config import BackpressureConfig
 
 from softprompt.core.compilation_cache import use_compilation_cache
 from softprompt.core.models import load_model
-from softprompt.core.sharding import default_placement, place_model
+from softprompt.core.sharding import default_placement
 from softprompt.ensemble.loaded import load_ensemble, manifest_model
 from softprompt.ensemble.voting import Vote
 from softprompt.store import EnsembleError, Store, parse_reference, resolve_tracking_uri
@@ -100,9 +100,9 @@ class SoftPromptServer:
         self.store = Store(config.tracking_uri)
         versions = apply_reloads(config.versions, reloaded_versions(config.book))   # what the peers serve
         registered = resolve_all(self.store, versions)
-        self.model = place_model(load_model(manifest_model(registered[0].manifest, settings.model),
-                                            dtype=registered[0].manifest.dtype),
-                                 default_placement(gpus=settings.devices))   # >= 2 devices: split over them
+        self.model = load_model(manifest_model(registered[0].manifest, settings.model),
+                                dtype=registered[0].manifest.dtype,
+                                placement=default_placement(gpus=settings.devices))   # >= 2 devices: split as read
         self.state: ServeState = load_state(self.store, self.model, config.ensembles, registered)
         self.pending: dict[tuple[str, str], ServeState] = {}   # prepared reloads, by (name, version)
         self.metrics = ServeMetrics()
