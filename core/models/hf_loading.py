@@ -21,10 +21,10 @@ import tokenizers
 
 from ..fingerprint import cached_fingerprint, compute_fingerprint
 from .base import FrozenModel
-from .safetensors_host import HostSafetensors
 from .decoder import Params
 from .decoder_config import SUPPORTED, DecoderConfig, config_from_hf
 from .decoder_ops import DecoderOps
+from .safetensors_host import HostSafetensors
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # where the language model's tensors live: plain, then the multimodal Gemma 3 layouts (v5, v4)
