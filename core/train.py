@@ -24,6 +24,7 @@ from .batching import EncodedPair, encode_pair, make_batch
 from .checkpoint import TrainState, checkpoint_exists, load_checkpoint, save_checkpoint
 from .config import SELECTION_SPLIT, TrainConfig
 from .evaluation import encode_inputs, evaluate_prompt
+from .models import load_model
 from .models.base import FrozenModel
 from .optim import OptimizerConfig, learning_rate_schedule, make_optimizer, with_learning_rate
 from .progress import TrainProgress
@@ -163,6 +164,9 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
       (20, 64)
     """
     task = get_task(config.task, source=config.data_source)
+    placement = (placement or default_placement(config.batch_size)) if steps is None else None
+    if model is None and placement is not None:    # straight onto the mesh: never whole on one device
+        model = load_model(config.model, dtype=config.dtype, placement=placement)
     model = prepare_model(config, model)
     train_examples = task.examples(config.train_split, data_dir=config.data_dir, holdout=config.selection_holdout())
     eval_examples = evaluation_examples(task, config)
@@ -182,7 +186,6 @@ def train(config: TrainConfig, *, out_dir: str | Path | None = None, checkpoint_
     step_fn = _make_step(model.ops, config.parameter_scaling)
     update_fn = _make_update(config.parameter_scaling)
     schedule = learning_rate_schedule(config.optimizer())
-    placement = (placement or default_placement(config.batch_size)) if steps is None else None
     model, params = place_for_training(model, placement) if steps is None else (model, None)   # else the service's
     if placement:
         state = state._replace(trainable=placement.replicate(state.trainable),
