@@ -56,8 +56,9 @@ def load_model(name: str, *, dtype: str = "float32", cached: bool = True,
     float32, bfloat16 or auto (see `native_dtype`). Cached in-process (the last two) unless
     `cached=False` (a caller that hands the weights on and keeps no copy). Not cached either:
     `placement` (a `core.sharding.Placement`): the weights go onto its mesh as they are read
-    (decoder families), so no device ever holds the whole model; `host`: numpy weights, no device
-    touched (a campaign driver only fingerprints them and hands them to Ray's object store)."""
+    (decoder families), so no device ever holds the whole model; `host`: numpy weights that never
+    go to a device (decoder families; T5 is copied back), for a campaign driver that only
+    fingerprints them and hands them to Ray's object store."""
     reference, dtype = model_reference(name), resolve_dtype(dtype)
     if host:
         import jax
