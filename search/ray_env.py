@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 RAY_ENV_DEFAULTS = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",   # Ray's own listeners bind 127.0.0.1
@@ -12,9 +13,11 @@ RAY_ENV_DEFAULTS = {
 
 
 def apply_ray_env_defaults() -> None:
-    """Sets each of RAY_ENV_DEFAULTS unless the environment already has it."""
+    """Sets each of RAY_ENV_DEFAULTS unless the environment already has it, and silences JAX's
+    warning at fork: Ray starts its processes with fork + exec, which the warning is not about."""
     for key, value in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
 
 
 VERBOSE_ENV = "SOFTPROMPT_VERBOSE"   # "1": Ray's own INFO lines and the workers' output on the terminal

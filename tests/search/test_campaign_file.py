@@ -243,3 +243,20 @@ def test_trials_compile_into_the_users_jax_cache_when_one_is_set(monkeypatch, tm
     assert _runtime(campaign, None).jax_cache_dir == str(tmp_path / "mine")
     own = parse_campaign(BASE | {"storage_path": str(tmp_path), "jax_cache_dir": str(tmp_path / "own")})
     assert _runtime(own, None).jax_cache_dir == str(tmp_path / "own")
+
+
+def test_starting_ray_after_jax_prints_no_fork_warning():
+    """JAX warns at every fork once its backend runs; Ray's processes are fork + exec, so the
+    driver (which has loaded or sized a model by then) silences it when it starts Ray."""
+    import subprocess
+    import sys
+
+    script = ("import subprocess, jax; jax.devices()\n"
+              "if __import__('sys').argv[1] == 'ray':\n"
+              "    from softprompt.search.ray_env import apply_ray_env_defaults; apply_ray_env_defaults()\n"
+              "subprocess.run(['true'], preexec_fn=lambda: None)\n")   # as Ray starts its processes
+    printed = {case: subprocess.run([sys.executable, "-c", script, case], capture_output=True, text=True,
+                                    env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"}).stderr
+               for case in ("plain", "ray")}
+    assert "os.fork() was called" in printed["plain"]        # what the driver printed before
+    assert "os.fork() was called" not in printed["ray"]
