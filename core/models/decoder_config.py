@@ -139,8 +139,14 @@ class DecoderConfig:
         """The RoPE inverse frequencies [H/2] float32 of global or local layers."""
         base = self.global_rope_base if is_global else self.local_rope_base
         scaling = self.global_rope_scaling if is_global else self.local_rope_scaling
-        inv_freq = 1.0 / base ** (np.arange(0, self.head_dim, 2, dtype=np.float32) / self.head_dim)
-        return _scaled(inv_freq.astype(np.float32), scaling).astype(np.float32)
+        return rope_inverse_frequencies(base, self.head_dim, scaling)
+
+
+def rope_inverse_frequencies(base: float, head_dim: int, scaling: RopeScaling | None = None,
+                             dtype: type = np.float32) -> np.ndarray:
+    """[head_dim / 2] RoPE inverse frequencies of `base`, `scaling` applied, in `dtype`."""
+    inv_freq = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=dtype) / head_dim)
+    return _scaled(inv_freq.astype(dtype), scaling).astype(dtype)
 
 
 _SWITCH_NAMES = ("family", "activation", "norm_plus_one", "embed_scale", "post_norms", "qk_norm", "qkv_bias",

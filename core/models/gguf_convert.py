@@ -18,7 +18,7 @@ import numpy as np
 import tokenizers
 
 from ..progress import advance_work
-from .decoder_config import UnsupportedModelError
+from .decoder_config import RopeScaling, UnsupportedModelError, rope_inverse_frequencies
 
 ARCHITECTURES = {"gemma3": "gemma3_text", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
 ROPE_FREQS = "rope_freqs.weight"   # llama.cpp's per-frequency RoPE divisors (Llama 3.1+ GGUFs)
@@ -122,13 +122,10 @@ def gguf_hf_config(reader, source: Path | str = "GGUF") -> dict:
 def llama3_factors(base: float, head_dim: int, scaling: dict) -> np.ndarray:
     """[head_dim / 2] what llama.cpp's converter stores as `rope_freqs` for a `llama3` rope
     scaling: each frequency's divisor (1: kept, `factor`: scaled, smoothed between)."""
-    inv_freq = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    wavelength = 2 * math.pi / inv_freq
-    old, low, high = (scaling["original_max_position_embeddings"], scaling["low_freq_factor"],
-                      scaling["high_freq_factor"])
-    smooth = (old / wavelength - low) / (high - low)
-    smoothed = 1 / ((1 - smooth) / scaling["factor"] + smooth)
-    return np.where(wavelength < old / high, 1.0, np.where(wavelength > old / low, scaling["factor"], smoothed))
+    rope = RopeScaling("llama3", scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"],
+                       scaling["original_max_position_embeddings"])
+    return (rope_inverse_frequencies(base, head_dim, dtype=np.float64)
+            / rope_inverse_frequencies(base, head_dim, rope, dtype=np.float64))
 
 
 def llama3_scaling_from_factors(factors: np.ndarray, base: float, head_dim: int, source: Path | str) -> dict:
@@ -145,7 +142,7 @@ def llama3_scaling_from_factors(factors: np.ndarray, base: float, head_dim: int,
     factor = float(factors.max())
     if factors.shape != (head_dim // 2,) or factors.min() < 1 - 1e-6 or factor <= 1 + 1e-6:
         raise refused
-    inv_freq = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    inv_freq = rope_inverse_frequencies(base, head_dim, dtype=np.float64)
     between = (factors > 1 + 1e-6) & (factors < factor * (1 - 1e-6))
     smooth = (1 / factors[between] - 1 / factor) / (1 - 1 / factor)
     inverse_wavelength = inv_freq[between] / (2 * math.pi)
