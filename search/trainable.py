@@ -27,7 +27,6 @@ Python API's hook: tests use it to fail a trial once and watch it retried from i
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import tempfile
