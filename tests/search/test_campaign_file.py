@@ -248,15 +248,16 @@ def test_trials_compile_into_the_users_jax_cache_when_one_is_set(monkeypatch, tm
 def test_starting_ray_after_jax_prints_no_fork_warning():
     """JAX warns at every fork once its backend runs; Ray's processes are fork + exec, so the
     driver (which has loaded or sized a model by then) silences it when it starts Ray."""
+    import os
     import subprocess
     import sys
 
-    script = ("import subprocess, jax; jax.devices()\n"
-              "if __import__('sys').argv[1] == 'ray':\n"
+    script = ("import subprocess, sys, jax; jax.devices()\n"
+              "if sys.argv[1] == 'ray':\n"
               "    from softprompt.search.ray_env import apply_ray_env_defaults; apply_ray_env_defaults()\n"
               "subprocess.run(['true'], preexec_fn=lambda: None)\n")   # as Ray starts its processes
     printed = {case: subprocess.run([sys.executable, "-c", script, case], capture_output=True, text=True,
-                                    env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"}).stderr
+                                    env=os.environ | {"JAX_PLATFORMS": "cpu"}).stderr
                for case in ("plain", "ray")}
     assert "os.fork() was called" in printed["plain"]        # what the driver printed before
     assert "os.fork() was called" not in printed["ray"]
